@@ -1,0 +1,40 @@
+"""The step cache: outputs stored under their content key, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def default_dir() -> Path:
+    # libvirt's qemu runs as its own user and must traverse to a cached base disk, so root's
+    # cache lives outside /root (mode 0700).
+    if env := os.environ.get("BAKER_CACHE_DIR"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/cache/baker")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "baker"
+
+
+class Cache:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or default_dir()
+
+    def path(self, kind: str, name: str) -> Path:
+        d = self.root / kind
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o755)
+        return d / name
+
+    @contextlib.contextmanager
+    def staging(self, target: Path) -> Iterator[Path]:
+        """A temporary name beside `target`, renamed into place only if the block succeeds,
+        so a half-written entry is never taken for a cached one."""
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            yield tmp
+            tmp.rename(target)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,101 @@
+"""The command line (DESIGN.md, CLI contract). Exit 0 success, 1 failure, 2 bad input; errors are
+one sentence on stderr, never a traceback for a user's mistake."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from baker import __version__, recipe
+from baker.errors import BakerError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Bake reproducible golden VM images, with the evidence of what went into them.",
+)
+err = Console(stderr=True)
+
+
+class Interrupted(BakerError):
+    exit_code = 130
+
+
+def _on_signal(signum: int, _frame: object) -> NoReturn:
+    # Raised at the point the build is at, so every cleanup on the way out still runs.
+    raise Interrupted(f"interrupted by signal {signal.Signals(signum).name}; cleaned up.")
+
+
+def _fail(e: BakerError) -> NoReturn:
+    err.print(f"baker: error: {e}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(e.exit_code)
+
+
+VarOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--var", help="Set a recipe variable: KEY=VALUE (repeatable).", metavar="KEY=VALUE"
+    ),
+]
+RecipeArg = Annotated[Path, typer.Argument(help="The recipe file (images/NAME.yaml).")]
+
+
+@app.command()
+def build(
+    recipe_file: RecipeArg,
+    var: VarOpt = None,
+    out: Annotated[Path, typer.Option(help="Where the artifact directory goes.")] = Path("out"),
+    accel: Annotated[str, typer.Option(help="auto, kvm or tcg.")] = "auto",
+) -> None:
+    """Bake RECIPE into OUT/NAME/; prints the image digest as the last line."""
+    from baker.pipeline import Options
+    from baker.pipeline import build as run_build
+    from baker.progress import Reporter
+
+    reporter = Reporter(err)
+    try:
+        spec = recipe.load(recipe_file, dict(recipe.parse_var(v) for v in var or []))
+        if accel not in ("auto", "kvm", "tcg"):
+            raise recipe.InputError(f"--accel {accel}: expected auto, kvm or tcg.")
+        result = run_build(spec, Options(out=out, accel=accel), reporter)
+    except BakerError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        _fail(Interrupted("interrupted; cleaned up."))
+    reporter.info(f"published {result.artifact}")
+    typer.echo(result.digest)
+
+
+@app.command()
+def validate(recipe_file: RecipeArg, var: VarOpt = None) -> None:
+    """Check RECIPE (template, fields, file pins) without starting anything."""
+    try:
+        spec = recipe.load(recipe_file, dict(recipe.parse_var(v) for v in var or []))
+    except BakerError as e:
+        _fail(e)
+    typer.echo(
+        f"{recipe_file}: ok ({spec.name}, {len(spec.recipe.provisioners)} provisioners, "
+        f"{len(spec.recipe.tests)} test files)"
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print baker's version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("baker: error: interrupted; cleaned up.")
+        sys.exit(130)

@@ -1,0 +1,86 @@
+"""What a golden image must not carry from the machine it was baked on.
+
+The capture step walks the build machine's filesystem and leaves out every path these rules
+match; /etc/machine-id is kept, empty. Extend RULES to add to it: each rule is a glob on the
+path relative to / (`*` matches within one path component) with the reason it exists.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str
+    why: str
+    # Only regular files and links: the directories stay, since services expect them.
+    files_only: bool = False
+
+    def matches(self, rel: str, is_dir: bool) -> bool:
+        if self.files_only and is_dir:
+            return False
+        return _compile(self.pattern).fullmatch(rel) is not None
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("etc/ssh/ssh_host_*", "SSH host keys: every machine makes its own at first boot"),
+    Rule("etc/ssh/sshd_config.d/baker-build.conf", "build-time SSH access"),
+    Rule("etc/systemd/system/baker-build-access.service", "build-time SSH access"),
+    Rule("etc/systemd/system/*.wants/baker-build-access.service", "build-time SSH access"),
+    Rule("usr/local/lib/baker", "build-time SSH access"),
+    Rule("var/lib/dbus/machine-id", "the machine id is made at first boot"),
+    Rule("var/lib/systemd/random-seed", "a seed must never be shared between machines"),
+    Rule("var/lib/systemd/credential.secret", "per-machine secret"),
+    Rule("var/log/journal/*", "the build machine's journal"),
+    Rule("var/log/**", "the build machine's logs", files_only=True),
+    Rule("var/cache/apt/*.bin", "apt caches"),
+    Rule("var/cache/apt/archives/*.deb", "apt caches"),
+    Rule("var/lib/apt/lists/**", "apt caches", files_only=True),
+    Rule("tmp/*", "temporary files"),
+    Rule("var/tmp/*", "temporary files"),
+    Rule("root/.bash_history", "shell history"),
+    Rule("home/*/.bash_history", "shell history"),
+    Rule("root/.lesshst", "shell history"),
+    Rule("root/.viminfo", "shell history"),
+    Rule("root/.python_history", "shell history"),
+)
+
+EMPTIED = ("etc/machine-id",)  # kept as empty files: systemd's "first boot" marker
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    # `**` crosses directories, `*` does not.
+    parts = [
+        fnmatch.translate(p).removesuffix(r"\Z").removeprefix("(?s:").removesuffix(")")
+        for p in pattern.split("**")
+    ]
+    return re.compile("(?s:" + ".*".join(p.replace(".*", "[^/]*") for p in parts) + ")")
+
+
+def walk(root: Path, rules: tuple[Rule, ...] = RULES) -> Iterator[str]:
+    """Every path under `root` that the image keeps, as './rel', parents before children, in
+    byte order of names (one order on every machine), never leaving root's filesystem."""
+    dev = root.stat().st_dev
+    yield "."
+
+    def visit(directory: Path, prefix: str) -> Iterator[str]:
+        with os.scandir(directory) as it:
+            entries = sorted(it, key=lambda e: os.fsencode(e.name))
+        for entry in entries:
+            rel = f"{prefix}{entry.name}"
+            st = entry.stat(follow_symlinks=False)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if rel in EMPTIED or any(r.matches(rel, is_dir) for r in rules):
+                continue
+            yield f"./{rel}"
+            if is_dir and st.st_dev == dev:
+                yield from visit(Path(entry.path), f"{rel}/")
+
+    yield from visit(root, "")

@@ -1,0 +1,270 @@
+"""The build, as one straight pipeline (DESIGN.md): read it top to bottom.
+
+resolve (done by the caller: a Spec) -> base -> disk -> boot -> provision -> verify ->
+shutdown -> capture -> image -> publish. Every step's content key is known before the build
+starts; the base and disk steps are cached under theirs. Whatever happens, the ExitStack
+destroys the machine and removes the work directory, and nothing reaches `out/` before the
+last step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libvirt
+import paramiko
+
+from baker import __version__, capture, disk, provision, rootfs, ssh, tools, verify
+from baker.accel import Accel, choose
+from baker.backends import Machine
+from baker.backends.libvirt import Libvirt
+from baker.cache import Cache
+from baker.errors import BuildError
+from baker.generalize import RULES
+from baker.hashing import content_key, sha256_file
+from baker.packages import parse_status
+from baker.progress import Reporter
+from baker.publish import publish
+from baker.spec import Spec
+
+SHUTDOWN_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class Options:
+    out: Path = Path("out")
+    accel: str = "auto"
+    cache: Cache = field(default_factory=Cache)
+    work_root: Path | None = None  # where the throwaway work directory goes
+
+
+@dataclass(frozen=True)
+class Result:
+    digest: str
+    artifact: Path
+
+
+def step_keys(spec: Spec) -> dict[str, str]:
+    """Each step's content key: the hash of its own inputs and of the key before it."""
+    recipe = spec.recipe
+    keys: dict[str, str] = {}
+    keys["base"] = content_key("base", rootfs.config(recipe.base))
+    keys["disk"] = content_key(
+        "disk", {"size_mib": recipe.base.disk_size_mib, "grub": disk.grub_config()}, keys["base"]
+    )
+    keys["provision"] = content_key("provision", provision.describe(spec), keys["disk"])
+    keys["verify"] = content_key(
+        "verify", [t.model_dump() for t in recipe.tests], keys["provision"]
+    )
+    keys["capture"] = content_key(
+        "capture",
+        {
+            "rules": [r.pattern for r in RULES],
+            "name": spec.name,
+            "source_date_epoch": rootfs.DEFAULT_SOURCE_DATE_EPOCH,
+        },
+        keys["verify"],
+    )
+    return keys
+
+
+def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
+    recipe = spec.recipe
+    accel = choose(recipe.backend.accel if opts.accel == "auto" else opts.accel)
+    keys = step_keys(spec)
+    started = dt.datetime.now(dt.UTC)
+    sde = rootfs.DEFAULT_SOURCE_DATE_EPOCH
+    cached: dict[str, bool] = {}
+
+    with contextlib.ExitStack() as cleanup:
+        work = cleanup.enter_context(_workdir(opts.work_root))
+        reporter.open_log(work / "build.log")
+        cleanup.callback(reporter.close)
+        reporter.info(f"baking {spec.name} from {spec.source} (accel {accel}, work {work})")
+
+        with reporter.step("base", "Debian root filesystem (mmdebstrap)"):
+            root_tar, cached["base"] = rootfs.build(
+                recipe.base,
+                keys["base"],
+                opts.cache,
+                lambda line: reporter.output("mmdebstrap", line),
+            )
+
+        with reporter.step("disk", "bootable base disk"):
+            base_disk, cached["disk"] = _base_disk(
+                root_tar, keys["disk"], recipe.base.disk_size_mib, sde, opts.cache
+            )
+
+        with reporter.step("boot", f"build machine ({accel}), waiting for SSH"):
+            access = ssh.BuildKeys.generate()
+            backend = Libvirt(recipe.backend, accel)
+            machine = backend.start(base_disk, access, work, _domain_name(spec.name))
+            cleanup.callback(machine.destroy)
+            client, waited = ssh.wait_for_ssh(
+                machine.endpoint,
+                access,
+                recipe.backend.ssh_timeout_s,
+                machine.alive,
+                machine.console_tail,
+            )
+            cleanup.callback(client.close)
+            reporter.info(f"SSH answered after {waited:.1f} s on {machine.endpoint.port}")
+
+        with reporter.step("provision", f"{len(recipe.provisioners)} provisioners over SSH"):
+            provision.run_all(spec, client, reporter)
+
+        junit = work / "verify.junit.xml"
+        with reporter.step("verify", f"{len(recipe.tests)} testinfra files"):
+            results = verify.run(spec, machine.endpoint, access, work, junit, reporter)
+
+        with reporter.step("shutdown", "clean power-off"):
+            _shutdown(client, machine)
+
+        captured_tar = work / "captured.tar"
+        with reporter.step("capture", "generalize and re-pack the filesystem"):
+            captured = capture.to_tar(machine.disk, captured_tar, work, sde)
+            machine.disk.unlink()
+
+        image = work / "image.qcow2"
+        with reporter.step("image", "canonical disk, qcow2, digest"):
+            raw = work / "image.raw"
+            disk.assemble(
+                captured_tar,
+                raw,
+                recipe.base.disk_size_mib,
+                disk.DiskIds.derive(f"image:{spec.name}"),
+                sde,
+            )
+            captured_tar.unlink()
+            disk.to_qcow2(raw, image)
+            raw.unlink()
+            digest = f"sha256:{sha256_file(image)}"
+
+        record = _build_record(
+            spec, keys, reporter.timings, cached, accel, results, captured, image, digest, started
+        )
+        (work / "build.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+        with reporter.step("publish", f"{opts.out / spec.name}"):
+            artifact = publish(
+                opts.out,
+                spec.name,
+                {
+                    "image.qcow2": image,
+                    "build.json": work / "build.json",
+                    "verify.junit.xml": junit,
+                },
+            )
+    return Result(digest, artifact)
+
+
+@contextlib.contextmanager
+def _workdir(root: Path | None) -> Iterator[Path]:
+    base = root or Path(os.environ.get("BAKER_WORK_DIR", "/var/tmp"))
+    base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="baker-", dir=base))
+    # libvirt runs qemu as its own user: it must traverse to the overlay it is given.
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _base_disk(
+    root_tar: Path, key: str, size_mib: int, sde: int, cache: Cache
+) -> tuple[Path, bool]:
+    target = cache.path("disk", f"{key}.raw")
+    if target.exists():
+        return target, True
+    with cache.staging(target) as tmp:
+        disk.assemble(root_tar, tmp, size_mib, disk.DiskIds.derive(f"base:{key}"), sde)
+    return target, False
+
+
+def _domain_name(image: str) -> str:
+    return f"baker-{image}-{os.urandom(4).hex()}"
+
+
+def _shutdown(client: paramiko.SSHClient, machine: Machine) -> None:
+    # The connection drops as the machine goes down; what counts is that it stops.
+    with contextlib.suppress(Exception):
+        client.exec_command("systemctl poweroff", timeout=10)
+    client.close()
+    if not machine.wait_stopped(SHUTDOWN_TIMEOUT_S):
+        raise BuildError(
+            f"the build machine did not power off within {SHUTDOWN_TIMEOUT_S} s; its console "
+            f"ended with: {machine.console_tail()}"
+        )
+
+
+def _build_record(
+    spec: Spec,
+    keys: dict[str, str],
+    timings: dict[str, float],
+    cached: dict[str, bool],
+    accel: Accel,
+    results: verify.Results,
+    captured: capture.Captured,
+    image: Path,
+    digest: str,
+    started: dt.datetime,
+) -> dict[str, object]:
+    recipe = spec.recipe
+    base_cfg = rootfs.config(recipe.base)
+    return {
+        "baker_version": __version__,
+        "recipe": {
+            "name": spec.name,
+            "path": str(spec.source),
+            "digest": f"sha256:{spec.digest}",
+            "rendered_digest": f"sha256:{spec.rendered_digest}",
+        },
+        "variables": spec.variables,
+        "pins": {
+            "files": {rel: f"sha256:{h}" for rel, (_, h) in sorted(spec.files.items())},
+            "base": base_cfg,
+            "packages": {p.name: p.version for p in parse_status(captured.dpkg_status)},
+        },
+        "steps": {
+            name: {"key": key, "seconds": timings.get(name), "cached": cached.get(name, False)}
+            for name, key in keys.items()
+        },
+        "timings_s": timings,
+        "accel": accel,
+        "tests": results.as_dict(),
+        "image": {
+            "file": "image.qcow2",
+            "digest": digest,
+            "size": image.stat().st_size,
+            "virtual_size": recipe.base.disk_size_mib * 1024 * 1024,
+            "format": "qcow2",
+            "boot": "bios",
+        },
+        "tools": tool_versions(),
+        "started": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def tool_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "libvirt": ".".join(str(libvirt.getVersion() // 10**i % 1000) for i in (6, 3, 0)),
+        "qemu": tools.version(["qemu-system-x86_64", "--version"]),
+        "qemu-img": tools.version(["qemu-img", "--version"]),
+        "mmdebstrap": tools.version(["mmdebstrap", "--version"]),
+        "mke2fs": tools.version(["mke2fs", "-V"]),
+        "grub-mkimage": tools.version(["grub-mkimage", "--version"]),
+        "tar": tools.version(["tar", "--version"]),
+        "kernel": platform.release(),
+    }

@@ -1,0 +1,156 @@
+"""The recipe's typed, frozen form: validated once, then read by every step (never the raw YAML)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
+
+from baker.errors import BuildError
+
+Sha256 = Annotated[
+    str, StringConstraints(pattern=r"^[0-9a-f]{64}$"), Field(description="lower-case hex sha256")
+]
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+Package = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")]
+FileMode = Annotated[str, StringConstraints(pattern=r"^0?[0-7]{3,4}$")]
+AbsPath = Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$")]
+VarValue = str | bool | int | float
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Base(_Model):
+    """The starting disk: a Debian root filesystem from the mirror, made bootable."""
+
+    suite: Literal["bookworm"] = "bookworm"
+    arch: Literal["amd64"] = "amd64"
+    packages: tuple[Package, ...] = ()
+    # None: the Debian mirror the host's apt already uses.
+    mirror: str | None = None
+    disk_size_mib: int = Field(2048, ge=1024, le=1024 * 1024)
+
+
+class LibvirtBackend(_Model):
+    type: Literal["libvirt"] = "libvirt"
+    uri: str = "qemu:///system"
+    memory_mib: int = Field(1024, ge=256)
+    cpus: int = Field(2, ge=1, le=64)
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    ssh_timeout_s: float = Field(300, gt=0)
+
+
+class _Step(_Model):
+    name: Name | None = None
+    timeout_s: float = Field(1800, gt=0)
+
+
+class ShellFile(_Step):
+    """A script file from the repository, pinned by its sha256."""
+
+    shell: str
+    sha256: Sha256
+    env: dict[str, str] = {}
+
+    @property
+    def path(self) -> str:
+        return self.shell
+
+
+class ShellInline(_Step):
+    """Shell text written in the recipe itself (pinned by the recipe's own digest)."""
+
+    inline: str
+    env: dict[str, str] = {}
+
+
+class FileUpload(_Step):
+    file: str
+    sha256: Sha256
+    dest: AbsPath
+    mode: FileMode = "0644"
+    owner: Annotated[
+        str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]*(:[a-z_][a-z0-9_-]*)?$")
+    ] = "root:root"
+
+    @property
+    def path(self) -> str:
+        return self.file
+
+
+def _provisioner_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for kind in ("shell", "inline", "file"):
+            if kind in value:
+                return kind
+    return None
+
+
+Provisioner = Annotated[
+    Annotated[ShellFile, Tag("shell")]
+    | Annotated[ShellInline, Tag("inline")]
+    | Annotated[FileUpload, Tag("file")],
+    Discriminator(
+        _provisioner_kind,
+        custom_error_type="provisioner_kind",
+        custom_error_message="a provisioner needs one of the keys shell, inline or file",
+    ),
+]
+
+
+class TestFile(_Model):
+    path: str
+    sha256: Sha256
+
+
+class PerAccel(_Model):
+    kvm: float = Field(gt=0)
+    tcg: float = Field(gt=0)
+
+
+class Recipe(_Model):
+    name: Name
+    description: str = ""
+    variables: dict[str, VarValue] = {}
+    base: Base = Base()
+    backend: LibvirtBackend = LibvirtBackend()
+    provisioners: tuple[Provisioner, ...] = ()
+    tests: tuple[TestFile, ...] = ()
+    boot_budget_s: Annotated[float, Field(gt=0)] | PerAccel | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything a build reads: the validated recipe plus what resolving it pinned."""
+
+    recipe: Recipe
+    source: Path  # the recipe file
+    digest: str  # sha256 of the recipe file's bytes
+    rendered_digest: str  # sha256 of the text after jinja2, what was validated
+    variables: dict[str, VarValue] = field(default_factory=dict)
+    # Every file the recipe references, as written in the recipe -> (absolute path, sha256).
+    files: dict[str, tuple[Path, str]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    def read(self, path: str) -> bytes:
+        """A pinned file's bytes, checked against the pin again at the moment of use."""
+        target, pinned = self.files[path]
+        data = target.read_bytes()
+        if hashlib.sha256(data).hexdigest() != pinned:
+            raise BuildError(f"{target} changed during the build (it no longer matches its pin).")
+        return data
+
+    def step_name(self, index: int, step: ShellFile | ShellInline | FileUpload) -> str:
+        if step.name:
+            return step.name
+        if isinstance(step, ShellInline):
+            return f"{index + 1:02d}-inline"
+        return f"{index + 1:02d}-{Path(step.path).stem}"

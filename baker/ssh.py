@@ -1,0 +1,195 @@
+"""SSH to the build machine (paramiko): ephemeral keys, a pinned host key, streamed commands."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from baker.errors import BuildError
+
+# paramiko logs every refused attempt with a traceback; while the guest boots those are
+# expected, and a real failure is reported by wait_for_ssh itself.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
+
+
+def _keypair(comment: str) -> tuple[str, str]:
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    return private, f"{public} {comment}"
+
+
+@dataclass(frozen=True)
+class BuildKeys:
+    """One build's keys: root's login key and the guest's host key, both thrown away after."""
+
+    client_private: str
+    client_public: str
+    host_private: str
+    host_public: str
+
+    @classmethod
+    def generate(cls) -> BuildKeys:
+        client_private, client_public = _keypair("baker-build")
+        host_private, host_public = _keypair("baker-build-host")
+        return cls(client_private, client_public, host_private, host_public)
+
+    def client_key(self) -> paramiko.PKey:
+        return paramiko.Ed25519Key(file_obj=io.StringIO(self.client_private))
+
+    def host_key(self) -> paramiko.PKey:
+        kind, blob = self.host_public.split()[:2]
+        return paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+
+    def oem_strings(self) -> list[str]:
+        """What the guest's baker-build-access unit reads from SMBIOS (see baker/guest)."""
+        host = base64.b64encode(self.host_private.encode()).decode()
+        return [f"baker.authorized_key={self.client_public}", f"baker.host_key={host}"]
+
+    def write_client_key(self, path: Path) -> Path:
+        path.touch(mode=0o600)
+        path.write_text(self.client_private)
+        return path
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+def connect(endpoint: Endpoint, keys: BuildKeys, timeout: float = 10) -> paramiko.SSHClient:
+    """Log in as root with the build key, accepting only the build's own host key."""
+    client = paramiko.SSHClient()
+    name = endpoint.host if endpoint.port == 22 else f"[{endpoint.host}]:{endpoint.port}"
+    client.get_host_keys().add(name, keys.host_key().get_name(), keys.host_key())
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(
+        endpoint.host,
+        endpoint.port,
+        username="root",
+        pkey=keys.client_key(),
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=timeout,
+        banner_timeout=timeout,
+        auth_timeout=timeout,
+    )
+    return client
+
+
+def wait_for_ssh(
+    endpoint: Endpoint,
+    keys: BuildKeys,
+    timeout: float,
+    alive: Callable[[], bool],
+    console_tail: Callable[[], str],
+) -> tuple[paramiko.SSHClient, float]:
+    """Connect the moment sshd answers (no fixed boot wait). Returns (client, seconds)."""
+    start = time.monotonic()
+    last_error = "no answer"
+    while True:
+        try:
+            client = connect(endpoint, keys, timeout=5)
+            # A login is not enough: the first command proves the guest is usable.
+            _, out, _ = client.exec_command("true", timeout=30)
+            out.channel.recv_exit_status()
+            return client, time.monotonic() - start
+        except paramiko.BadHostKeyException as e:
+            raise BuildError(
+                f"the machine at {endpoint.host}:{endpoint.port} presented host key "
+                f"{e.key.get_fingerprint().hex()}, not this build's: refusing to connect."
+            ) from None
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as e:
+            last_error = str(e) or type(e).__name__
+        elapsed = time.monotonic() - start
+        if not alive():
+            raise BuildError(
+                f"the build machine stopped before SSH answered; its console ended with: "
+                f"{console_tail()}"
+            )
+        if elapsed > timeout:
+            raise BuildError(
+                f"SSH on {endpoint.host}:{endpoint.port} did not answer within {timeout:.0f} s "
+                f"({last_error}); the console ended with: {console_tail()}"
+            )
+        time.sleep(0.25)
+
+
+def run(
+    client: paramiko.SSHClient,
+    command: str,
+    on_line: Callable[[str], None],
+    timeout: float,
+) -> tuple[int, list[str]]:
+    """Run `command`, handing each output line (stdout and stderr merged) to `on_line` as it
+    arrives. Returns the exit status and the last lines."""
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        raise BuildError("the SSH connection to the build machine is gone.")
+    chan = transport.open_session()
+    chan.set_combine_stderr(True)
+    chan.settimeout(1.0)
+    chan.exec_command(command)
+    deadline = time.monotonic() + timeout
+    buf = b""
+    tail: list[str] = []
+
+    def emit(raw: bytes) -> None:
+        line = raw.decode(errors="replace").rstrip("\r")
+        tail.append(line)
+        del tail[:-20]
+        on_line(line)
+
+    while True:
+        try:
+            chunk = chan.recv(65536)
+        except TimeoutError:
+            chunk = None
+        if chunk:
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                emit(line)
+        elif chunk == b"" or (chan.exit_status_ready() and not chan.recv_ready()):
+            break
+        if time.monotonic() > deadline:
+            chan.close()
+            raise BuildError(f"`{_short(command)}` ran longer than {timeout:.0f} s.")
+    if buf:
+        emit(buf)
+    return chan.recv_exit_status(), tail
+
+
+def upload(client: paramiko.SSHClient, data: bytes, remote: str, mode: int) -> None:
+    with client.open_sftp() as sftp:
+        with sftp.open(remote, "wb") as f:
+            f.write(data)
+        sftp.chmod(remote, mode)
+
+
+def env_prefix(env: dict[str, str]) -> str:
+    return " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+
+
+def _short(command: str) -> str:
+    return command if len(command) < 60 else command[:57] + "..."
