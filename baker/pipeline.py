@@ -111,7 +111,9 @@ def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
             cleanup.callback(machine.destroy)
             client, waited = ssh.wait_for_ssh(
                 machine.endpoint,
-                access,
+                lambda: ssh.connect(
+                    machine.endpoint, access.client_key(), host_key=access.host_key(), timeout=5
+                ),
                 recipe.backend.ssh_timeout_s,
                 machine.alive,
                 machine.console_tail,

@@ -6,6 +6,7 @@ import base64
 import io
 import logging
 import shlex
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 logging.getLogger("paramiko").propagate = False
 
 
-def _keypair(comment: str) -> tuple[str, str]:
+def generate_keypair(comment: str) -> tuple[str, str]:
+    """A fresh ed25519 key pair: (OpenSSH private key text, authorized_keys line)."""
     key = ed25519.Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM,
@@ -38,6 +40,10 @@ def _keypair(comment: str) -> tuple[str, str]:
     return private, f"{public} {comment}"
 
 
+def private_key(text: str) -> paramiko.PKey:
+    return paramiko.Ed25519Key(file_obj=io.StringIO(text))
+
+
 @dataclass(frozen=True)
 class BuildKeys:
     """One build's keys: root's login key and the guest's host key, both thrown away after."""
@@ -49,12 +55,12 @@ class BuildKeys:
 
     @classmethod
     def generate(cls) -> BuildKeys:
-        client_private, client_public = _keypair("baker-build")
-        host_private, host_public = _keypair("baker-build-host")
+        client_private, client_public = generate_keypair("baker-build")
+        host_private, host_public = generate_keypair("baker-build-host")
         return cls(client_private, client_public, host_private, host_public)
 
     def client_key(self) -> paramiko.PKey:
-        return paramiko.Ed25519Key(file_obj=io.StringIO(self.client_private))
+        return private_key(self.client_private)
 
     def host_key(self) -> paramiko.PKey:
         kind, blob = self.host_public.split()[:2]
@@ -77,17 +83,53 @@ class Endpoint:
     port: int
 
 
-def connect(endpoint: Endpoint, keys: BuildKeys, timeout: float = 10) -> paramiko.SSHClient:
-    """Log in as root with the build key, accepting only the build's own host key."""
+def free_port() -> int:
+    """A loopback port free right now, for a guest's forwarded SSH."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Fingerprints(paramiko.MissingHostKeyPolicy):
+    """Accept a host key only if its SHA256 fingerprint is one the machine printed on its own
+    console: first contact with a fresh machine, checked instead of trusted."""
+
+    def __init__(self, allowed: Callable[[], set[str]]) -> None:
+        self.allowed = allowed
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        if key.fingerprint not in self.allowed():
+            raise paramiko.SSHException(
+                f"host key {key.fingerprint} of {hostname} is not among the fingerprints the "
+                "machine printed on its console"
+            )
+
+
+def connect(
+    endpoint: Endpoint,
+    pkey: paramiko.PKey,
+    *,
+    host_key: paramiko.PKey | None = None,
+    console_fingerprints: Callable[[], set[str]] | None = None,
+    timeout: float = 10,
+) -> paramiko.SSHClient:
+    """Log in as root with `pkey`, accepting only `host_key`, or else a key whose fingerprint
+    the machine printed on its console; never an unchecked one."""
     client = paramiko.SSHClient()
-    name = endpoint.host if endpoint.port == 22 else f"[{endpoint.host}]:{endpoint.port}"
-    client.get_host_keys().add(name, keys.host_key().get_name(), keys.host_key())
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    if host_key is not None:
+        name = endpoint.host if endpoint.port == 22 else f"[{endpoint.host}]:{endpoint.port}"
+        client.get_host_keys().add(name, host_key.get_name(), host_key)
+    if console_fingerprints is not None:
+        client.set_missing_host_key_policy(_Fingerprints(console_fingerprints))
+    else:
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
     client.connect(
         endpoint.host,
         endpoint.port,
         username="root",
-        pkey=keys.client_key(),
+        pkey=pkey,
         allow_agent=False,
         look_for_keys=False,
         timeout=timeout,
@@ -99,17 +141,18 @@ def connect(endpoint: Endpoint, keys: BuildKeys, timeout: float = 10) -> paramik
 
 def wait_for_ssh(
     endpoint: Endpoint,
-    keys: BuildKeys,
+    login: Callable[[], paramiko.SSHClient],
     timeout: float,
     alive: Callable[[], bool],
     console_tail: Callable[[], str],
 ) -> tuple[paramiko.SSHClient, float]:
-    """Connect the moment sshd answers (no fixed boot wait). Returns (client, seconds)."""
+    """Connect the moment sshd answers (no fixed boot wait). Returns (client, seconds until
+    the first command ran)."""
     start = time.monotonic()
     last_error = "no answer"
     while True:
         try:
-            client = connect(endpoint, keys, timeout=5)
+            client = login()
             # A login is not enough: the first command proves the guest is usable.
             _, out, _ = client.exec_command("true", timeout=30)
             out.channel.recv_exit_status()
@@ -117,15 +160,14 @@ def wait_for_ssh(
         except paramiko.BadHostKeyException as e:
             raise BuildError(
                 f"the machine at {endpoint.host}:{endpoint.port} presented host key "
-                f"{e.key.get_fingerprint().hex()}, not this build's: refusing to connect."
+                f"{e.key.fingerprint}, not the expected one: refusing to connect."
             ) from None
         except (TimeoutError, paramiko.SSHException, OSError, EOFError) as e:
             last_error = str(e) or type(e).__name__
         elapsed = time.monotonic() - start
         if not alive():
             raise BuildError(
-                f"the build machine stopped before SSH answered; its console ended with: "
-                f"{console_tail()}"
+                f"the machine stopped before SSH answered; its console ended with: {console_tail()}"
             )
         if elapsed > timeout:
             raise BuildError(

@@ -27,7 +27,9 @@ class PinnedParamikoBackend(ParamikoBackend):
 
     @functools.cached_property
     def client(self) -> paramiko.SSHClient:
-        return connect(self._endpoint, self._keys, timeout=30)
+        return connect(
+            self._endpoint, self._keys.client_key(), host_key=self._keys.host_key(), timeout=30
+        )
 
 
 @pytest.fixture(scope="session")

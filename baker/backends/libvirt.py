@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from baker import tools
 from baker.accel import Accel
 from baker.errors import BuildError, InputError
 from baker.spec import LibvirtBackend
-from baker.ssh import BuildKeys, Endpoint
+from baker.ssh import BuildKeys, Endpoint, free_port
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -25,12 +24,6 @@ def _silence_libvirt(_ctx: object, _err: object) -> None:
 
 
 libvirt.registerErrorHandler(_silence_libvirt, None)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def domain_xml(
