@@ -2,21 +2,27 @@
 # Both first run scripts/setup-host.sh, which installs and starts what is missing.
 RECIPE ?= images/debian-12-base.yaml
 VENV := .venv/bin
+# The local signing key: made once by `baker keygen`, never committed (see .gitignore).
+KEY := keys/baker.key
 
 .PHONY: setup bake bake-web test test-unit lint
 
 setup:
 	@scripts/setup-host.sh
 
-bake: setup
-	$(VENV)/baker build $(RECIPE)
+$(KEY):
+	$(VENV)/baker keygen keys
 
-bake-web: setup
-	$(VENV)/baker build images/debian-12-web.yaml
+bake: setup $(KEY)
+	$(VENV)/baker build --sign-key $(KEY) $(RECIPE)
+	$(VENV)/baker verify --pub keys/baker.pub out/$(notdir $(basename $(RECIPE)))
+
+bake-web: setup $(KEY)
+	$(MAKE) bake RECIPE=images/debian-12-web.yaml
 
 lint: setup
-	$(VENV)/ruff check baker tests bench
-	$(VENV)/ruff format --check baker tests bench
+	$(VENV)/ruff check baker tests
+	$(VENV)/ruff format --check baker tests
 
 test: setup lint
 	$(VENV)/pytest

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baker import disk, generalize, tools
+from baker.packages import parse_status
 
 _TAR_CANONICAL = [
     "--format=pax",
@@ -30,6 +31,7 @@ _TAR_CANONICAL = [
 class Captured:
     entries: int
     dpkg_status: str  # the image's package database, for the package list and SBOM
+    copyrights: dict[str, str]  # package -> its /usr/share/doc/<package>/copyright text
 
 
 def to_tar(machine_disk: Path, tar: Path, workdir: Path, source_date_epoch: int) -> Captured:
@@ -40,6 +42,7 @@ def to_tar(machine_disk: Path, tar: Path, workdir: Path, source_date_epoch: int)
         with _mounted(raw, disk.root_offset(), workdir / "mnt") as root:
             names = list(generalize.walk(root))
             dpkg_status = (root / "var/lib/dpkg/status").read_text(errors="replace")
+            copyrights = _copyrights(root, dpkg_status)
             listing = workdir / "capture.list"
             listing.write_bytes(b"".join(os.fsencode(n) + b"\0" for n in names))
             tools.run(
@@ -78,7 +81,22 @@ def to_tar(machine_disk: Path, tar: Path, workdir: Path, source_date_epoch: int)
             *(f"./{rel}" for rel in generalize.EMPTIED),
         ]
     )
-    return Captured(len(names) + len(generalize.EMPTIED), dpkg_status)
+    return Captured(len(names) + len(generalize.EMPTIED), dpkg_status, copyrights)
+
+
+def _copyrights(root: Path, dpkg_status: str) -> dict[str, str]:
+    """Each installed package's copyright file, read inside the image's tree only (a doc
+    directory may be a link to another package's; it must not lead out of the image)."""
+    out = {}
+    for pkg in parse_status(dpkg_status):
+        path = root / "usr/share/doc" / pkg.name / "copyright"
+        try:
+            resolved = path.resolve()
+            if resolved.is_relative_to(root) and resolved.is_file():
+                out[pkg.name] = resolved.read_text(errors="replace")[:262144]
+        except OSError:
+            continue
+    return out
 
 
 @contextlib.contextmanager

@@ -52,6 +52,14 @@ def build(
     var: VarOpt = None,
     out: Annotated[Path, typer.Option(help="Where the artifact directory goes.")] = Path("out"),
     accel: Annotated[str, typer.Option(help="auto, kvm or tcg.")] = "auto",
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="ECDSA P-256 private key (baker keygen) to sign the image and provenance; "
+            "$BAKER_SIGN_KEY by default.",
+            envvar="BAKER_SIGN_KEY",
+        ),
+    ] = None,
 ) -> None:
     """Bake RECIPE into OUT/NAME/; prints the image digest as the last line."""
     from baker.pipeline import Options
@@ -63,7 +71,7 @@ def build(
         spec = recipe.load(recipe_file, dict(recipe.parse_var(v) for v in var or []))
         if accel not in ("auto", "kvm", "tcg"):
             raise recipe.InputError(f"--accel {accel}: expected auto, kvm or tcg.")
-        result = run_build(spec, Options(out=out, accel=accel), reporter)
+        result = run_build(spec, Options(out=out, accel=accel, sign_key=sign_key), reporter)
     except BakerError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -83,6 +91,62 @@ def validate(recipe_file: RecipeArg, var: VarOpt = None) -> None:
         f"{recipe_file}: ok ({spec.name}, {len(spec.recipe.provisioners)} provisioners, "
         f"{len(spec.recipe.tests)} test files)"
     )
+
+
+@app.command()
+def keygen(
+    directory: Annotated[Path, typer.Argument(help="Where baker.key and baker.pub go.")],
+) -> None:
+    """Write an ECDSA P-256 key pair: DIR/baker.key (0600; encrypted when
+    $BAKER_KEY_PASSPHRASE is set) and DIR/baker.pub."""
+    from baker import signing
+
+    try:
+        private, public = signing.keygen(directory)
+    except BakerError as e:
+        _fail(e)
+    key = signing.load_public_key(public)
+    typer.echo(f"{private}\n{public}\nfingerprint {signing.fingerprint(key)}")
+
+
+@app.command("verify")
+def verify_artifact(
+    artifact: Annotated[Path, typer.Argument(help="An artifact directory (out/NAME).")],
+    pub: Annotated[
+        Path | None, typer.Option(help="The signer's public key (baker.pub) to check signatures.")
+    ] = None,
+) -> None:
+    """Check an artifact offline: checksums, signature, provenance, SBOMs, digests. Exit 0
+    only if every check holds; one line per check."""
+    from baker import check
+
+    try:
+        findings = check.verify(artifact, pub)
+    except BakerError as e:
+        _fail(e)
+    for finding in findings:
+        typer.echo(finding.line())
+    failed = [f for f in findings if f.ok is False]
+    if failed:
+        err.print(f"baker: {len(failed)} of {len(findings)} checks failed.", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def inspect(
+    artifact: Annotated[Path, typer.Argument(help="An artifact directory (out/NAME).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Summarize an artifact: digest, base, packages, boot time, tests, signer."""
+    import json
+
+    from baker import summary
+
+    try:
+        info = summary.summarize(artifact)
+    except BakerError as e:
+        _fail(e)
+    typer.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else summary.render(info))
 
 
 @app.command()

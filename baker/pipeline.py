@@ -1,29 +1,42 @@
 """The build, as one straight pipeline (DESIGN.md): read it top to bottom.
 
 resolve (done by the caller: a Spec) -> base -> disk -> boot -> provision -> verify ->
-shutdown -> capture -> image -> publish. Every step's content key is known before the build
-starts; the base and disk steps are cached under theirs. Whatever happens, the ExitStack
-destroys the machine and removes the work directory, and nothing reaches `out/` before the
-last step.
+shutdown -> capture -> image -> measure -> attest -> publish. Every step's content key is
+known before the build starts; the base and disk steps are cached under theirs. Whatever
+happens, the ExitStack destroys the machine and removes the work directory, and nothing
+reaches `out/` before the last step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import platform
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import paramiko
 
-from baker import __version__, capture, disk, provision, rootfs, ssh, tools, verify
+from baker import (
+    __version__,
+    attest,
+    capture,
+    disk,
+    measure,
+    provision,
+    rootfs,
+    signing,
+    ssh,
+    tools,
+    verify,
+)
 from baker.accel import Accel, choose
 from baker.backends import Machine
 from baker.backends.libvirt import Libvirt
@@ -31,10 +44,10 @@ from baker.cache import Cache
 from baker.errors import BuildError
 from baker.generalize import RULES
 from baker.hashing import content_key, sha256_file
-from baker.packages import parse_status
+from baker.packages import Package, parse_status
 from baker.progress import Reporter
 from baker.publish import publish
-from baker.spec import Spec
+from baker.spec import PerAccel, Spec
 
 SHUTDOWN_TIMEOUT_S = 120
 
@@ -44,6 +57,7 @@ class Options:
     out: Path = Path("out")
     accel: str = "auto"
     cache: Cache = field(default_factory=Cache)
+    sign_key: Path | None = None
     work_root: Path | None = None  # where the throwaway work directory goes
 
 
@@ -80,6 +94,8 @@ def step_keys(spec: Spec) -> dict[str, str]:
 def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
     recipe = spec.recipe
     accel = choose(recipe.backend.accel if opts.accel == "auto" else opts.accel)
+    # A bad key is bad input: found before any VM starts.
+    sign_key = signing.load_private_key(opts.sign_key) if opts.sign_key else None
     keys = step_keys(spec)
     started = dt.datetime.now(dt.UTC)
     sde = rootfs.DEFAULT_SOURCE_DATE_EPOCH
@@ -92,16 +108,17 @@ def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
         reporter.info(f"baking {spec.name} from {spec.source} (accel {accel}, work {work})")
 
         with reporter.step("base", "Debian root filesystem (mmdebstrap)"):
-            root_tar, cached["base"] = rootfs.build(
+            root_tar = rootfs.build(
                 recipe.base,
                 keys["base"],
                 opts.cache,
                 lambda line: reporter.output("mmdebstrap", line),
             )
+            cached["base"] = root_tar.cached
 
         with reporter.step("disk", "bootable base disk"):
             base_disk, cached["disk"] = _base_disk(
-                root_tar, keys["disk"], recipe.base.disk_size_mib, sde, opts.cache
+                root_tar.path, keys["disk"], recipe.base.disk_size_mib, sde, opts.cache
             )
 
         with reporter.step("boot", f"build machine ({accel}), waiting for SSH"):
@@ -151,10 +168,29 @@ def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
             raw.unlink()
             digest = f"sha256:{sha256_file(image)}"
 
+        with reporter.step("measure", f"{recipe.boot_runs} plain boots of the image ({accel})"):
+            boot = measure.measure(
+                image, digest, work, accel, recipe.boot_runs, recipe.boot_budget_s, reporter
+            )
+            (work / "boot.json").write_bytes(attest.dump(boot))
+
+        packages = parse_status(captured.dpkg_status)
         record = _build_record(
-            spec, keys, reporter.timings, cached, accel, results, captured, image, digest, started
-        )
-        (work / "build.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            spec, keys, reporter.timings, cached, accel, results, packages, root_tar, digest,
+            image, started,
+        )  # fmt: skip
+        (work / "build.json").write_bytes(attest.dump(record))
+
+        with reporter.step("attest", "SBOMs, provenance" + (", signature" if sign_key else "")):
+            evidence = attest.write(
+                work,
+                image=image,
+                record=record,
+                packages=packages,
+                copyrights=captured.copyrights,
+                invocation_id=str(uuid.uuid4()),
+                key=sign_key,
+            )
 
         with reporter.step("publish", f"{opts.out / spec.name}"):
             artifact = publish(
@@ -163,7 +199,9 @@ def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
                 {
                     "image.qcow2": image,
                     "build.json": work / "build.json",
+                    "boot.json": work / "boot.json",
                     "verify.junit.xml": junit,
+                    **evidence,
                 },
             )
     return Result(digest, artifact)
@@ -216,26 +254,28 @@ def _build_record(
     cached: dict[str, bool],
     accel: Accel,
     results: verify.Results,
-    captured: capture.Captured,
-    image: Path,
+    packages: list[Package],
+    root_tar: rootfs.RootTar,
     digest: str,
+    image: Path,
     started: dt.datetime,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     recipe = spec.recipe
-    base_cfg = rootfs.config(recipe.base)
     return {
         "baker_version": __version__,
         "recipe": {
             "name": spec.name,
-            "path": str(spec.source),
+            "file": _display_path(spec.source),
             "digest": f"sha256:{spec.digest}",
             "rendered_digest": f"sha256:{spec.rendered_digest}",
         },
         "variables": spec.variables,
+        "source_date_epoch": rootfs.DEFAULT_SOURCE_DATE_EPOCH,
         "pins": {
             "files": {rel: f"sha256:{h}" for rel, (_, h) in sorted(spec.files.items())},
-            "base": base_cfg,
-            "packages": {p.name: p.version for p in parse_status(captured.dpkg_status)},
+            "base": rootfs.config(recipe.base),
+            "base_digest": root_tar.digest,
+            "packages": {p.name: p.version for p in packages},
         },
         "steps": {
             name: {"key": key, "seconds": timings.get(name), "cached": cached.get(name, False)}
@@ -245,17 +285,30 @@ def _build_record(
         "accel": accel,
         "tests": results.as_dict(),
         "image": {
-            "file": "image.qcow2",
+            "file": image.name,
             "digest": digest,
             "size": image.stat().st_size,
             "virtual_size": recipe.base.disk_size_mib * 1024 * 1024,
             "format": "qcow2",
             "boot": "bios",
         },
+        "boot_budget_s": (
+            recipe.boot_budget_s.model_dump()
+            if isinstance(recipe.boot_budget_s, PerAccel)
+            else recipe.boot_budget_s
+        ),
         "tools": tool_versions(),
         "started": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def _display_path(path: Path) -> str:
+    """The recipe's path relative to where baker runs when it is below it (the repository)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def tool_versions() -> dict[str, str]:

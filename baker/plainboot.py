@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
@@ -34,7 +35,18 @@ class PlainMachine:
     endpoint: ssh.Endpoint
     console_log: Path
     login_key: paramiko.PKey
-    started: float = field(default_factory=time.monotonic)
+    started: float
+    first_output_s: float | None = None
+
+    def watch_console(self) -> None:
+        """Note when the console first shows output (GRUB, then the kernel); runs in a thread
+        for as long as the machine does."""
+        while self.alive() and self.first_output_s is None:
+            with contextlib.suppress(OSError):
+                if self.console_log.stat().st_size > 0:
+                    self.first_output_s = time.monotonic() - self.started
+                    return
+            time.sleep(0.02)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -99,9 +111,14 @@ def boot(
         "-smbios", f"type=11,value=io.systemd.credential:ssh.authorized_keys.root={public}",
     ]  # fmt: skip
     stderr = (workdir / f"qemu-{port}.err").open("wb")
+    started = time.monotonic()  # the host clock from the moment the machine is started
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
     try:
-        yield PlainMachine(proc, ssh.Endpoint("127.0.0.1", port), console, ssh.private_key(private))
+        machine = PlainMachine(
+            proc, ssh.Endpoint("127.0.0.1", port), console, ssh.private_key(private), started
+        )
+        threading.Thread(target=machine.watch_console, daemon=True).start()
+        yield machine
     finally:
         proc.terminate()
         try:

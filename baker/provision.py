@@ -38,8 +38,7 @@ def run_all(spec: Spec, client: paramiko.SSHClient, reporter: Reporter) -> None:
             data = step.inline.encode() if isinstance(step, ShellInline) else spec.read(step.path)
             ssh.upload(client, data, staged, 0o700)
             env = {"DEBIAN_FRONTEND": "noninteractive", "BAKER_IMAGE": spec.name, **step.env}
-            # A script without #! runs under sh -e, so a failing command fails the step.
-            runner = staged if data.startswith(b"#!") else f"/bin/sh -e {staged}"
+            runner = f"{_interpreter(data)} {staged}"
             command = f"env {ssh.env_prefix(env)} {runner}"
         elif isinstance(step, FileUpload):
             ssh.upload(client, spec.read(step.path), staged, 0o600)
@@ -56,6 +55,16 @@ def run_all(spec: Spec, client: paramiko.SSHClient, reporter: Reporter) -> None:
             last = " | ".join(line for line in tail[-8:] if line.strip()) or "no output"
             raise BuildError(f"provisioner {name} failed (exit {code}); its last lines: {last}")
     _check(client, f"rm -rf {STAGING}", "clean the staging directory")
+
+
+def _interpreter(script: bytes) -> str:
+    """How to run a script from /run, which is mounted noexec: through the interpreter its
+    #! line names (as the kernel would), or sh -e, so a failing command fails the step."""
+    if script.startswith(b"#!"):
+        line = script.split(b"\n", 1)[0][2:].decode(errors="replace").strip()
+        if line:
+            return line
+    return "/bin/sh -e"
 
 
 def _check(client: paramiko.SSHClient, command: str, what: str) -> None:

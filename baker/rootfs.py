@@ -6,11 +6,13 @@ import hashlib
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from baker import tools
 from baker.cache import Cache
 from baker.errors import BuildError
+from baker.hashing import sha256_file
 from baker.spec import Base
 
 # What every baker image needs to boot on its own and be reached over SSH.
@@ -88,14 +90,22 @@ def config(base: Base) -> dict[str, object]:
     }
 
 
+@dataclass(frozen=True)
+class RootTar:
+    path: Path
+    digest: str  # 'sha256:<hex>' of the tar: the base's identity in provenance
+    cached: bool
+
+
 def build(
     base: Base, key: str, cache: Cache, on_line: Callable[[str], None] | None = None
-) -> tuple[Path, bool]:
-    """The root tar for `base`, from the cache when its key is there. Returns (tar, cached)."""
+) -> RootTar:
+    """The root tar for `base`, from the cache when its key is there."""
     cfg = config(base)
     target = cache.path("rootfs", f"{key}.tar")
-    if target.exists():
-        return target, True
+    sidecar = target.with_name(f"{target.name}.sha256")
+    if target.exists() and sidecar.exists():
+        return RootTar(target, sidecar.read_text().strip(), True)
     with cache.staging(target) as tmp:
         argv = [
             "mmdebstrap",
@@ -120,4 +130,6 @@ def build(
             on_line=on_line,
             what="mmdebstrap",
         )
-    return target, False
+    digest = f"sha256:{sha256_file(target)}"
+    sidecar.write_text(digest + "\n")
+    return RootTar(target, digest, False)

@@ -122,6 +122,7 @@ class Recipe(_Model):
     provisioners: tuple[Provisioner, ...] = ()
     tests: tuple[TestFile, ...] = ()
     boot_budget_s: Annotated[float, Field(gt=0)] | PerAccel | None = None
+    boot_runs: int = Field(3, ge=1, le=20)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,12 @@ class Spec:
     def read(self, path: str) -> bytes:
         """A pinned file's bytes, checked against the pin again at the moment of use."""
         target, pinned = self.files[path]
-        data = target.read_bytes()
+        try:
+            data = target.read_bytes()
+        except OSError as e:
+            raise BuildError(
+                f"{target} can no longer be read during the build: {e.strerror}."
+            ) from None
         if hashlib.sha256(data).hexdigest() != pinned:
             raise BuildError(f"{target} changed during the build (it no longer matches its pin).")
         return data

@@ -1,0 +1,54 @@
+"""Helpers for the end-to-end tests: running the real baker CLI and checking what it left."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BAKER = Path(sys.executable).parent / "baker"
+BUILD_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class Baked:
+    artifact: Path
+    digest: str
+    stdout: str
+    stderr: str
+
+
+def run_baker(*args: str | Path, work: Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BAKER_WORK_DIR": str(work)}
+    return subprocess.run(
+        [str(BAKER), *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+        check=False,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def domains() -> set[str]:
+    out = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}

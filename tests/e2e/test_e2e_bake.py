@@ -1,0 +1,172 @@
+"""Bake both example recipes for real, then boot what was published with plain qemu."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import paramiko
+import pytest
+from bakerun import ROOT, Baked, sha256
+
+from baker import plainboot, sbom
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACT_FILES = {
+    "image.qcow2",
+    "SHA256SUMS",
+    "build.json",
+    "boot.json",
+    "verify.junit.xml",
+    "sbom.cdx.json",
+    "sbom.spdx.json",
+    "provenance.json",
+    "provenance.dsse.json",
+    "image.qcow2.sig",
+}
+
+
+def sh(client: paramiko.SSHClient, command: str) -> str:
+    _, out, err = client.exec_command(command, timeout=60)
+    code = out.channel.recv_exit_status()
+    assert code == 0, f"{command!r} exited {code}: {err.read().decode()}"
+    return out.read().decode()
+
+
+def installed_packages(client: paramiko.SSHClient) -> set[tuple[str, str, str]]:
+    """(name, version, arch) of every package dpkg says is installed in the running image."""
+    listing = sh(
+        client, r"dpkg-query -W -f '${db:Status-Status} ${Package} ${Version} ${Architecture}\n'"
+    )
+    return {
+        tuple(line.split()[1:4])  # type: ignore[misc]
+        for line in listing.splitlines()
+        if line.startswith("installed ")
+    }
+
+
+def sbom_packages(artifact: Path) -> set[tuple[str, str, str]]:
+    cdx = sbom.cyclonedx_packages(json.loads((artifact / "sbom.cdx.json").read_text()))
+    spdx = sbom.spdx_packages(json.loads((artifact / "sbom.spdx.json").read_text()))
+    assert cdx == spdx
+    return cdx
+
+
+def check_artifact(baked: Baked, recipe: str, n_tests: int) -> dict:
+    assert {p.name for p in baked.artifact.iterdir()} == ARTIFACT_FILES
+    image = baked.artifact / "image.qcow2"
+    assert baked.digest == f"sha256:{sha256(image)}"
+    subprocess.run(
+        ["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=baked.artifact, check=True
+    )
+    listed = {line.split()[1] for line in (baked.artifact / "SHA256SUMS").read_text().splitlines()}
+    assert listed == ARTIFACT_FILES - {"SHA256SUMS"}
+    info = subprocess.run(
+        ["qemu-img", "info", "--output=json", image], capture_output=True, text=True, check=True
+    )
+    assert json.loads(info.stdout)["format"] == "qcow2"
+
+    record = json.loads((baked.artifact / "build.json").read_text())
+    recipe_bytes = (ROOT / recipe).read_bytes()
+    assert record["recipe"]["digest"] == f"sha256:{hashlib.sha256(recipe_bytes).hexdigest()}"
+    assert record["image"]["digest"] == baked.digest
+    assert set(record["steps"]) == {"base", "disk", "provision", "verify", "capture"}
+    assert all(re.fullmatch(r"[0-9a-f]{64}", s["key"]) for s in record["steps"].values())
+    assert record["accel"] in ("kvm", "tcg")
+    assert "openssh-server" in record["pins"]["packages"]
+    assert record["tests"]["tests"] == n_tests
+    assert record["tests"]["failures"] == record["tests"]["errors"] == 0
+
+    boot = json.loads((baked.artifact / "boot.json").read_text())
+    assert boot["image"] == baked.digest
+    assert boot["runs"] == len(boot["each_run"]) == 3
+    assert boot["accel"] == record["accel"]
+    for run in boot["each_run"]:
+        assert run["time_to_ssh_s"] > 0
+        assert run["kernel_s"] > 0 and run["userspace_s"] > 0
+    assert boot["within_budget"] is True
+
+    junit = ET.parse(baked.artifact / "verify.junit.xml").getroot()
+    cases = list(junit.iter("testcase"))
+    assert len(cases) == n_tests
+    assert not [c for c in cases if c.find("failure") is not None or c.find("error") is not None]
+    return record
+
+
+def test_base_artifact(base_image: Baked) -> None:
+    check_artifact(base_image, "images/debian-12-base.yaml", n_tests=5)
+    # Progress reached the log as plain step lines (stderr is not a terminal here).
+    steps = ("base", "disk", "boot", "provision", "verify", "capture", "image", "measure",
+             "attest", "publish")  # fmt: skip
+    for step in steps:
+        assert f"==> {step}:" in base_image.stderr
+
+
+def test_base_boots_plainly_generalized_and_fresh_each_time(
+    base_image: Baked, tmp_path: Path
+) -> None:
+    image = base_image.artifact / "image.qcow2"
+    before = sha256(image)
+    seen = []
+    # Once as a virtio disk, once on the default IDE bus: no -kernel, no libvirt.
+    for interface in ("virtio", "ide"):
+        with plainboot.boot(image, tmp_path, "tcg", disk_interface=interface) as machine:
+            client, _ = machine.wait_for_ssh(timeout=300)
+            with client:
+                machine_id = sh(client, "cat /etc/machine-id").strip()
+                assert re.fullmatch(r"[0-9a-f]{32}", machine_id)
+                host_key = sh(client, "ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub")
+                assert host_key.split()[1] in machine.host_fingerprints()
+                assert sh(client, "systemctl is-system-running").strip() == "running"
+                assert "baked by baker" in sh(client, "cat /etc/motd")
+                # Nothing of the build machine is left.
+                leftovers = sh(
+                    client,
+                    "ls -d /etc/ssh/sshd_config.d/baker-build.conf /usr/local/lib/baker "
+                    "/etc/systemd/system/baker-build-access.service /root/.bash_history "
+                    "/run/baker 2>/dev/null || true",
+                )
+                assert leftovers.strip() == ""
+                assert sh(client, "ls /var/log/journal").split() == [machine_id]
+                assert sh(client, "find /var/lib/apt/lists -type f ! -name lock").strip() == ""
+                assert installed_packages(client) == sbom_packages(base_image.artifact)
+                seen.append((machine_id, host_key))
+    # Two boots of one image: two machines, each with its own identity.
+    assert seen[0][0] != seen[1][0]
+    assert seen[0][1] != seen[1][1]
+    assert sha256(image) == before  # booting never wrote the published image
+
+
+def test_web_artifact(web_image: Baked) -> None:
+    record = check_artifact(web_image, "images/debian-12-web.yaml", n_tests=10)
+    assert "nginx" in record["pins"]["packages"]
+    files = record["pins"]["files"]
+    script = ROOT / "provisioners/create-user.sh"
+    assert files["../provisioners/create-user.sh"] == f"sha256:{sha256(script)}"
+
+
+def test_web_serves_its_page_after_plain_boot(web_image: Baked, tmp_path: Path) -> None:
+    image = web_image.artifact / "image.qcow2"
+    with plainboot.boot(image, tmp_path, "tcg") as machine:
+        client, _ = machine.wait_for_ssh(timeout=300)
+        with client:
+            page = sh(
+                client,
+                "bash -c 'exec 3<>/dev/tcp/127.0.0.1/80; "
+                'printf "GET / HTTP/1.0\\r\\n\\r\\n" >&3; cat <&3\'',
+            )
+            assert "200 OK" in page
+            assert "baked by baker" in page
+            assert sh(client, "id -un web-admin").strip() == "web-admin"
+            assert "passwordauthentication no" in sh(client, "sshd -T")
+            assert sh(client, "cat /run/image-release").strip() == "IMAGE=debian-12-web"
+            assert installed_packages(client) == sbom_packages(web_image.artifact)
+            assert sh(client, "systemctl is-enabled nginx image-release").split() == [
+                "enabled",
+                "enabled",
+            ]

@@ -1,0 +1,147 @@
+"""Builds that fail, or are interrupted, say why and leave nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from bakerun import BAKER, ROOT, domains, run_baker
+
+pytestmark = pytest.mark.e2e
+
+# The same base as images/debian-12-base.yaml, so the cached base and disk are reused.
+BASE = """\
+base:
+  suite: bookworm
+  arch: amd64
+  disk_size_mib: 2048
+"""
+
+
+def write_recipe(directory: Path, name: str, body: str) -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(f"name: {name}\n{BASE}{body}")
+    return path
+
+
+def assert_nothing_left(out: Path, work: Path, name: str, domains_before: set[str]) -> None:
+    assert not out.exists() or list(out.iterdir()) == [], f"left in out/: {list(out.iterdir())}"
+    assert list(work.iterdir()) == [], f"left in the work dir: {list(work.iterdir())}"
+    leaked = {d for d in domains() - domains_before if name in d}
+    assert not leaked, f"libvirt domains left: {leaked}"
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, work_root: Path) -> tuple[Path, Path]:
+    work = work_root / tmp_path.name
+    work.mkdir(mode=0o711)
+    work.chmod(0o711)
+    return tmp_path / "out", work
+
+
+def test_failing_provisioner_names_the_step_and_cleans_up(
+    tmp_path: Path, dirs: tuple[Path, Path]
+) -> None:
+    out, work = dirs
+    name = "e2e-fail-provision"
+    recipe = write_recipe(
+        tmp_path,
+        name,
+        "provisioners:\n"
+        "  - name: fine\n    inline: echo all good\n"
+        "  - name: fail-here\n    inline: |\n      echo about to fail\n      exit 3\n",
+    )
+    before = domains()
+    proc = run_baker("build", recipe, "--out", out, work=work)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("baker: error: provisioner fail-here failed (exit 3)")
+    assert "about to fail" in last
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert_nothing_left(out, work, name, before)
+
+
+def test_failing_testinfra_test_fails_the_build_and_cleans_up(
+    tmp_path: Path, dirs: tuple[Path, Path]
+) -> None:
+    out, work = dirs
+    name = "e2e-fail-test"
+    test_file = tmp_path / "test_wrong.py"
+    test_file.write_text(
+        "def test_hostname_is_not_what_it_is(host):\n"
+        '    assert host.file("/etc/hostname").contains("no-such-host")\n\n'
+        "def test_sshd_runs(host):\n"
+        '    assert host.service("ssh").is_running\n'
+    )
+    digest = hashlib.sha256(test_file.read_bytes()).hexdigest()
+    recipe = write_recipe(
+        tmp_path, name, f"tests:\n  - path: test_wrong.py\n    sha256: {digest}\n"
+    )
+    before = domains()
+    proc = run_baker("build", recipe, "--out", out, work=work)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (
+        "baker: error: 1 of 2 testinfra tests failed: test_wrong::test_hostname_is_not_what_it_is."
+    )
+    assert "Traceback" not in proc.stderr.split("testinfra |")[0]
+    assert_nothing_left(out, work, name, before)
+
+
+def test_boot_over_budget_fails_the_build_and_publishes_nothing(
+    tmp_path: Path, dirs: tuple[Path, Path]
+) -> None:
+    out, work = dirs
+    name = "e2e-over-budget"
+    recipe = write_recipe(tmp_path, name, "boot_runs: 1\nboot_budget_s: 1\n")
+    before = domains()
+    proc = run_baker("build", recipe, "--out", out, work=work)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "baker: error: boot budget exceeded: the median time to SSH over 1 boot was "
+    )
+    assert last.endswith("over the recipe's boot_budget_s of 1 s.")
+    assert_nothing_left(out, work, name, before)
+
+
+@pytest.mark.parametrize(
+    ("sig", "wait_for"),
+    [(signal.SIGINT, "SSH answered"), (signal.SIGTERM, "provisioner 1/1: sleepy")],
+)
+def test_interrupted_build_cleans_up(
+    tmp_path: Path, dirs: tuple[Path, Path], sig: signal.Signals, wait_for: str
+) -> None:
+    out, work = dirs
+    name = f"e2e-interrupt-{sig.name.lower()}"
+    recipe = write_recipe(
+        tmp_path, name, "provisioners:\n  - name: sleepy\n    inline: sleep 600\n"
+    )
+    before = domains()
+    proc = subprocess.Popen(
+        [str(BAKER), "build", str(recipe), "--out", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "BAKER_WORK_DIR": str(work)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if wait_for in line:
+            proc.send_signal(sig)
+            break
+    else:
+        pytest.fail(f"the build ended before {wait_for!r}: {''.join(seen)[-2000:]}")
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, rest
+    assert "interrupted" in rest.strip().splitlines()[-1]
+    assert "Traceback" not in rest
+    assert_nothing_left(out, work, name, before)
