@@ -257,7 +257,7 @@ def _located(path: Path, line: int, loc: tuple[Any, ...], msg: str, err: Any) ->
     return f"{path}:{line}: {field}: {msg}."
 
 
-_NO_INPUT = {"missing", "extra_forbidden", "provisioner_kind", "provisioner_kinds"}
+_NO_INPUT = {"missing", "extra_forbidden", "provisioner_kind"}
 
 # What a type error expects, in words (pydantic's own: "Input should be a valid integer, unable
 # to parse string as an integer").

@@ -7,6 +7,7 @@ import json
 import os
 import re
 from pathlib import Path
+from string import Template
 
 import pytest
 
@@ -150,7 +151,7 @@ STEP_SHA = hashlib.sha256(STEP.encode()).hexdigest()
 TEST = "def test_ok(host):\n    assert host\n"
 TEST_SHA = hashlib.sha256(TEST.encode()).hexdigest()
 
-RECIPE = """\
+RECIPE = Template("""\
 name: demo
 variables:
   greeting: hello
@@ -161,14 +162,14 @@ base:
   mirror: http://deb.example.org/debian
 provisioners:
   - shell: step.sh
-    sha256: %(step)s
+    sha256: $step
     env:
       GREETING: "{{ greeting }}"
   - inline: echo second
 tests:
   - path: test_demo.py
-    sha256: %(test)s
-""" % {"step": STEP_SHA, "test": TEST_SHA}
+    sha256: $test
+""").substitute(step=STEP_SHA, test=TEST_SHA)
 
 STEPS = ["base", "disk", "provision", "verify", "capture"]
 

@@ -1,0 +1,137 @@
+"""The command line as a user runs it: exit codes, one-line errors, nothing made on bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BAKER = Path(sys.executable).parent / "baker"
+
+# A recipe that validates, but whose build could get nowhere even if a bad option slipped
+# through: its mirror is a closed local port and its libvirt is libvirt's mock driver.
+HARMLESS = """\
+name: harmless
+variables:
+  motd: hi
+base:
+  mirror: http://127.0.0.1:9/debian
+backend:
+  uri: test:///default
+provisioners:
+  - inline: echo {{ motd }}
+"""
+
+
+def _baker(*args: str | Path, cwd: Path = REPO, env: dict[str, str] | None = None):
+    exe = str(BAKER) if BAKER.exists() else shutil.which("baker")
+    assert exe, "the baker console script is not installed"
+    return subprocess.run(
+        [exe, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "40", **(env or {})},
+        timeout=120,  # a guard against a hang, not a performance check
+        check=False,
+    )
+
+
+def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("baker: error: ")
+    return lines[0].removeprefix("baker: error: ")
+
+
+def test_validate_good_recipe() -> None:
+    proc = _baker("validate", "images/debian-12-web.yaml", "--var", "admin_user=ops")
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        proc.stdout
+        == "images/debian-12-web.yaml: ok (debian-12-web, 8 provisioners, 2 test files)\n"
+    )
+    assert proc.stderr == ""
+
+
+def test_validate_bad_recipe(tmp_path: Path) -> None:
+    # A long path and a narrow terminal: the message must still be one line.
+    deep = tmp_path / ("a-rather-long-directory-name-" * 4) / "recipe.yaml"
+    deep.parent.mkdir()
+    deep.write_text("name: demo\nbase:\n  pakages: [nginx]\n")
+    proc = _baker("validate", deep)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert (
+        _one_error_line(proc) == f"{deep}:3: base.pakages: unknown field (did you mean packages?)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--var", "motd"], "--var 'motd': expected KEY=VALUE with KEY a plain name."),
+        (
+            ["--var", "colour=red"],
+            "{recipe}: --var colour: the recipe declares no such variable (it declares: motd).",
+        ),
+    ],
+    ids=["not-key-value", "undeclared"],
+)
+def test_validate_bad_var(tmp_path: Path, args: list[str], expected: str) -> None:
+    recipe = tmp_path / "harmless.yaml"
+    recipe.write_text(HARMLESS)
+    proc = _baker("validate", recipe, *args)
+    assert proc.returncode == 2
+    assert _one_error_line(proc) == expected.format(recipe=recipe)
+
+
+def test_validate_missing_recipe(tmp_path: Path) -> None:
+    proc = _baker("validate", tmp_path / "nope.yaml")
+    assert proc.returncode == 2
+    assert _one_error_line(proc) == (
+        f"{tmp_path / 'nope.yaml'}: cannot read the recipe: No such file or directory."
+    )
+
+
+def _nothing_made(tmp_path: Path) -> dict[str, str]:
+    return {
+        "BAKER_WORK_DIR": str(tmp_path / "work"),
+        "BAKER_CACHE_DIR": str(tmp_path / "cache"),
+    }
+
+
+def test_build_bad_recipe_exits_2_and_makes_nothing(tmp_path: Path) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("name: Bad Name\n")
+    out = tmp_path / "out"
+    proc = _baker("build", recipe, "--out", out, env=_nothing_made(tmp_path))
+    assert proc.returncode == 2
+    assert _one_error_line(proc).startswith(f"{recipe}:1: name: expected at most 63 lower-case")
+    assert proc.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_build_bogus_accel_exits_2_and_makes_nothing(tmp_path: Path) -> None:
+    recipe = tmp_path / "harmless.yaml"
+    recipe.write_text(HARMLESS)
+    out = tmp_path / "out"
+    proc = _baker("build", recipe, "--accel", "bogus", "--out", out, env=_nothing_made(tmp_path))
+    assert proc.returncode == 2
+    assert _one_error_line(proc) == "--accel bogus: expected auto, kvm or tcg."
+    assert proc.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["harmless.yaml"]
+
+
+def test_version() -> None:
+    from baker import __version__
+
+    proc = _baker("version")
+    assert proc.returncode == 0
+    assert proc.stdout == f"{__version__}\n"
