@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,14 +20,32 @@ def default_dir() -> Path:
 
 
 class Cache:
-    def __init__(self, root: Path | None = None) -> None:
+    """Packages (debs/) by sha256, and step outputs (rootfs/, disk/) by content key. A
+    rebuild that must not trust earlier step outputs gives its own `steps_root`."""
+
+    def __init__(self, root: Path | None = None, steps_root: Path | None = None) -> None:
         self.root = root or default_dir()
+        self.steps_root = steps_root or self.root
 
     def path(self, kind: str, name: str) -> Path:
-        d = self.root / kind
+        d = (self.root if kind == "debs" else self.steps_root) / kind
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o755)
         return d / name
+
+    def deb_path(self, sha256: str) -> Path:
+        return self.path("debs", f"{sha256}.deb")
+
+    def deb(self, sha256: str) -> Path | None:
+        """The cached .deb with that sha256, if there is one (callers verify it on use)."""
+        path = self.deb_path(sha256)
+        return path if path.exists() else None
+
+    def put_deb(self, src: Path, sha256: str) -> None:
+        target = self.deb_path(sha256)
+        if not target.exists():
+            with self.staging(target) as tmp:
+                shutil.copyfile(src, tmp)
 
     @contextlib.contextmanager
     def staging(self, target: Path) -> Iterator[Path]:

@@ -62,15 +62,17 @@ def build(
     ] = None,
 ) -> None:
     """Bake RECIPE into OUT/NAME/; prints the image digest as the last line."""
-    from baker.pipeline import Options
-    from baker.pipeline import build as run_build
     from baker.progress import Reporter
 
     reporter = Reporter(err)
     try:
+        # Bad input is reported before the heavier pipeline modules are even imported.
         spec = recipe.load(recipe_file, dict(recipe.parse_var(v) for v in var or []))
         if accel not in ("auto", "kvm", "tcg"):
             raise recipe.InputError(f"--accel {accel}: expected auto, kvm or tcg.")
+        from baker.pipeline import Options
+        from baker.pipeline import build as run_build
+
         result = run_build(spec, Options(out=out, accel=accel, sign_key=sign_key), reporter)
     except BakerError as e:
         _fail(e)
@@ -91,6 +93,98 @@ def validate(recipe_file: RecipeArg, var: VarOpt = None) -> None:
         f"{recipe_file}: ok ({spec.name}, {len(spec.recipe.provisioners)} provisioners, "
         f"{len(spec.recipe.tests)} test files)"
     )
+
+
+@app.command()
+def lock(
+    recipe_file: RecipeArg,
+    var: VarOpt = None,
+    update: Annotated[bool, typer.Option("--update", help="Replace an existing lock.")] = False,
+) -> None:
+    """Resolve the base's full package set to exact versions and .deb hashes, into
+    RECIPE's .lock beside it, and fetch those files into the package cache."""
+    from baker import lock as lockfile
+    from baker import rootfs
+    from baker.cache import Cache
+    from baker.pipeline import workdir
+    from baker.progress import Reporter
+
+    reporter = Reporter(err)
+    try:
+        spec = recipe.load(recipe_file, dict(recipe.parse_var(v) for v in var or []))
+        path = lockfile.path_for(spec.source)
+        if path.exists() and not update:
+            raise recipe.InputError(
+                f"{path} exists; `baker lock --update {recipe_file}` refreshes it."
+            )
+        base = spec.recipe.base
+        with workdir(None) as work, reporter.step("lock", "resolve packages (mmdebstrap)"):
+            locked = lockfile.resolve(
+                base, rootfs.wanted(base), rootfs.sources(base), Cache(), work,
+                lambda line: reporter.output("mmdebstrap", line),
+            )  # fmt: skip
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(locked.dump())
+        tmp.rename(path)
+    except BakerError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        _fail(Interrupted("interrupted; cleaned up."))
+    typer.echo(
+        f"{path}: {len(locked.packages)} packages, resolved {locked.resolved}, {locked.digest}"
+    )
+
+
+@app.command()
+def rebuild(
+    artifact: Annotated[Path, typer.Argument(help="An artifact directory (out/NAME).")],
+    check: Annotated[
+        bool, typer.Option("--check", help="Rebuild and compare the image digests.")
+    ] = False,
+    accel: Annotated[str, typer.Option(help="auto, kvm or tcg.")] = "auto",
+) -> None:
+    """Rebuild ARTIFACT's recipe from its recorded pins in a fresh work directory; with
+    --check, exit 0 only if the new image has the same digest (else say which files differ)."""
+    from baker import rebuild as rebuilding
+    from baker.progress import Reporter
+
+    try:
+        if not check:
+            raise recipe.InputError("baker rebuild needs --check (the only mode so far).")
+        outcome = rebuilding.check(artifact, Reporter(err), accel)
+    except BakerError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        _fail(Interrupted("interrupted; cleaned up."))
+    if outcome.reproduced:
+        typer.echo(f"reproduced {outcome.actual}")
+        return
+    typer.echo(
+        f"NOT reproduced: {artifact} has {outcome.expected}, the rebuild gave {outcome.actual}"
+    )
+    if outcome.recipe_changed:
+        typer.echo("(the recipe changed since the artifact was built)")
+    typer.echo(outcome.difference)
+    raise typer.Exit(1)
+
+
+@app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="An artifact directory or image file.")],
+    b: Annotated[Path, typer.Argument(help="Another one.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """What differs between two images: packages (from the SBOMs), files and their metadata
+    (read from the images, without booting them), and disk-level metadata."""
+    import json
+
+    from baker import diff as differ
+
+    try:
+        d = differ.diff(a, b)
+    except BakerError as e:
+        _fail(e)
+    typer.echo(json.dumps(d.as_dict(), indent=2, sort_keys=True) if as_json else differ.render(d))
 
 
 @app.command()

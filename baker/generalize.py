@@ -43,6 +43,7 @@ RULES: tuple[Rule, ...] = (
     Rule("var/cache/apt/*.bin", "apt caches"),
     Rule("var/cache/apt/archives/*.deb", "apt caches"),
     Rule("var/lib/apt/lists/**", "apt caches", files_only=True),
+    Rule("var/cache/ldconfig/aux-cache", "ldconfig's cache of inode numbers and times"),
     Rule("tmp/*", "temporary files"),
     Rule("var/tmp/*", "temporary files"),
     Rule("root/.bash_history", "shell history"),

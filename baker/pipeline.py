@@ -29,6 +29,7 @@ from baker import (
     attest,
     capture,
     disk,
+    lock,
     measure,
     provision,
     rootfs,
@@ -58,6 +59,7 @@ class Options:
     accel: str = "auto"
     cache: Cache = field(default_factory=Cache)
     sign_key: Path | None = None
+    measure: bool = True  # a rebuild that only compares digests skips the boot measurement
     work_root: Path | None = None  # where the throwaway work directory goes
 
 
@@ -67,11 +69,11 @@ class Result:
     artifact: Path
 
 
-def step_keys(spec: Spec) -> dict[str, str]:
+def step_keys(spec: Spec, locked: lock.Lock | None = None) -> dict[str, str]:
     """Each step's content key: the hash of its own inputs and of the key before it."""
     recipe = spec.recipe
     keys: dict[str, str] = {}
-    keys["base"] = content_key("base", rootfs.config(recipe.base))
+    keys["base"] = content_key("base", rootfs.config(recipe.base, locked))
     keys["disk"] = content_key(
         "disk", {"size_mib": recipe.base.disk_size_mib, "grub": disk.grub_config()}, keys["base"]
     )
@@ -84,35 +86,55 @@ def step_keys(spec: Spec) -> dict[str, str]:
         {
             "rules": [r.pattern for r in RULES],
             "name": spec.name,
-            "source_date_epoch": rootfs.DEFAULT_SOURCE_DATE_EPOCH,
+            "source_date_epoch": source_date_epoch(locked),
         },
         keys["verify"],
     )
     return keys
 
 
+def source_date_epoch(locked: lock.Lock | None) -> int:
+    """The time every file in the image is clamped to: the lock's Release date, if locked."""
+    return locked.source_date_epoch if locked else rootfs.DEFAULT_SOURCE_DATE_EPOCH
+
+
+def load_lock(spec: Spec) -> tuple[lock.Lock | None, Path]:
+    """The recipe's lock, if it has one, checked against the recipe's packages."""
+    path = lock.path_for(spec.source)
+    if not path.exists():
+        return None, path
+    locked = lock.load(path)
+    lock.check_matches(locked, path, spec.recipe.base, rootfs.wanted(spec.recipe.base))
+    return locked, path
+
+
 def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
     recipe = spec.recipe
     accel = choose(recipe.backend.accel if opts.accel == "auto" else opts.accel)
-    # A bad key is bad input: found before any VM starts.
+    # Bad keys and stale locks are bad input: found before any VM starts.
     sign_key = signing.load_private_key(opts.sign_key) if opts.sign_key else None
-    keys = step_keys(spec)
+    locked, lock_file = load_lock(spec)
+    keys = step_keys(spec, locked)
     started = dt.datetime.now(dt.UTC)
-    sde = rootfs.DEFAULT_SOURCE_DATE_EPOCH
+    sde = source_date_epoch(locked)
     cached: dict[str, bool] = {}
 
     with contextlib.ExitStack() as cleanup:
-        work = cleanup.enter_context(_workdir(opts.work_root))
+        work = cleanup.enter_context(workdir(opts.work_root))
         reporter.open_log(work / "build.log")
         cleanup.callback(reporter.close)
         reporter.info(f"baking {spec.name} from {spec.source} (accel {accel}, work {work})")
+        if locked:
+            reporter.info(f"packages locked by {_display_path(lock_file)} ({locked.digest})")
 
         with reporter.step("base", "Debian root filesystem (mmdebstrap)"):
             root_tar = rootfs.build(
                 recipe.base,
                 keys["base"],
                 opts.cache,
+                work,
                 lambda line: reporter.output("mmdebstrap", line),
+                locked,
             )
             cached["base"] = root_tar.cached
 
@@ -139,7 +161,7 @@ def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
             reporter.info(f"SSH answered after {waited:.1f} s on {machine.endpoint.port}")
 
         with reporter.step("provision", f"{len(recipe.provisioners)} provisioners over SSH"):
-            provision.run_all(spec, client, reporter)
+            provision.run_all(spec, client, reporter, sde)
 
         junit = work / "verify.junit.xml"
         with reporter.step("verify", f"{len(recipe.tests)} testinfra files"):
@@ -168,16 +190,19 @@ def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
             raw.unlink()
             digest = f"sha256:{sha256_file(image)}"
 
-        with reporter.step("measure", f"{recipe.boot_runs} plain boots of the image ({accel})"):
-            boot = measure.measure(
-                image, digest, work, accel, recipe.boot_runs, recipe.boot_budget_s, reporter
-            )
-            (work / "boot.json").write_bytes(attest.dump(boot))
+        measured = {}
+        if opts.measure:
+            with reporter.step("measure", f"{recipe.boot_runs} plain boots ({accel})"):
+                boot = measure.measure(
+                    image, digest, work, accel, recipe.boot_runs, recipe.boot_budget_s, reporter
+                )
+                (work / "boot.json").write_bytes(attest.dump(boot))
+                measured["boot.json"] = work / "boot.json"
 
         packages = parse_status(captured.dpkg_status)
         record = _build_record(
             spec, keys, reporter.timings, cached, accel, results, packages, root_tar, digest,
-            image, started,
+            image, started, locked, lock_file, sde,
         )  # fmt: skip
         (work / "build.json").write_bytes(attest.dump(record))
 
@@ -199,7 +224,7 @@ def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
                 {
                     "image.qcow2": image,
                     "build.json": work / "build.json",
-                    "boot.json": work / "boot.json",
+                    **measured,
                     "verify.junit.xml": junit,
                     **evidence,
                 },
@@ -208,7 +233,7 @@ def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
 
 
 @contextlib.contextmanager
-def _workdir(root: Path | None) -> Iterator[Path]:
+def workdir(root: Path | None) -> Iterator[Path]:
     base = root or Path(os.environ.get("BAKER_WORK_DIR", "/var/tmp"))
     base.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix="baker-", dir=base))
@@ -259,6 +284,9 @@ def _build_record(
     digest: str,
     image: Path,
     started: dt.datetime,
+    locked: lock.Lock | None,
+    lock_file: Path,
+    sde: int,
 ) -> dict[str, Any]:
     recipe = spec.recipe
     return {
@@ -270,10 +298,20 @@ def _build_record(
             "rendered_digest": f"sha256:{spec.rendered_digest}",
         },
         "variables": spec.variables,
-        "source_date_epoch": rootfs.DEFAULT_SOURCE_DATE_EPOCH,
+        "source_date_epoch": sde,
         "pins": {
+            "lock": (
+                {
+                    "file": _display_path(lock_file),
+                    "digest": locked.digest,
+                    "resolved": locked.resolved,
+                }
+                if locked
+                else None
+            ),
+            "debs": {p.name: f"sha256:{p.sha256}" for p in locked.packages} if locked else {},
             "files": {rel: f"sha256:{h}" for rel, (_, h) in sorted(spec.files.items())},
-            "base": rootfs.config(recipe.base),
+            "base": rootfs.config(recipe.base, locked),
             "base_digest": root_tar.digest,
             "packages": {p.name: p.version for p in packages},
         },

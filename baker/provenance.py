@@ -20,6 +20,13 @@ def _digest(value: str) -> dict[str, str]:
     return {algorithm: hexdigest}
 
 
+def _package(p: Package, debs: dict[str, str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": p.name, "uri": purl(p)}
+    if p.name in debs:
+        entry["digest"] = _digest(debs[p.name])  # the locked .deb's own hash
+    return entry
+
+
 def statement(
     *,
     image_file: str,
@@ -42,8 +49,14 @@ def statement(
             "digest": _digest(pins["base_digest"]),
             "annotations": {"sources": pins["base"]["sources"]},
         },
-        *({"name": p.name, "uri": purl(p)} for p in packages),
+        *(_package(p, pins.get("debs", {})) for p in packages),
     ]
+    if pins.get("lock"):
+        dependencies.insert(
+            1,
+            {"name": "lock", "uri": f"file:{pins['lock']['file']}",
+             "digest": _digest(pins["lock"]["digest"])},
+        )  # fmt: skip
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": image_file, "digest": _digest(record["image"]["digest"])}],

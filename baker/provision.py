@@ -25,7 +25,9 @@ def describe(spec: Spec) -> list[dict[str, object]]:
     return out
 
 
-def run_all(spec: Spec, client: paramiko.SSHClient, reporter: Reporter) -> None:
+def run_all(
+    spec: Spec, client: paramiko.SSHClient, reporter: Reporter, source_date_epoch: int
+) -> None:
     steps = spec.recipe.provisioners
     if not steps:
         return
@@ -37,7 +39,14 @@ def run_all(spec: Spec, client: paramiko.SSHClient, reporter: Reporter) -> None:
         if isinstance(step, ShellFile | ShellInline):
             data = step.inline.encode() if isinstance(step, ShellInline) else spec.read(step.path)
             ssh.upload(client, data, staged, 0o700)
-            env = {"DEBIAN_FRONTEND": "noninteractive", "BAKER_IMAGE": spec.name, **step.env}
+            env = {
+                "DEBIAN_FRONTEND": "noninteractive",
+                "BAKER_IMAGE": spec.name,
+                # Tools that stamp dates into files (useradd's shadow entries, say) use this
+                # instead of today, so the image does not depend on the day it was baked.
+                "SOURCE_DATE_EPOCH": str(source_date_epoch),
+                **step.env,
+            }
             runner = f"{_interpreter(data)} {staged}"
             command = f"env {ssh.env_prefix(env)} {runner}"
         elif isinstance(step, FileUpload):

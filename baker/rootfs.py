@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from baker import tools
+from baker import lock, tools
 from baker.cache import Cache
 from baker.errors import BuildError
 from baker.hashing import sha256_file
@@ -78,16 +78,25 @@ def guest_digest() -> str:
     return h.hexdigest()
 
 
-def config(base: Base) -> dict[str, object]:
-    """Everything that decides the root tree: the base step's content key is its hash."""
-    return {
+def wanted(base: Base) -> tuple[str, ...]:
+    """The packages asked for: baker's own set and the recipe's (dependencies come on top)."""
+    return lock.requested(base, BASE_PACKAGES)
+
+
+def config(base: Base, locked: lock.Lock | None = None) -> dict[str, object]:
+    """Everything that decides the root tree: the base step's content key is its hash. With a
+    lock, the exact files installed (its digest) replace what the mirror serves today."""
+    cfg: dict[str, object] = {
         "suite": base.suite,
         "arch": base.arch,
-        "packages": sorted(set(BASE_PACKAGES) | set(base.packages)),
+        "packages": list(wanted(base)),
         "sources": sources(base),
-        "source_date_epoch": DEFAULT_SOURCE_DATE_EPOCH,
+        "source_date_epoch": locked.source_date_epoch if locked else DEFAULT_SOURCE_DATE_EPOCH,
         "guest": guest_digest(),
     }
+    if locked:
+        cfg["lock"] = locked.digest
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -98,20 +107,42 @@ class RootTar:
 
 
 def build(
-    base: Base, key: str, cache: Cache, on_line: Callable[[str], None] | None = None
+    base: Base,
+    key: str,
+    cache: Cache,
+    workdir: Path,
+    on_line: Callable[[str], None],
+    locked: lock.Lock | None = None,
 ) -> RootTar:
-    """The root tar for `base`, from the cache when its key is there."""
-    cfg = config(base)
+    """The root tar for `base`, from the cache when its key is there. With a lock, mmdebstrap
+    installs from a local repository of exactly the locked files: no network."""
+    cfg = config(base, locked)
     target = cache.path("rootfs", f"{key}.tar")
     sidecar = target.with_name(f"{target.name}.sha256")
     if target.exists() and sidecar.exists():
         return RootTar(target, sidecar.read_text().strip(), True)
+    image_sources = list(cfg["sources"])  # type: ignore[call-overload]
+    mirrors = image_sources
+    hooks = []
+    if locked:
+        main, security = host_mirrors()
+        fetched = lock.fetch_missing(
+            locked, {"debian": base.mirror or main or "", "debian-security": security or ""},
+            cache, on_line,
+        )  # fmt: skip
+        on_line(f"{len(locked.packages)} locked packages, {fetched} fetched, the rest cached")
+        repo = workdir / "repo"
+        lock.make_repository(locked, cache, repo)
+        mirrors = [f"deb [trusted=yes] file://{repo} ./"]
+        # The image's apt looks at the real archive, not at the build's local repository.
+        text = "".join(f"{line}\n" for line in image_sources)
+        hooks.append(f"--customize-hook=printf '%s' '{text}' >\"$1/etc/apt/sources.list\"")
     with cache.staging(target) as tmp:
         argv = [
             "mmdebstrap",
             "--variant=minbase",
             f"--architectures={cfg['arch']}",
-            f"--include={','.join(cfg['packages'])}",  # type: ignore[arg-type]
+            f"--include={','.join(wanted(base))}",
             '--aptopt=Acquire::Languages "none"',
             "--dpkgopt=path-exclude=/usr/share/man/*",
             "--dpkgopt=path-exclude=/usr/share/locale/*",
@@ -119,10 +150,11 @@ def build(
             # Licences stay: the SBOM reads them.
             "--dpkgopt=path-include=/usr/share/doc/*/copyright",
             f'--customize-hook={GUEST_DIR / "customize.sh"} "$1"',
+            *hooks,
             "--format=tar",
             str(cfg["suite"]),
             str(tmp),
-            *cfg["sources"],  # type: ignore[misc]
+            *mirrors,
         ]
         tools.run(
             argv,

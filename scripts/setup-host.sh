@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 PACKAGES=(
-  qemu-system-x86 qemu-utils ovmf
+  qemu-system-x86 qemu-utils
   libvirt-daemon-system libvirt-dev pkg-config gcc
-  mmdebstrap fdisk grub-pc-bin grub-efi-amd64-bin dosfstools mtools libarchive13
+  mmdebstrap fdisk grub-pc-bin libarchive13 apt-utils libxml2-utils
 )
 
 need_install() {
