@@ -181,6 +181,8 @@ def resolve(
         what="mmdebstrap (resolving the lock)",
     )
     index = _index(lists)
+    # apt names downloaded files its own way (epochs as %3a), so match them by content.
+    by_hash = {sha256_file(deb): deb for deb in debs.glob("*.deb")}
     packages = []
     for line in installed.read_text().splitlines():
         name, version, arch = line.split("\t")
@@ -188,9 +190,9 @@ def resolve(
         if found is None:
             raise BuildError(f"{name} {version} ({arch}) is installed but in no package index.")
         archive, path, sha256, size = found
-        deb = debs / Path(path).name
-        if not deb.exists() or sha256_file(deb) != sha256:
-            raise BuildError(f"the downloaded {deb.name} does not match the mirror's index.")
+        deb = by_hash.get(sha256)
+        if deb is None:
+            raise BuildError(f"no downloaded file of {name} {version} matches the mirror's index.")
         cache.put_deb(deb, sha256)
         packages.append(LockedPackage(name, version, arch, archive, path, sha256, size))
     return Lock(
@@ -277,3 +279,11 @@ def make_repository(lock: Lock, cache: Cache, repo: Path) -> None:
             shutil.copyfile(deb, target)
     packages = tools.run(["apt-ftparchive", "packages", "."], cwd=repo)
     (repo / "Packages").write_text(packages)
+    # mmdebstrap picks the essential and required set by suite: the repository must say it.
+    release = tools.run(
+        ["apt-ftparchive", f"-oAPT::FTPArchive::Release::Suite={lock.suite}",
+         f"-oAPT::FTPArchive::Release::Codename={lock.suite}",
+         f"-oAPT::FTPArchive::Release::Architectures={lock.arch}", "release", "."],
+        cwd=repo,
+    )  # fmt: skip
+    (repo / "Release").write_text(release)

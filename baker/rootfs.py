@@ -133,7 +133,8 @@ def build(
         on_line(f"{len(locked.packages)} locked packages, {fetched} fetched, the rest cached")
         repo = workdir / "repo"
         lock.make_repository(locked, cache, repo)
-        mirrors = [f"deb [trusted=yes] file://{repo} ./"]
+        # copy://: apt copies the files into the chroot, which cannot see the work dir.
+        mirrors = [f"deb [trusted=yes] copy://{repo} ./"]
         # The image's apt looks at the real archive, not at the build's local repository.
         text = "".join(f"{line}\n" for line in image_sources)
         hooks.append(f"--customize-hook=printf '%s' '{text}' >\"$1/etc/apt/sources.list\"")
