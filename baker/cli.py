@@ -249,6 +249,17 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _register_more() -> None:
+    # Commands of their own modules, kept out of this file so it stays small.
+    from baker import cli_cloud, cli_export
+
+    cli_export.register(app)
+    cli_cloud.register(app)
+
+
+_register_more()
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)

@@ -52,3 +52,19 @@ def domains() -> set[str]:
         check=True,
     ).stdout
     return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+# No network for the second build: apt and urllib go through a proxy nobody listens on.
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}  # fmt: skip
+
+
+def baker(*args: str | Path, cache: Path, work: Path, env: dict[str, str] | None = None,
+          check: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    full_env = {**os.environ, "BAKER_CACHE_DIR": str(cache), "BAKER_WORK_DIR": str(work),
+                **(env or {})}  # fmt: skip
+    proc = subprocess.run([str(BAKER), *map(str, args)], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, check=False, timeout=1800)  # fmt: skip
+    if check:
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc

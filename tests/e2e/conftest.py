@@ -5,10 +5,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
-from bakerun import BAKER, Baked, run_baker
+from bakerun import BAKER, OFFLINE, ROOT, Baked, baker, run_baker
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +49,47 @@ def base_image(out_root: Path, work_root: Path, signing_key: Path) -> Baked:
 @pytest.fixture(scope="session")
 def web_image(out_root: Path, work_root: Path, signing_key: Path) -> Baked:
     return _bake("images/debian-12-web.yaml", out_root, work_root, signing_key)
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory, work_root: Path) -> dict[str, Path]:
+    """A copy of the web recipe and what it references, so its lock lands beside it."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(ROOT / "provisioners", root / "provisioners")
+    (root / "images").mkdir()
+    shutil.copytree(ROOT / "images" / "testinfra", root / "images" / "testinfra")
+    recipe = root / "images" / "debian-12-web.yaml"
+    # One measured boot is enough here; the other tests measure three.
+    recipe.write_text((ROOT / "images" / "debian-12-web.yaml").read_text() + "boot_runs: 1\n")
+    dirs = {"root": root, "recipe": recipe}
+    for name in ("cache_a", "cache_b", "out_a", "out_b"):
+        dirs[name] = root / name
+    for name in ("work_a", "work_b"):
+        dirs[name] = work_root / f"repro-{name}"
+        dirs[name].mkdir(mode=0o711)
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def two_builds(project: dict[str, Path]) -> tuple[Baked, Baked]:
+    p = project
+    locked = baker("lock", p["recipe"], cache=p["cache_a"], work=p["work_a"])
+    assert "packages, resolved" in locked.stdout
+    lock_text = p["recipe"].with_suffix(".lock").read_text()
+    assert "nginx" in lock_text and "deb.debian.org" not in lock_text
+
+    started = time.monotonic()
+    first = baker("build", p["recipe"], "--out", p["out_a"], cache=p["cache_a"],
+                  work=p["work_a"])  # fmt: skip
+    # The second build: another work directory, a fresh step cache holding only the
+    # package files (warm packages, cold everything else), no network, a minute later.
+    shutil.copytree(p["cache_a"] / "debs", p["cache_b"] / "debs")
+    time.sleep(max(0.0, 60 - (time.monotonic() - started)))
+    second = baker("build", p["recipe"], "--out", p["out_b"], cache=p["cache_b"],
+                   work=p["work_b"], env=OFFLINE)  # fmt: skip
+    assert "mmdebstrap" in second.stderr  # the base really was built again
+    name = "debian-12-web"
+    return (
+        Baked(p["out_a"] / name, first.stdout.split()[-1], first.stdout, first.stderr),
+        Baked(p["out_b"] / name, second.stdout.split()[-1], second.stdout, second.stderr),
+    )
