@@ -187,6 +187,9 @@ def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
             )
             captured_tar.unlink()
             disk.to_qcow2(raw, image)
+            # The raw bytes' digest ties the image to copies in other formats (an AMI's
+            # snapshot, a converted disk) whose container bytes differ.
+            raw_digest = f"sha256:{sha256_file(raw)}"
             raw.unlink()
             digest = f"sha256:{sha256_file(image)}"
 
@@ -202,7 +205,7 @@ def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
         packages = parse_status(captured.dpkg_status)
         record = _build_record(
             spec, keys, reporter.timings, cached, accel, results, packages, root_tar, digest,
-            image, started, locked, lock_file, sde,
+            raw_digest, image, started, locked, lock_file, sde,
         )  # fmt: skip
         (work / "build.json").write_bytes(attest.dump(record))
 
@@ -282,6 +285,7 @@ def _build_record(
     packages: list[Package],
     root_tar: rootfs.RootTar,
     digest: str,
+    raw_digest: str,
     image: Path,
     started: dt.datetime,
     locked: lock.Lock | None,
@@ -325,6 +329,7 @@ def _build_record(
         "image": {
             "file": image.name,
             "digest": digest,
+            "raw_digest": raw_digest,
             "size": image.stat().st_size,
             "virtual_size": recipe.base.disk_size_mib * 1024 * 1024,
             "format": "qcow2",

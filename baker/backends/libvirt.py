@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from pathlib import Path
@@ -53,6 +54,17 @@ def domain_xml(
         oem_strings=oem_strings,
         emulator=shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64",
     )
+
+
+def _reachable_copy(base_disk: Path, target: Path) -> Path:
+    """The base disk under the work directory, which libvirt's qemu user can reach wherever
+    the cache is (a private one under /tmp or ~ is not): a hard link where the filesystem
+    allows it, else a sparse copy."""
+    try:
+        os.link(base_disk, target)
+    except OSError:
+        tools.run(["cp", "--sparse=always", "--reflink=auto", base_disk, target])
+    return target
 
 
 class LibvirtMachine:
@@ -108,10 +120,9 @@ class Libvirt:
 
     def start(self, base_disk: Path, keys: BuildKeys, workdir: Path, name: str) -> LibvirtMachine:
         overlay = workdir / "overlay.qcow2"
+        backing = _reachable_copy(base_disk, workdir / "base.raw")
         # The base is only ever a backing file: every write lands in the overlay.
-        tools.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", base_disk, overlay]
-        )
+        tools.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", backing, overlay])
         console_log = workdir / "console.log"
         try:
             conn = libvirt.open(self.config.uri)
