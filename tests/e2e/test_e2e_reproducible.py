@@ -57,7 +57,9 @@ def test_rebuild_check_passes_then_names_the_changed_file(
     saved = {path: path.read_bytes() for path in (page, p["recipe"])}
     try:
         old_pin = sha256(page)
-        page.write_text(page.read_text().replace("baked by baker", "baked again by baker"))
+        page.write_text(
+            page.read_text().replace("checked by testinfra", "checked again by testinfra")
+        )
         p["recipe"].write_text(p["recipe"].read_text().replace(old_pin, sha256(page)))
         changed = baker("rebuild", "--check", a.artifact, cache=p["cache_b"], work=p["work_b"],
                         env=OFFLINE, check=False)  # fmt: skip
