@@ -19,7 +19,9 @@ import yaml
 from baker.errors import InputError
 from baker.hashing import sha256_file
 from baker.spec import (
+    AmiFilter,
     Base,
+    Ec2Backend,
     FileUpload,
     LibvirtBackend,
     PerAccel,
@@ -351,8 +353,12 @@ def _model_at(raw_loc: tuple[Any, ...]) -> type[pydantic.BaseModel] | None:
             return Recipe
         case ("base",):
             return Base
-        case ("backend",):
+        case ("backend",) | ("backend", "libvirt"):
             return LibvirtBackend
+        case ("backend", "ec2"):
+            return Ec2Backend
+        case ("backend", "ec2", "ami_filter"):
+            return AmiFilter
         case ("provisioners", int(), str(kind)):
             return _PROVISIONER_MODELS.get(kind)
         case ("tests", int()):

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from baker.errors import BuildError
 
@@ -43,6 +54,103 @@ class LibvirtBackend(_Model):
     cpus: int = Field(2, ge=1, le=64)
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     ssh_timeout_s: float = Field(300, gt=0)
+
+
+def _matching(pattern: str, words: str) -> AfterValidator:
+    """A text check that explains itself in words (the EC2 fields' own hints, so they need
+    no entry in recipe.PATTERN_HINTS)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise PydanticCustomError("ec2_value", words)
+        return value
+
+    return AfterValidator(check)
+
+
+AwsRegion = Annotated[
+    str, _matching(r"[a-z]{2}(-[a-z]+)+-[0-9]+", "expected an AWS region like eu-west-1")
+]
+AmiId = Annotated[str, _matching(r"ami-[0-9a-f]{8,17}", "expected an AMI id like ami-0abc12345")]
+SubnetId = Annotated[
+    str, _matching(r"subnet-[0-9a-f]{8,17}", "expected a subnet id like subnet-0abc12345")
+]
+Cidr = Annotated[
+    str,
+    _matching(
+        r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}", "expected an IPv4 CIDR like 203.0.113.7/32"
+    ),
+]
+AmiOwner = Annotated[
+    str,
+    _matching(
+        r"[0-9]{12}|self|amazon|aws-marketplace",
+        "expected an AWS account id (12 digits), self, amazon or aws-marketplace",
+    ),
+]
+InstanceType = Annotated[
+    str, _matching(r"[a-z0-9-]+\.[a-z0-9]+", "expected an instance type like t3.micro")
+]
+LoginName = Annotated[str, _matching(r"[a-z_][a-z0-9_-]{0,31}", "expected a login name like admin")]
+
+
+class AmiFilter(_Model):
+    """A base AMI chosen by owner and name pattern; the newest match is used, and recorded."""
+
+    owner: AmiOwner
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class Ec2Backend(_Model):
+    """A throwaway EC2 instance started from a base AMI; the result is a new AMI."""
+
+    type: Literal["ec2"]
+    region: AwsRegion
+    instance_type: InstanceType = "t3.micro"
+    subnet: SubnetId | None = None  # None: the region's default VPC
+    ami: AmiId | None = None
+    ami_filter: AmiFilter | None = None
+    ssh_user: LoginName = "admin"
+    # Which of the instance's addresses to reach it on; ssh_host/ssh_port override both (a
+    # bastion's forward, or a local stand-in for the instance in tests).
+    ssh_interface: Literal["public_ip", "private_ip"] = "public_ip"
+    ssh_host: str | None = None
+    ssh_port: int = Field(22, ge=1, le=65535)
+    # Who may reach port 22. None: the builder's own address, and nothing else.
+    ssh_cidr: Cidr | None = None
+    launch_timeout_s: float = Field(600, ge=0)
+    ssh_timeout_s: float = Field(600, gt=0)
+    # How long to wait for the instance to print its host key fingerprints on the console
+    # before falling back to trust-on-first-use (recorded as such).
+    host_key_wait_s: float = Field(120, ge=0)
+    stop_timeout_s: float = Field(600, ge=0)
+    image_timeout_s: float = Field(3600, ge=0)
+
+    @model_validator(mode="after")
+    def _one_base(self) -> Ec2Backend:
+        if (self.ami is None) == (self.ami_filter is None):
+            raise PydanticCustomError(
+                "ec2_base", "give exactly one of ami (an id) or ami_filter ({owner, name})"
+            )
+        return self
+
+
+def _backend_type(value: Any) -> str | None:
+    if isinstance(value, dict):
+        kind = value.get("type", "libvirt")
+        return kind if isinstance(kind, str) else None
+    return getattr(value, "type", None)
+
+
+Backend = Annotated[
+    Annotated[LibvirtBackend, Tag("libvirt")] | Annotated[Ec2Backend, Tag("ec2")],
+    Discriminator(
+        _backend_type,
+        custom_error_type="backend_type",
+        custom_error_message="type must be libvirt or ec2",
+    ),
+]
 
 
 class _Step(_Model):
@@ -118,7 +226,7 @@ class Recipe(_Model):
     description: str = ""
     variables: dict[str, VarValue] = {}
     base: Base = Base()
-    backend: LibvirtBackend = LibvirtBackend()
+    backend: Backend = LibvirtBackend()
     provisioners: tuple[Provisioner, ...] = ()
     tests: tuple[TestFile, ...] = ()
     boot_budget_s: Annotated[float, Field(gt=0)] | PerAccel | None = None
