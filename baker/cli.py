@@ -70,7 +70,7 @@ def build(
         spec = recipe.load(recipe_file, dict(recipe.parse_var(v) for v in var or []))
         if accel not in ("auto", "kvm", "tcg"):
             raise recipe.InputError(f"--accel {accel}: expected auto, kvm or tcg.")
-        from baker.pipeline import Options
+        from baker.buildrun import Options
         from baker.pipeline import build as run_build
 
         result = run_build(spec, Options(out=out, accel=accel, sign_key=sign_key), reporter)
@@ -105,8 +105,8 @@ def lock(
     RECIPE's .lock beside it, and fetch those files into the package cache."""
     from baker import lock as lockfile
     from baker import rootfs
+    from baker.buildrun import workdir
     from baker.cache import Cache
-    from baker.pipeline import workdir
     from baker.progress import Reporter
 
     reporter = Reporter(err)
@@ -142,6 +142,10 @@ def rebuild(
         bool, typer.Option("--check", help="Rebuild and compare the image digests.")
     ] = False,
     accel: Annotated[str, typer.Option(help="auto, kvm or tcg.")] = "auto",
+    recipe_file: Annotated[
+        Path | None,
+        typer.Option("--recipe", help="The recipe to rebuild from, if not where build.json says."),
+    ] = None,
 ) -> None:
     """Rebuild ARTIFACT's recipe from its recorded pins in a fresh work directory; with
     --check, exit 0 only if the new image has the same digest (else say which files differ)."""
@@ -151,7 +155,7 @@ def rebuild(
     try:
         if not check:
             raise recipe.InputError("baker rebuild needs --check (the only mode so far).")
-        outcome = rebuilding.check(artifact, Reporter(err), accel)
+        outcome = rebuilding.check(artifact, Reporter(err), accel, recipe_file)
     except BakerError as e:
         _fail(e)
     except KeyboardInterrupt:

@@ -12,16 +12,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import platform
-import shutil
-import tempfile
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import libvirt
 import paramiko
 
 from baker import (
@@ -35,12 +29,12 @@ from baker import (
     rootfs,
     signing,
     ssh,
-    tools,
     verify,
 )
 from baker.accel import Accel, choose
 from baker.backends import Machine
 from baker.backends.libvirt import Libvirt
+from baker.buildrun import Options, Result, display_path, tool_versions, workdir
 from baker.cache import Cache
 from baker.errors import BuildError
 from baker.generalize import RULES
@@ -48,25 +42,9 @@ from baker.hashing import content_key, sha256_file
 from baker.packages import Package, parse_status
 from baker.progress import Reporter
 from baker.publish import publish
-from baker.spec import PerAccel, Spec
+from baker.spec import Ec2Backend, PerAccel, Spec
 
 SHUTDOWN_TIMEOUT_S = 120
-
-
-@dataclass(frozen=True)
-class Options:
-    out: Path = Path("out")
-    accel: str = "auto"
-    cache: Cache = field(default_factory=Cache)
-    sign_key: Path | None = None
-    measure: bool = True  # a rebuild that only compares digests skips the boot measurement
-    work_root: Path | None = None  # where the throwaway work directory goes
-
-
-@dataclass(frozen=True)
-class Result:
-    digest: str
-    artifact: Path
 
 
 def step_keys(spec: Spec, locked: lock.Lock | None = None) -> dict[str, str]:
@@ -110,6 +88,10 @@ def load_lock(spec: Spec) -> tuple[lock.Lock | None, Path]:
 
 def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
     recipe = spec.recipe
+    if isinstance(recipe.backend, Ec2Backend):
+        from baker import cloudbuild
+
+        return cloudbuild.build(spec, opts, reporter)
     accel = choose(recipe.backend.accel if opts.accel == "auto" else opts.accel)
     # Bad keys and stale locks are bad input: found before any VM starts.
     sign_key = signing.load_private_key(opts.sign_key) if opts.sign_key else None
@@ -125,7 +107,7 @@ def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
         cleanup.callback(reporter.close)
         reporter.info(f"baking {spec.name} from {spec.source} (accel {accel}, work {work})")
         if locked:
-            reporter.info(f"packages locked by {_display_path(lock_file)} ({locked.digest})")
+            reporter.info(f"packages locked by {display_path(lock_file)} ({locked.digest})")
 
         with reporter.step("base", "Debian root filesystem (mmdebstrap)"):
             root_tar = rootfs.build(
@@ -235,19 +217,6 @@ def build(spec: Spec, opts: Options, reporter: Reporter) -> Result:
     return Result(digest, artifact)
 
 
-@contextlib.contextmanager
-def workdir(root: Path | None) -> Iterator[Path]:
-    base = root or Path(os.environ.get("BAKER_WORK_DIR", "/var/tmp"))
-    base.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="baker-", dir=base))
-    # libvirt runs qemu as its own user: it must traverse to the overlay it is given.
-    path.chmod(0o711)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _base_disk(
     root_tar: Path, key: str, size_mib: int, sde: int, cache: Cache
 ) -> tuple[Path, bool]:
@@ -297,7 +266,7 @@ def _build_record(
         "baker_version": __version__,
         "recipe": {
             "name": spec.name,
-            "file": _display_path(spec.source),
+            "file": display_path(spec.source),
             "digest": f"sha256:{spec.digest}",
             "rendered_digest": f"sha256:{spec.rendered_digest}",
         },
@@ -306,7 +275,7 @@ def _build_record(
         "pins": {
             "lock": (
                 {
-                    "file": _display_path(lock_file),
+                    "file": display_path(lock_file),
                     "digest": locked.digest,
                     "resolved": locked.resolved,
                 }
@@ -343,26 +312,4 @@ def _build_record(
         "tools": tool_versions(),
         "started": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def _display_path(path: Path) -> str:
-    """The recipe's path relative to where baker runs when it is below it (the repository)."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def tool_versions() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "libvirt": ".".join(str(libvirt.getVersion() // 10**i % 1000) for i in (6, 3, 0)),
-        "qemu": tools.version(["qemu-system-x86_64", "--version"]),
-        "qemu-img": tools.version(["qemu-img", "--version"]),
-        "mmdebstrap": tools.version(["mmdebstrap", "--version"]),
-        "mke2fs": tools.version(["mke2fs", "-V"]),
-        "grub-mkimage": tools.version(["grub-mkimage", "--version"]),
-        "tar": tools.version(["tar", "--version"]),
-        "kernel": platform.release(),
     }

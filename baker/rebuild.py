@@ -10,10 +10,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from baker import recipe
+from baker import recipe as recipes
+from baker.buildrun import Options
 from baker.cache import Cache
 from baker.errors import InputError
-from baker.pipeline import Options, build
+from baker.pipeline import build
 from baker.progress import Reporter
 
 
@@ -29,23 +30,30 @@ class Outcome:
         return self.expected == self.actual
 
 
-def check(artifact: Path, reporter: Reporter, accel: str = "auto") -> Outcome:
+def check(
+    artifact: Path, reporter: Reporter, accel: str = "auto", recipe: Path | None = None
+) -> Outcome:
+    """`recipe` overrides the recipe path build.json records: an imported bundle's
+    sources sit elsewhere than where the artifact was built."""
     try:
         record = json.loads((artifact / "build.json").read_bytes())
         expected = record["image"]["digest"]
-        recipe_file = Path(record["recipe"]["file"])
+        recorded = Path(record["recipe"]["file"])
         variables = record["variables"]
     except FileNotFoundError:
         raise InputError(f"{artifact}: no build.json; is this a baker artifact?") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"{artifact}/build.json: not a baker build record ({e}).") from None
+    if recipe is not None and not recipe.is_file():
+        raise InputError(f"--recipe {recipe}: no such recipe file.")
+    recipe_file = recipe or recorded
     if not recipe_file.exists():
         raise InputError(
             f"{artifact}: its recipe {recipe_file} is not here; run the rebuild from the "
-            "directory the artifact was built in."
+            "directory the artifact was built in, or give the recipe with --recipe."
         )
     overrides = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in variables.items()}
-    spec = recipe.load(recipe_file, overrides)
+    spec = recipes.load(recipe_file, overrides)
     changed = f"sha256:{spec.digest}" != record["recipe"]["digest"]
     if changed:
         reporter.info(f"{recipe_file} changed since the build (its digest differs)")

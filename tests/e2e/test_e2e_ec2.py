@@ -11,11 +11,13 @@ Publish: a real artifact's bytes, read back from the snapshot, are its raw disk.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +42,9 @@ from ec2_fakes import (
 from baker import plainboot, provision, recipe, ssh, verify
 from baker.accel import choose
 from baker.backends.ec2 import TOFU, BuildTags, Ec2, login
+from baker.buildrun import Options
 from baker.ec2 import Aws
+from baker.pipeline import build
 from baker.progress import Reporter
 from baker.publish_ec2 import BLOCK, publish
 
@@ -160,6 +164,66 @@ def test_ec2_build_against_a_real_machine(
     assert ami["base_ami"]["image_id"] == NEW_BASE
     image = client("ec2").describe_images(ImageIds=[ami["image_id"]])["Images"][0]
     assert {t["Key"]: t["Value"] for t in image["Tags"]}["baker:recipe"] == "ec2-stand-in"
+
+
+def test_baker_build_on_ec2(aws_env: Proxy, stand_in_image: Path, tmp_path: Path) -> None:
+    """The whole `baker build` for an ec2 recipe, through the pipeline. The stand-in plays
+    cloud-init too: it takes the key pair baker imports from the API (as an instance's
+    cloud-init takes it from the metadata service) and lets it in for `admin`."""
+    work = tmp_path / "work"
+    work.mkdir()
+    with plainboot.boot(stand_in_image, work, choose("auto")) as vm:
+        console_root, _ = vm.wait_for_ssh(180)
+        spec = _spec(tmp_path, vm.endpoint.port)
+        stop = threading.Event()
+
+        def cloud_init() -> None:
+            ec2 = client("ec2")
+            while not stop.is_set():
+                pairs = ec2.describe_key_pairs(IncludePublicKey=True)["KeyPairs"]
+                ours = [k for k in pairs if k["KeyName"].startswith("baker-ec2-stand-in")]
+                if ours:
+                    script = STAND_IN.format(key=shlex.quote(ours[0]["PublicKey"].strip()))
+                    _, out, _ = console_root.exec_command(f"sh -c {shlex.quote(script)}")
+                    out.channel.recv_exit_status()
+                    return
+                time.sleep(0.2)
+
+        helper = threading.Thread(target=cloud_init, daemon=True)
+        helper.start()
+        try:
+            result = build(spec, Options(out=tmp_path / "out", work_root=work), Reporter())
+        finally:
+            stop.set()
+            helper.join(30)
+        assert result.digest.startswith(f"ec2:{REGION}:ami-")
+        artifact = result.artifact
+        assert {p.name for p in artifact.iterdir()} == {
+            "ami.json",
+            "build.json",
+            "verify.junit.xml",
+            "SHA256SUMS",
+        }
+        record = json.loads((artifact / "build.json").read_text())
+        assert record["tests"]["tests"] == 5 and record["tests"]["failures"] == 0
+        assert record["ec2"]["host_key"]["fingerprint"] in vm.host_fingerprints()
+        assert "openssh-server" in record["pins"]["packages"]
+        ami = json.loads((artifact / "ami.json").read_text())
+        image = client("ec2").describe_images(ImageIds=[ami["image_id"]])["Images"][0]
+        assert {t["Key"]: t["Value"] for t in image["Tags"]}["baker:recipe"] == "ec2-stand-in"
+        # The build's access is gone from the machine the image was made from.
+        _, out, _ = console_root.exec_command("ls /etc/ssh/sshd_config.d 2>&1")
+        assert "baker" not in out.read().decode()
+    # Nothing of the build is left in the account but the image.
+    ec2 = client("ec2")
+    assert not [k for k in ec2.describe_key_pairs()["KeyPairs"]
+                if k["KeyName"].startswith("baker-ec2-stand-in")]  # fmt: skip
+    running = ec2.describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    )["Reservations"]
+    assert running == []
+    assert (work / "out").exists() is False
+    assert [p for p in work.iterdir() if p.name.startswith("baker-")] == []
 
 
 def test_publish_a_real_artifact(aws_env: Proxy, stand_in_image: Path, tmp_path: Path) -> None:
