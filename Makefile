@@ -21,8 +21,8 @@ bake-web: setup $(KEY)
 	$(MAKE) bake RECIPE=images/debian-12-web.yaml
 
 lint: setup
-	$(VENV)/ruff check baker tests
-	$(VENV)/ruff format --check baker tests
+	$(VENV)/ruff check baker tests bench
+	$(VENV)/ruff format --check baker tests bench
 
 test: setup lint
 	$(VENV)/pytest

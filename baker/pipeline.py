@@ -294,6 +294,8 @@ def _build_record(
         },
         "timings_s": timings,
         "accel": accel,
+        # The virtual hardware it was built and tested on (an OVF export describes it).
+        "backend": recipe.backend.model_dump(),
         "tests": results.as_dict(),
         "image": {
             "file": image.name,
