@@ -28,8 +28,10 @@ class Interrupted(BakerError):
 
 
 def _on_signal(signum: int, _frame: object) -> NoReturn:
-    # Raised at the point the build is at, so every cleanup on the way out still runs.
-    raise Interrupted(f"interrupted by signal {signal.Signals(signum).name}; cleaned up.")
+    # Raised at the point the build is at, so every cleanup on the way out still runs. A
+    # KeyboardInterrupt, like Ctrl-C: libraries' `except Exception` (paramiko's, waiting on
+    # a channel) would swallow or re-dress anything less and leave the build running.
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def _fail(e: BakerError) -> NoReturn:
