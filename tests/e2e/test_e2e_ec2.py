@@ -1,10 +1,11 @@
 """EC2 against moto, with real machines and images where moto has none.
 
-The build: a published baker image booted in bare qemu stands in for the instance, given an
-`admin` login user and a sudo the way a cloud image has them. The backend reaches it through
-ssh_host/ssh_port, takes root access with a real sshd drop-in, the recipe's provisioner and
-testinfra tests run over the pinned connection exactly as in a libvirt build, and the build's
-access is taken out again before the image is made.
+The build: `baker build` of an ec2 recipe, through the pipeline. A published baker image
+booted in bare qemu stands in for the instance, given an `admin` login user and a sudo the
+way a cloud image has them, and takes the imported key pair from the API as cloud-init would.
+The backend reaches it through ssh_host/ssh_port, takes root access with a real sshd drop-in,
+the recipe's provisioner and testinfra tests run over the pinned connection exactly as in a
+libvirt build, and the build's access is taken out again before the image is made.
 
 Publish: a real artifact's bytes, read back from the snapshot, are its raw disk."""
 
@@ -19,17 +20,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import paramiko
 import pytest
 from bakerun import ROOT, Baked
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ec2_fakes import (
     DEBIAN,
-    NEW_BASE,
     REGION,
     Proxy,
     aws_env,
@@ -39,9 +37,8 @@ from ec2_fakes import (
     shared_proxy,
 )
 
-from baker import plainboot, provision, recipe, ssh, verify
+from baker import plainboot, recipe
 from baker.accel import choose
-from baker.backends.ec2 import TOFU, BuildTags, Ec2, login
 from baker.buildrun import Options
 from baker.ec2 import Aws
 from baker.pipeline import build
@@ -95,75 +92,6 @@ def stand_in_image(request: pytest.FixtureRequest) -> Path:
         return Path(given)
     baked: Baked = request.getfixturevalue("base_image")
     return baked.artifact / "image.qcow2"
-
-
-def test_ec2_build_against_a_real_machine(
-    aws_env: Proxy, stand_in_image: Path, tmp_path: Path
-) -> None:
-    work = tmp_path / "work"
-    work.mkdir()
-    keys = ssh.BuildKeys.generate()
-    reporter = Reporter()
-    with plainboot.boot(stand_in_image, work, choose("auto")) as vm:
-        console_root, _ = vm.wait_for_ssh(180)
-        _, out, err = console_root.exec_command(
-            f"sh -c {shlex.quote(STAND_IN.format(key=shlex.quote(keys.client_public)))}"
-        )
-        assert out.channel.recv_exit_status() == 0, err.read()
-
-        spec = _spec(tmp_path, vm.endpoint.port)
-        backend_config = spec.recipe.backend
-        build = BuildTags.new(spec.name, {"provision": "0" * 64})
-        logs: list[str] = []
-        machine = Ec2(backend_config, build, log=logs.append).start(keys)  # type: ignore[arg-type]
-        try:
-            assert machine.keys is not None and machine.host_key is not None
-            # moto's console has no fingerprints: trusted on first use, and it is the key the
-            # machine itself printed on its (real) console.
-            assert machine.host_key.trust == TOFU
-            assert machine.host_key.fingerprint in vm.host_fingerprints()
-
-            # The pipeline's part, unchanged: root over the pinned connection.
-            root, _ = ssh.wait_for_ssh(
-                machine.endpoint,
-                lambda: ssh.connect(
-                    machine.endpoint, keys.client_key(), host_key=machine.keys.host_key()
-                ),
-                60,
-                machine.alive,
-                machine.console_tail,
-            )
-            provision.run_all(spec, root, reporter, 0)
-            results = verify.run(
-                spec, machine.endpoint, machine.keys, work, work / "junit.xml", reporter
-            )
-            assert results.tests == 5 and results.failures == 0
-
-            machine.release_access(root)
-            # The build's key opens nothing any more, as root or as admin.
-            pinned = machine.keys.host_key()
-            _refused(lambda: ssh.connect(machine.endpoint, keys.client_key(), host_key=pinned))
-            # (Which key the machine shows does not matter here: only that the login fails.)
-            _refused(
-                lambda: login(
-                    machine.endpoint, "admin", keys.client_key(), paramiko.AutoAddPolicy()
-                )
-            )
-            _, out, _ = console_root.exec_command(
-                "ls /etc/ssh/sshd_config.d /run/baker-ec2 2>&1; "
-                "cat /home/admin/.ssh/authorized_keys"
-            )
-            left = out.read().decode()
-            assert "00-baker-build.conf" not in left and "No such file" in left
-            assert keys.client_public.split()[1] not in left
-
-            machine.stop()
-            ami = machine.create_image().as_json()
-        finally:
-            assert machine.destroy() == []
-    assert ami["base_ami"]["image_id"] == NEW_BASE
-    image = client("ec2").describe_images(ImageIds=[ami["image_id"]])["Images"][0]
-    assert {t["Key"]: t["Value"] for t in image["Tags"]}["baker:recipe"] == "ec2-stand-in"
 
 
 def test_baker_build_on_ec2(aws_env: Proxy, stand_in_image: Path, tmp_path: Path) -> None:
@@ -256,21 +184,6 @@ def test_publish_a_real_artifact(aws_env: Proxy, stand_in_image: Path, tmp_path:
     assert len(blocks) < size // BLOCK  # the zero blocks were not sent
     again = publish(stand_in_image.parent, REGION, aws=Aws(REGION), work_root=tmp_path)
     assert again.images[0].reused and again.images[0].image_id == image.image_id
-
-
-def _refused(attempt: Callable[[], paramiko.SSHClient]) -> None:
-    """The login is refused, once sshd (reloading after the revocation) answers again."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            attempt().close()
-        except paramiko.AuthenticationException:
-            return
-        except (paramiko.SSHException, OSError, EOFError):
-            assert time.monotonic() < deadline, "sshd did not come back after the revocation"
-            time.sleep(0.5)
-            continue
-        pytest.fail("the build's key still logs in after its access was released")
 
 
 def _spec(tmp: Path, port: int) -> recipe.Spec:
