@@ -113,29 +113,35 @@ def connect(
     *,
     host_key: paramiko.PKey | None = None,
     console_fingerprints: Callable[[], set[str]] | None = None,
+    policy: paramiko.MissingHostKeyPolicy | None = None,
+    user: str = "root",
     timeout: float = 10,
 ) -> paramiko.SSHClient:
-    """Log in as root with `pkey`, accepting only `host_key`, or else a key whose fingerprint
-    the machine printed on its console; never an unchecked one."""
+    """Log in as `user` with `pkey`, accepting only `host_key`, or else a key whose
+    fingerprint the machine printed on its console, or else what `policy` decides; by
+    default never an unchecked key."""
     client = paramiko.SSHClient()
     if host_key is not None:
         name = endpoint.host if endpoint.port == 22 else f"[{endpoint.host}]:{endpoint.port}"
         client.get_host_keys().add(name, host_key.get_name(), host_key)
     if console_fingerprints is not None:
-        client.set_missing_host_key_policy(_Fingerprints(console_fingerprints))
-    else:
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(
-        endpoint.host,
-        endpoint.port,
-        username="root",
-        pkey=pkey,
-        allow_agent=False,
-        look_for_keys=False,
-        timeout=timeout,
-        banner_timeout=timeout,
-        auth_timeout=timeout,
-    )
+        policy = _Fingerprints(console_fingerprints)
+    client.set_missing_host_key_policy(policy or paramiko.RejectPolicy())
+    try:
+        client.connect(
+            endpoint.host,
+            endpoint.port,
+            username=user,
+            pkey=pkey,
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+        )
+    except BaseException:
+        client.close()
+        raise
     return client
 
 

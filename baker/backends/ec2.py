@@ -255,24 +255,7 @@ def login(
     policy: paramiko.MissingHostKeyPolicy,
     timeout: float = 10,
 ) -> paramiko.SSHClient:
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(policy)
-    try:
-        client.connect(
-            endpoint.host,
-            endpoint.port,
-            username=user,
-            pkey=pkey,
-            allow_agent=False,
-            look_for_keys=False,
-            timeout=timeout,
-            banner_timeout=timeout,
-            auth_timeout=timeout,
-        )
-    except BaseException:
-        client.close()
-        raise
-    return client
+    return ssh.connect(endpoint, pkey, policy=policy, user=user, timeout=timeout)
 
 
 # Debian names the unit ssh, others sshd; a socket-activated sshd reads its config per login.
