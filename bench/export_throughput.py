@@ -19,7 +19,6 @@ warm-up run; baker also writes the bundle to disk and fsyncs it, which tar | sha
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from baker.hashing import sha256_file
+from baker.publish import sha256sums
 
 BAKER = Path(sys.executable).parent / "baker"
 SIZE = 2 << 30
@@ -50,7 +52,7 @@ def make_artifact(work: Path, random_mib: int, with_raw: bool) -> Path:
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw),
                     str(art / "image.qcow2")], check=True)  # fmt: skip
     raw.unlink()
-    digest = "sha256:" + _sha256(art / "image.qcow2")
+    digest = "sha256:" + sha256_file(art / "image.qcow2")
     record = {"recipe": {"name": "bench-image", "file": "none", "digest": "none"},
               "image": {"digest": digest}, "source_date_epoch": SDE}  # fmt: skip
     (art / "build.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -61,17 +63,8 @@ def make_artifact(work: Path, random_mib: int, with_raw: bool) -> Path:
     return art
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_sums(art: Path) -> None:
-    lines = [f"{_sha256(p)}  {p.name}\n" for p in sorted(art.iterdir()) if p.name != "SHA256SUMS"]
-    (art / "SHA256SUMS").write_text("".join(lines))
+    (art / "SHA256SUMS").write_text(sha256sums(art))
 
 
 def timed(argv: list[str]) -> float:
