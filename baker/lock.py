@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
-from baker import tools
 from baker.cache import Cache
+from baker.edge import tools
 from baker.errors import BuildError, InputError
 from baker.hashing import canonical_json, sha256_file
 from baker.spec import Base

@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from baker.artifact import sha256sums
 from baker.hashing import sha256_file
-from baker.publish import sha256sums
 
 BAKER = Path(sys.executable).parent / "baker"
 SIZE = 2 << 30

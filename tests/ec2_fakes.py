@@ -29,8 +29,8 @@ import boto3
 import paramiko
 import pytest
 
-from baker import ssh
-from baker.ec2 import Aws
+from baker.edge import ssh
+from baker.edge.aws import Aws
 
 DEBIAN = "136693071363"  # the account Debian publishes its AMIs from
 OLD_BASE = "ami-0deb12a000000001"

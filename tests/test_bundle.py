@@ -1,4 +1,4 @@
-"""baker.bundle: export gives the same bytes every time; import checks everything before it
+"""baker.bundle.export: export gives the same bytes every time; import checks everything before it
 extracts anything, and a damaged or malicious bundle leaves the target as it was."""
 
 from __future__ import annotations
@@ -25,9 +25,13 @@ from test_convert import (  # the artifact helpers and their session fixtures
     quiet,
 )
 
-from baker import bundle, check, convert, recipe, signing
+from baker import recipe
+from baker.bundle import export as bundle
 from baker.cache import Cache
 from baker.errors import BuildError, InputError
+from baker.evidence import signing
+from baker.evidence import verify as check
+from baker.formats import convert
 from baker.hashing import sha256_file
 
 ALL = ("raw", "vmdk", "vhdx", "vhd", "ova")

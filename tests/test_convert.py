@@ -1,4 +1,4 @@
-"""baker.convert: a small real image in every format, bit for bit the same each time, and equal
+"""baker.formats.convert: a small real image in every format, bit for bit the same each time, equal
 to its qcow2. The artifact helpers here are shared with test_bundle.py."""
 
 from __future__ import annotations
@@ -21,14 +21,18 @@ import pytest
 from lxml import etree
 from rich.console import Console
 
-from baker import attest, check, convert, disk, signing
+from baker.artifact import sha256sums
+from baker.build.steps import attest
 from baker.cache import Cache
 from baker.errors import BuildError, InputError
+from baker.evidence import signing
+from baker.evidence import verify as check
+from baker.formats import convert
 from baker.hashing import sha256_file
+from baker.image import disk
+from baker.image.packages import Package
 from baker.lock import Lock, LockedPackage
-from baker.packages import Package
 from baker.progress import Reporter
-from baker.publish import sha256sums
 
 SDE = 1686355200  # 2023-06-10
 SIZE_MIB = 32

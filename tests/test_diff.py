@@ -1,4 +1,4 @@
-"""baker.diff: two small real disks, made the way the pipeline makes them, compared offline."""
+"""baker.inspect.diff: two small real disks, made the way the pipeline makes them, compared."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from baker import diff as diffmod
-from baker import disk, sbom
-from baker.diff import Diff, FileChange, PackageChange, diff, render
 from baker.errors import InputError
-from baker.packages import Package
+from baker.evidence import sbom
+from baker.image import disk
+from baker.image.packages import Package
+from baker.inspect import diff as diffmod
+from baker.inspect.diff import Diff, FileChange, PackageChange, diff, render
 
 SDE = 1686355200
 SIZE_MIB = 1024

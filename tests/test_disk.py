@@ -1,4 +1,4 @@
-"""baker.disk: a bootable GPT disk from a root tar, bit for bit the same from the same inputs."""
+"""baker.image.disk: a bootable GPT disk from a root tar, bit for bit the same from one input."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from baker import disk
+from baker.image import disk
 
 SIZE_MIB = 1024
 SDE = 1686355200  # 2023-06-10, what the pipeline clamps to

@@ -34,7 +34,6 @@ from ec2_fakes import (
     shared_proxy,
 )
 
-from baker import ssh
 from baker.backends.ec2 import (
     CONSOLE,
     TOFU,
@@ -49,7 +48,8 @@ from baker.backends.ec2 import (
     public_address,
     revoke_script,
 )
-from baker.ec2 import Aws
+from baker.edge import ssh
+from baker.edge.aws import Aws
 from baker.errors import BuildError, InputError
 from baker.spec import Ec2Backend
 

@@ -29,8 +29,8 @@ from ec2_fakes import (
     shared_proxy,
 )
 
+from baker.ami.publish import BLOCK, TAG_DIGEST, Published, Timeouts, publish
 from baker.errors import BuildError, InputError
-from baker.publish_ec2 import BLOCK, TAG_DIGEST, Published, Timeouts, publish
 
 __all__ = ["aws_env", "dying_proxy", "moto_server", "proxy", "shared_proxy"]  # fixtures
 

@@ -1,4 +1,4 @@
-"""baker.generalize.walk: what a captured image keeps of the build machine's tree, in order."""
+"""baker.image.generalize.walk: what a captured image keeps of the build machine's tree."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from baker.generalize import EMPTIED, RULES, Rule, walk
+from baker.image.generalize import EMPTIED, RULES, Rule, walk
 
 FILES = [
     "etc/hostname",

@@ -11,10 +11,11 @@ from string import Template
 
 import pytest
 
-from baker import accel, recipe
+from baker import recipe
+from baker.backends import accel
+from baker.build.pipeline import step_keys
 from baker.errors import InputError
 from baker.hashing import canonical_json, content_key, sha256_file
-from baker.pipeline import step_keys
 
 # --- hashing --------------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
-"""baker.packages.parse_status: the installed packages of an image, from dpkg's database."""
+"""baker.image.packages.parse_status: the installed packages of an image, from dpkg's database."""
 
 from __future__ import annotations
 
-from baker.packages import Package, parse_status
+from baker.image.packages import Package, parse_status
 
 STATUS = """\
 Package: zlib1g

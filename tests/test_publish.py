@@ -1,4 +1,4 @@
-"""baker.publish.publish: the artifact directory appears whole, or not at all."""
+"""baker.artifact.publish: the artifact directory appears whole, or not at all."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from baker.publish import publish, sha256sums
+from baker.artifact import publish, sha256sums
 
 
 def _sources(directory: Path, files: dict[str, bytes]) -> dict[str, Path]:

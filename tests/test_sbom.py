@@ -1,4 +1,4 @@
-"""SBOM generation (baker.sbom): fast, no VM."""
+"""SBOM generation (baker.evidence.sbom): fast, no VM."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from baker import sbom
 from baker.errors import BuildError
-from baker.packages import Package
+from baker.evidence import sbom
+from baker.image.packages import Package
 
 DIGEST = "sha256:" + "3f" * 32
 OTHER_DIGEST = "sha256:" + "a0" * 32

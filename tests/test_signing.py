@@ -1,4 +1,4 @@
-"""Signing keys, detached signatures and DSSE envelopes (baker.signing); no VM needed."""
+"""Signing keys, detached signatures and DSSE envelopes (baker.evidence.signing); no VM needed."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from baker import signing
 from baker.errors import BuildError, InputError
+from baker.evidence import signing
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not found")
 

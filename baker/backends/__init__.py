@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from baker.ssh import BuildKeys, Endpoint
+from baker.edge.ssh import BuildKeys, Endpoint
 
 
 class Machine(Protocol):

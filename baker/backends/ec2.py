@@ -21,8 +21,8 @@ from typing import Any
 
 import paramiko
 
-from baker import ssh
-from baker.ec2 import (
+from baker.edge import ssh
+from baker.edge.aws import (
     POLL_S,
     Aws,
     AwsError,
@@ -36,9 +36,9 @@ from baker.ec2 import (
     tags,
     wait,
 )
+from baker.edge.ssh import BuildKeys, Endpoint
 from baker.errors import BakerError, BuildError, InputError
 from baker.spec import Ec2Backend
-from baker.ssh import BuildKeys, Endpoint
 
 CHECKIP_URL = "https://checkip.amazonaws.com"  # AWS's own what-is-my-address service
 ACCESS_DIR = "/run/baker-ec2"  # a tmpfs: the build's root key never reaches the image

@@ -11,11 +11,11 @@ from pathlib import Path
 import jinja2
 import libvirt
 
-from baker import tools
-from baker.accel import Accel
+from baker.backends.accel import Accel
+from baker.edge import tools
+from baker.edge.ssh import BuildKeys, Endpoint, free_port
 from baker.errors import BuildError, InputError
 from baker.spec import LibvirtBackend
-from baker.ssh import BuildKeys, Endpoint, free_port
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 

@@ -13,7 +13,8 @@ import paramiko
 import pytest
 from bakerun import ROOT, Baked, sha256
 
-from baker import plainboot, sbom
+from baker.backends import plainqemu as plainboot
+from baker.evidence import sbom
 
 pytestmark = pytest.mark.e2e
 

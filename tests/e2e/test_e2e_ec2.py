@@ -37,13 +37,14 @@ from ec2_fakes import (
     shared_proxy,
 )
 
-from baker import plainboot, recipe
-from baker.accel import choose
-from baker.buildrun import Options
-from baker.ec2 import Aws
-from baker.pipeline import build
+from baker import recipe
+from baker.ami.publish import BLOCK, publish
+from baker.backends import plainqemu as plainboot
+from baker.backends.accel import choose
+from baker.build.options import Options
+from baker.build.pipeline import build
+from baker.edge.aws import Aws
 from baker.progress import Reporter
-from baker.publish_ec2 import BLOCK, publish
 
 pytestmark = pytest.mark.e2e
 __all__ = ["aws_env", "moto_server", "proxy", "shared_proxy"]  # fixtures

@@ -1,0 +1,129 @@
+"""Booting a published image the plain way, as a user's hypervisor would: qemu with the disk
+and nothing else (no libvirt, no -kernel, no baker unit inside). Used to check and measure
+images after they are built.
+
+Login uses systemd's own credential mechanism: an `ssh.authorized_keys.root` credential in an
+SMBIOS OEM string, which Debian 12's systemd writes to root's authorized_keys at boot. The
+host key is checked against the fingerprints the image prints on its console at first boot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from baker.backends.accel import Accel
+from baker.edge import ssh, tools
+
+_FINGERPRINTS = re.compile(
+    r"-----BEGIN SSH HOST KEY FINGERPRINTS-----(.*?)-----END SSH HOST KEY FINGERPRINTS-----",
+    re.S,
+)
+
+
+@dataclass
+class PlainMachine:
+    proc: subprocess.Popen[bytes]
+    endpoint: ssh.Endpoint
+    console_log: Path
+    login_key: paramiko.PKey
+    started: float
+    first_output_s: float | None = None
+
+    def watch_console(self) -> None:
+        """Note when the console first shows output (GRUB, then the kernel); runs in a thread
+        for as long as the machine does."""
+        while self.alive() and self.first_output_s is None:
+            with contextlib.suppress(OSError):
+                if self.console_log.stat().st_size > 0:
+                    self.first_output_s = time.monotonic() - self.started
+                    return
+            time.sleep(0.02)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def console(self) -> str:
+        try:
+            return self.console_log.read_bytes().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def console_tail(self, lines: int = 15) -> str:
+        kept = [line.strip() for line in self.console()[-8192:].splitlines() if line.strip()]
+        return " | ".join(kept[-lines:]) or "(no console output)"
+
+    def host_fingerprints(self) -> set[str]:
+        """The SHA256 fingerprints the machine printed on its console at first boot."""
+        found = _FINGERPRINTS.search(self.console())
+        return set(re.findall(r"(SHA256:[A-Za-z0-9+/]+)", found.group(1))) if found else set()
+
+    def wait_for_ssh(self, timeout: float = 300) -> tuple[paramiko.SSHClient, float]:
+        """Log in as root once sshd answers; returns the client and the seconds since start."""
+        client, _ = ssh.wait_for_ssh(
+            self.endpoint,
+            lambda: ssh.connect(
+                self.endpoint,
+                self.login_key,
+                console_fingerprints=self.host_fingerprints,
+                timeout=5,
+            ),
+            timeout,
+            self.alive,
+            self.console_tail,
+        )
+        return client, time.monotonic() - self.started
+
+
+@contextlib.contextmanager
+def boot(
+    image: Path,
+    workdir: Path,
+    accel: Accel,
+    *,
+    memory_mib: int = 1024,
+    cpus: int = 2,
+    disk_interface: str = "virtio",
+) -> Iterator[PlainMachine]:
+    """Boot `image` without ever writing it (snapshot=on); stopped and gone on exit."""
+    private, public = ssh.generate_keypair("baker-check")
+    port = ssh.free_port()
+    console = workdir / f"console-{port}.log"
+    argv = [
+        tools.require("qemu-system-x86_64"),
+        "-machine", f"pc,accel={accel}",
+        "-m", str(memory_mib),
+        "-smp", str(cpus),
+        "-nodefaults", "-no-user-config", "-display", "none",
+        "-serial", f"file:{console}",
+        "-drive", f"file={image},format=qcow2,if={disk_interface},snapshot=on",
+        "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+        "-device", "virtio-net-pci,netdev=n0",
+        "-device", "virtio-rng-pci",
+        "-smbios", f"type=11,value=io.systemd.credential:ssh.authorized_keys.root={public}",
+    ]  # fmt: skip
+    stderr = (workdir / f"qemu-{port}.err").open("wb")
+    started = time.monotonic()  # the host clock from the moment the machine is started
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+    try:
+        machine = PlainMachine(
+            proc, ssh.Endpoint("127.0.0.1", port), console, ssh.private_key(private), started
+        )
+        threading.Thread(target=machine.watch_console, daemon=True).start()
+        yield machine
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        stderr.close()

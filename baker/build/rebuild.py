@@ -1,0 +1,81 @@
+"""`baker rebuild --check`: build an artifact's recipe again from its recorded pins, in a
+fresh work directory and without earlier step outputs, and compare the image digests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from baker import recipe as recipes
+from baker.build.options import Options
+from baker.build.pipeline import build
+from baker.cache import Cache
+from baker.errors import InputError
+from baker.progress import Reporter
+
+
+@dataclass(frozen=True)
+class Outcome:
+    expected: str
+    actual: str
+    recipe_changed: bool
+    difference: str  # the rendered diff when the digests differ
+
+    @property
+    def reproduced(self) -> bool:
+        return self.expected == self.actual
+
+
+def check(
+    artifact: Path, reporter: Reporter, accel: str = "auto", recipe: Path | None = None
+) -> Outcome:
+    """`recipe` overrides the recipe path build.json records: an imported bundle's
+    sources sit elsewhere than where the artifact was built."""
+    try:
+        record = json.loads((artifact / "build.json").read_bytes())
+        expected = record["image"]["digest"]
+        recorded = Path(record["recipe"]["file"])
+        variables = record["variables"]
+    except FileNotFoundError:
+        raise InputError(f"{artifact}: no build.json; is this a baker artifact?") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{artifact}/build.json: not a baker build record ({e}).") from None
+    if recipe is not None and not recipe.is_file():
+        raise InputError(f"--recipe {recipe}: no such recipe file.")
+    recipe_file = recipe or recorded
+    if not recipe_file.exists():
+        raise InputError(
+            f"{artifact}: its recipe {recipe_file} is not here; run the rebuild from the "
+            "directory the artifact was built in, or give the recipe with --recipe."
+        )
+    overrides = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in variables.items()}
+    spec = recipes.load(recipe_file, overrides)
+    changed = f"sha256:{spec.digest}" != record["recipe"]["digest"]
+    if changed:
+        reporter.info(f"{recipe_file} changed since the build (its digest differs)")
+    scratch = Path(
+        tempfile.mkdtemp(prefix="baker-rebuild-", dir=os.environ.get("BAKER_WORK_DIR", "/var/tmp"))
+    )
+    try:
+        scratch.chmod(0o711)
+        opts = Options(
+            out=scratch / "out",
+            accel=accel,
+            cache=Cache(steps_root=scratch / "steps"),
+            work_root=scratch,
+            measure=False,
+        )
+        result = build(spec, opts, reporter)
+        difference = ""
+        if result.digest != expected:
+            from baker.inspect import diff
+
+            d = diff.diff(artifact / "image.qcow2", result.artifact / "image.qcow2")
+            difference = diff.render(d)
+        return Outcome(expected, result.digest, changed, difference)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,82 @@
+"""The provision step: the recipe's provisioners, in order, over SSH."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import PurePosixPath
+
+import paramiko
+
+from baker.edge import ssh
+from baker.errors import BuildError
+from baker.progress import Reporter
+from baker.spec import FileUpload, ShellFile, ShellInline, Spec
+
+STAGING = "/run/baker/steps"  # a tmpfs: nothing a step uploads for itself reaches the image
+
+
+def describe(spec: Spec) -> list[dict[str, object]]:
+    """What decides this step's output, for its content key and build.json."""
+    out: list[dict[str, object]] = []
+    for i, step in enumerate(spec.recipe.provisioners):
+        entry: dict[str, object] = {"name": spec.step_name(i, step)}
+        entry.update(step.model_dump(exclude_none=True))
+        out.append(entry)
+    return out
+
+
+def run_all(
+    spec: Spec, client: paramiko.SSHClient, reporter: Reporter, source_date_epoch: int
+) -> None:
+    steps = spec.recipe.provisioners
+    if not steps:
+        return
+    _check(client, f"mkdir -p {STAGING}", "prepare the staging directory")
+    for i, step in enumerate(steps):
+        name = spec.step_name(i, step)
+        reporter.info(f"provisioner {i + 1}/{len(steps)}: {name}")
+        staged = f"{STAGING}/{i + 1:02d}"
+        if isinstance(step, ShellFile | ShellInline):
+            data = step.inline.encode() if isinstance(step, ShellInline) else spec.read(step.path)
+            ssh.upload(client, data, staged, 0o700)
+            env = {
+                "DEBIAN_FRONTEND": "noninteractive",
+                "BAKER_IMAGE": spec.name,
+                # Tools that stamp dates into files (useradd's shadow entries, say) use this
+                # instead of today, so the image does not depend on the day it was baked.
+                "SOURCE_DATE_EPOCH": str(source_date_epoch),
+                **step.env,
+            }
+            runner = f"{_interpreter(data)} {staged}"
+            command = f"env {ssh.env_prefix(env)} {runner}"
+        elif isinstance(step, FileUpload):
+            ssh.upload(client, spec.read(step.path), staged, 0o600)
+            owner, _, group = step.owner.partition(":")
+            dest = PurePosixPath(step.dest)
+            command = (
+                f"install -D -m {step.mode} -o {owner} -g {group or owner} "
+                f"{staged} {shlex.quote(str(dest))}"
+            )
+        code, tail = ssh.run(
+            client, command, lambda line, n=name: reporter.output(n, line), timeout=step.timeout_s
+        )
+        if code != 0:
+            last = " | ".join(line for line in tail[-8:] if line.strip()) or "no output"
+            raise BuildError(f"provisioner {name} failed (exit {code}); its last lines: {last}")
+    _check(client, f"rm -rf {STAGING}", "clean the staging directory")
+
+
+def _interpreter(script: bytes) -> str:
+    """How to run a script from /run, which is mounted noexec: through the interpreter its
+    #! line names (as the kernel would), or sh -e, so a failing command fails the step."""
+    if script.startswith(b"#!"):
+        line = script.split(b"\n", 1)[0][2:].decode(errors="replace").strip()
+        if line:
+            return line
+    return "/bin/sh -e"
+
+
+def _check(client: paramiko.SSHClient, command: str, what: str) -> None:
+    code, tail = ssh.run(client, command, lambda _line: None, timeout=60)
+    if code != 0:
+        raise BuildError(f"could not {what} on the build machine: {' | '.join(tail)}")

@@ -1,0 +1,131 @@
+"""Provenance: an in-toto Statement v1 whose predicate is SLSA provenance v1, saying what was
+built, from which pinned inputs, by which builder, and when."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from baker import __version__
+from baker.evidence.sbom import purl
+from baker.image.packages import Package
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
+BUILD_TYPE = "urn:baker:build-type:libvirt:v1"
+BUILDER_ID = "urn:baker:builder:libvirt"
+
+
+def _digest(value: str) -> dict[str, str]:
+    algorithm, _, hexdigest = value.partition(":")
+    return {algorithm: hexdigest}
+
+
+def _package(p: Package, debs: dict[str, str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": p.name, "uri": purl(p)}
+    if p.name in debs:
+        entry["digest"] = _digest(debs[p.name])  # the locked .deb's own hash
+    return entry
+
+
+def statement(
+    *,
+    image_file: str,
+    record: dict[str, Any],
+    packages: list[Package],
+    invocation_id: str,
+) -> dict[str, Any]:
+    """The statement for one build, from its build record (build.json's content)."""
+    recipe = record["recipe"]
+    pins = record["pins"]
+    dependencies: list[dict[str, Any]] = [
+        {"name": "recipe", "uri": f"file:{recipe['file']}", "digest": _digest(recipe["digest"])},
+        *(
+            {"name": rel, "uri": f"file:{rel}", "digest": _digest(digest)}
+            for rel, digest in sorted(pins["files"].items())
+        ),
+        {
+            "name": "base-rootfs",
+            "uri": f"mmdebstrap:{pins['base']['suite']}/{pins['base']['arch']}",
+            "digest": _digest(pins["base_digest"]),
+            "annotations": {"sources": pins["base"]["sources"]},
+        },
+        *(_package(p, pins.get("debs", {})) for p in packages),
+    ]
+    if pins.get("lock"):
+        dependencies.insert(
+            1,
+            {"name": "lock", "uri": f"file:{pins['lock']['file']}",
+             "digest": _digest(pins["lock"]["digest"])},
+        )  # fmt: skip
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": image_file, "digest": _digest(record["image"]["digest"])}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": {
+                    "recipe": {
+                        "name": recipe["name"],
+                        "file": recipe["file"],
+                        "digest": recipe["digest"],
+                    },
+                    "variables": record["variables"],
+                    "accel": record["accel"],
+                },
+                "internalParameters": {
+                    "stepKeys": {name: s["key"] for name, s in record["steps"].items()},
+                    "sourceDateEpoch": record["source_date_epoch"],
+                    "requestedPackages": pins["base"]["packages"],
+                },
+                "resolvedDependencies": dependencies,
+            },
+            "runDetails": {
+                "builder": {"id": BUILDER_ID, "version": {"baker": __version__, **record["tools"]}},
+                "metadata": {
+                    "invocationId": invocation_id,
+                    "startedOn": record["started"],
+                    "finishedOn": record["finished"],
+                },
+            },
+        },
+    }
+
+
+def check(doc: Any) -> list[str]:
+    """Structural check of a statement: the fields the in-toto and SLSA v1 schemas require."""
+    problems: list[str] = []
+    if not isinstance(doc, dict):
+        return ["not a JSON object"]
+    if doc.get("_type") != STATEMENT_TYPE:
+        problems.append(f"_type is not {STATEMENT_TYPE}")
+    if doc.get("predicateType") != PREDICATE_TYPE:
+        problems.append(f"predicateType is not {PREDICATE_TYPE}")
+    subjects = doc.get("subject")
+    if not isinstance(subjects, list) or not subjects:
+        problems.append("subject is missing or empty")
+    else:
+        for s in subjects:
+            if not isinstance(s, dict) or not isinstance(s.get("digest"), dict) or not s["digest"]:
+                problems.append("a subject has no digest")
+    predicate = doc.get("predicate")
+    if not isinstance(predicate, dict):
+        return [*problems, "predicate is missing"]
+    definition = predicate.get("buildDefinition")
+    if not isinstance(definition, dict) or not isinstance(definition.get("buildType"), str):
+        problems.append("predicate.buildDefinition.buildType is missing")
+    elif not isinstance(definition.get("externalParameters"), dict):
+        problems.append("predicate.buildDefinition.externalParameters is missing")
+    run = predicate.get("runDetails")
+    builder = run.get("builder") if isinstance(run, dict) else None
+    if not isinstance(builder, dict) or not isinstance(builder.get("id"), str):
+        problems.append("predicate.runDetails.builder.id is missing")
+    return problems
+
+
+def subject_digest(doc: Any, name: str) -> str | None:
+    """'sha256:<hex>' of the subject called `name`, if any."""
+    for s in doc.get("subject", []) if isinstance(doc, dict) else []:
+        if isinstance(s, dict) and s.get("name") == name and "sha256" in s.get("digest", {}):
+            return f"sha256:{s['digest']['sha256']}"
+    return None
