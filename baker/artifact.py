@@ -1,14 +1,210 @@
-"""The publish step: the finished artifact directory appears in place at once, or not at all."""
+"""The artifact contract (DESIGN.md, artifact layout): the files of a published artifact
+directory, the typed build record (build.json), SHA256SUMS, and the atomic publish.
+
+Every writer and every reader of an artifact goes through here: file names are defined once,
+build.json is parsed once into a BuildRecord, and a published directory appears whole or not
+at all.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import pydantic
+from pydantic import BaseModel, ConfigDict
+
+from baker.errors import BuildError, InputError
 from baker.hashing import sha256_file
+
+# --- the files -------------------------------------------------------------------------------
+
+IMAGE = "image.qcow2"
+SUMS = "SHA256SUMS"
+BUILD = "build.json"
+BOOT = "boot.json"
+JUNIT = "verify.junit.xml"
+SBOM_CDX = "sbom.cdx.json"
+SBOM_SPDX = "sbom.spdx.json"
+PROVENANCE = "provenance.json"
+DSSE = "provenance.dsse.json"
+SIGNATURE = f"{IMAGE}.sig"
+AMI = "ami.json"  # an EC2 build's image, in place of a disk
+
+
+def dump_json(value: Any) -> bytes:
+    """The JSON bytes baker publishes: sorted keys, so equal content is equal bytes."""
+    return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+# --- build.json --------------------------------------------------------------------------------
+
+
+class _Part(BaseModel):
+    # Readers are forward-compatible: fields a later baker adds are kept, not refused.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class RecipeRef(_Part):
+    name: str
+    file: str
+    digest: str
+    rendered_digest: str | None = None
+
+
+class LockPin(_Part):
+    file: str
+    digest: str
+    resolved: str
+
+
+class Pins(_Part):
+    lock: LockPin | None = None
+    debs: dict[str, str] = {}  # package -> sha256 of its locked .deb
+    files: dict[str, str] = {}  # the recipe's pinned files, as written -> sha256:<hex>
+    base: dict[str, Any] | None = None  # what decided the root tree (suite, packages, ...)
+    base_digest: str | None = None  # the base root tar's digest
+    base_ami: dict[str, Any] | None = None  # an EC2 build's base image
+    packages: dict[str, str] = {}  # installed package -> version
+
+
+class StepRecord(_Part):
+    key: str | None = None
+    seconds: float | None = None
+    # ran: it did its work; reused: its output came from the step cache; skipped: not
+    # needed, because a later step's cached output was reused.
+    status: str = "ran"
+    cached: bool = False
+
+
+class TestCounts(_Part):
+    tests: int = 0
+    failures: int = 0
+    errors: int = 0
+    skipped: int = 0
+    failed: list[str] = []
+
+
+class ImageRecord(_Part):
+    file: str | None = None
+    digest: str | None = None  # sha256:<hex> of the qcow2: the image digest
+    raw_digest: str | None = None  # sha256:<hex> of the raw disk it holds
+    size: int | None = None
+    virtual_size: int | None = None
+    format: str | None = None
+    boot: str = "bios"
+    ami: dict[str, Any] | None = None
+
+
+class BuildRecord(_Part):
+    baker_version: str
+    recipe: RecipeRef
+    variables: dict[str, Any] = {}
+    source_date_epoch: int | None = None
+    pins: Pins = Pins()
+    steps: dict[str, StepRecord] = {}
+    timings_s: dict[str, float] = {}
+    accel: str | None = None
+    backend: dict[str, Any] = {}
+    tests: TestCounts = TestCounts()
+    image: ImageRecord = ImageRecord()
+    boot_budget_s: float | dict[str, float] | None = None
+    tools: dict[str, str] = {}
+    ec2: dict[str, Any] | None = None
+    started: str | None = None
+    finished: str | None = None
+
+    def dump(self) -> bytes:
+        return dump_json(self.model_dump(mode="json", exclude_none=True))
+
+
+def read_record(directory: Path) -> BuildRecord:
+    """The build record of an artifact directory; InputError naming the file if it is
+    missing or not a baker build record."""
+    path = directory / BUILD
+    try:
+        return BuildRecord.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(f"{directory}: no {BUILD} here; is this a baker artifact?") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror}).") from None
+    except pydantic.ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise InputError(
+            f"{path}: not a baker build record ({where}: {first['msg'].lower()})."
+        ) from None
+
+
+def image_dir(directory: Path) -> Path:
+    """`directory`, checked to be an artifact directory holding an image."""
+    if not directory.is_dir():
+        raise InputError(f"{directory}: not an artifact directory.")
+    if not (directory / IMAGE).is_file():
+        raise InputError(f"{directory}: no {IMAGE} here; is this a baker artifact directory?")
+    return directory
+
+
+# --- SHA256SUMS --------------------------------------------------------------------------------
+
+_SUM_LINE = re.compile(r"([0-9a-f]{64}) [ *]([^/\s]+)")
+
+
+def read_sums(directory: Path) -> dict[str, str]:
+    """SHA256SUMS as name -> sha256 hex; a missing or malformed file is a failed check."""
+    path = directory / SUMS
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise BuildError(f"{path} is missing; is {directory} a baker artifact?") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BuildError(f"{path} cannot be read ({e}).") from None
+    sums: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        m = _SUM_LINE.fullmatch(line)
+        if not m:
+            raise BuildError(f"{path}:{n}: not a sha256sum line.")
+        sums[m.group(2)] = m.group(1)
+    return sums
+
+
+def render_sums(sums: dict[str, str]) -> str:
+    """`sha256sum` text mode: sorted, two spaces, one line a file."""
+    return "".join(f"{h}  {name}\n" for name, h in sorted(sums.items()))
+
+
+def sha256sums(directory: Path, known: dict[str, str] | None = None) -> str:
+    """SHA256SUMS for every file in `directory`; `known` gives hashes already computed while
+    the files were written (a disk image is not read twice)."""
+    known = known or {}
+    sums = {
+        f.name: known.get(f.name) or sha256_file(f)
+        for f in directory.iterdir()
+        if f.is_file() and f.name != SUMS
+    }
+    return render_sums(sums)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.chmod(0o644)
+        tmp.rename(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --- publish -----------------------------------------------------------------------------------
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -24,17 +220,22 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
-def sha256sums(directory: Path) -> str:
-    lines = [
-        f"{sha256_file(f)}  {f.name}\n"
-        for f in sorted(directory.iterdir())
-        if f.is_file() and f.name != "SHA256SUMS"
-    ]
-    return "".join(lines)
+def check_out_dir(out: Path) -> None:
+    """Refuse an output directory that cannot hold artifacts, before any work is done."""
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise InputError(f"--out {out}: {p} is not a directory.")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise InputError(f"--out {out}: {p} is not writable.")
+            return
 
 
-def publish(out: Path, name: str, files: dict[str, Path]) -> Path:
-    """Move `files` (artifact name -> current path) into `out/name`, with SHA256SUMS.
+def publish(
+    out: Path, name: str, files: dict[str, Path], known: dict[str, str] | None = None
+) -> Path:
+    """Move `files` (artifact name -> current path) into `out/name`, with SHA256SUMS;
+    `known` holds sha256 hex digests already computed for some of them.
 
     They are gathered in a hidden staging directory beside the target, then swapped in by a
     rename: a reader sees the old artifact or the new one, never a mix or a partial one."""
@@ -44,7 +245,7 @@ def publish(out: Path, name: str, files: dict[str, Path]) -> Path:
     try:
         for artifact_name, src in files.items():
             shutil.move(src, staging / artifact_name)
-        (staging / "SHA256SUMS").write_text(sha256sums(staging))
+        (staging / SUMS).write_text(sha256sums(staging, known))
         for f in staging.iterdir():
             f.chmod(0o644)
             with f.open("rb") as fh:
