@@ -23,6 +23,7 @@ bake-web: setup $(KEY)
 lint: setup
 	$(VENV)/ruff check baker tests bench
 	$(VENV)/ruff format --check baker tests bench
+	$(VENV)/mypy
 
 test: setup lint
 	$(VENV)/pytest

@@ -217,7 +217,7 @@ def _exchange(a: Path, b: Path) -> bool:
     except AttributeError:
         return False
     rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    return rc == 0
+    return bool(rc == 0)
 
 
 def check_out_dir(out: Path) -> None:

@@ -209,8 +209,8 @@ def _index(lists: Path) -> dict[tuple[str, str, str], tuple[str, str, str, int]]
     for f in sorted(lists.glob("*_Packages")):
         archive = "debian-security" if "_debian-security_" in f.name else "debian"
         for stanza in f.read_text(errors="replace").split("\n\n"):
-            fields = dict(
-                m.groups()
+            fields: dict[str, str] = dict(
+                (m.group(1), m.group(2))
                 for m in re.finditer(
                     r"^(Package|Version|Architecture|Filename"
                     r"|SHA256|Size): (.*)$",

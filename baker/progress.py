@@ -1,5 +1,6 @@
 """Progress for long builds: a live display on a terminal, plain step lines in CI logs, and
-every line in the build log."""
+every line in the build log; a byte meter for long copies (convert, export, import), and the
+sizes and rates they report."""
 
 from __future__ import annotations
 
@@ -7,17 +8,26 @@ import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 
 class Reporter:
     def __init__(self, console: Console | None = None, log: Path | None = None) -> None:
         self.console = console or Console(stderr=True)
         self.live = self.console.is_terminal
-        self.timings: dict[str, float] = {}
         self._log: TextIO | None = None
         self._progress: Progress | None = None
         self._task = None
@@ -74,7 +84,6 @@ class Reporter:
             ok = True
         finally:
             elapsed = time.monotonic() - start
-            self.timings[name] = round(elapsed, 3)
             if self._progress is not None:
                 self._progress.stop()
                 self._progress = None
@@ -85,3 +94,71 @@ class Reporter:
                 f"baker: [{style}]{mark}[/{style}] {name} ({elapsed:.1f} s)",
                 highlight=False,
             )
+
+
+class Meter:
+    """A byte bar on a terminal; plain start and end lines otherwise (CI logs). Reporter.step
+    holds a live display of its own, and rich allows one at a time, so this stands alone."""
+
+    def __init__(self, reporter: Reporter, what: str, total: int, percent: bool = False) -> None:
+        self.reporter = reporter
+        self.what = what
+        self.total = 100 if percent else total
+        self.percent = percent
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._started = 0.0
+
+    def __enter__(self) -> Meter:
+        self._started = time.monotonic()
+        console = self.reporter.console
+        if self.reporter.live:
+            self._progress = Progress(*self._columns(), console=console, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task(self.what, total=self.total or None)
+        else:
+            console.print(f"baker: ==> {self.what}", markup=False, highlight=False)
+        return self
+
+    def _columns(self) -> list[ProgressColumn]:
+        name = TextColumn("[bold]{task.description}")
+        if self.percent:
+            return [
+                name,
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeRemainingColumn(),
+            ]
+        if self.total:
+            amount = [DownloadColumn(binary_units=True), TransferSpeedColumn()]
+            return [name, BarColumn(), *amount, TimeRemainingColumn()]
+        return [SpinnerColumn(), name, TimeElapsedColumn()]  # no size to measure against
+
+    def advance(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def update(self, completed: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=completed)
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        mark = "done" if exc_type is None else "FAILED"
+        elapsed = time.monotonic() - self._started
+        self.reporter.console.print(
+            f"baker: {mark} {self.what} ({elapsed:.1f} s)", markup=False, highlight=False
+        )
+
+
+def human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def rate(size: int, seconds: float) -> str:
+    return f"{human(size / max(seconds, 1e-6))}/s"

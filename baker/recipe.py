@@ -1,11 +1,11 @@
 """Reading a recipe: jinja2 render, YAML parse, validation into the frozen Spec, file pins.
 
-Every user mistake becomes one InputError naming the file, the line and the field at fault.
+Every user mistake becomes one InputError naming the file, the line and the field at fault;
+recipe_errors finds the words for what the validation refused.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import traceback
 from collections.abc import Mapping
@@ -18,20 +18,13 @@ import yaml
 
 from baker.errors import InputError
 from baker.hashing import sha256_file
-from baker.spec import (
-    AmiFilter,
-    Base,
-    Ec2Backend,
-    FileUpload,
-    LibvirtBackend,
-    PerAccel,
-    Recipe,
-    ShellFile,
-    ShellInline,
-    Spec,
-    TestFile,
-    VarValue,
-)
+from baker.recipe_errors import PATTERN_HINTS, line_of, validation_error
+from baker.spec import FileUpload, Recipe, ShellFile, Spec, VarValue
+
+# PATTERN_HINTS lives with the other words for mistakes in recipe_errors, and is named here
+# too, where spec.py's docstrings and the tests look for it; InputError, for callers that
+# raise it as recipe.InputError.
+__all__ = ["PATTERN_HINTS", "InputError", "load", "parse_var"]
 
 
 def load(path: Path, overrides: Mapping[str, str] | None = None) -> Spec:
@@ -179,7 +172,13 @@ def _parse(path: Path, rendered: str) -> tuple[Any, yaml.Node | None]:
         what = e.problem or e.context or "syntax error"
         if e.problem and e.context and not e.context.startswith("while "):
             what = f"{e.context}, {e.problem}"  # "expected a single document ..., but found ..."
-        elif e.problem and e.context and e.context_mark and e.context_mark.line != mark.line:
+        elif (
+            e.problem
+            and e.context
+            and e.context_mark
+            and mark is not None
+            and e.context_mark.line != mark.line
+        ):
             # "found unexpected end of stream": say where the unfinished thing began.
             what += f" ({e.context} that starts at line {e.context_mark.line + 1})"
         raise InputError(f"{path}{line}: not valid YAML: {_sentence(what)}") from None
@@ -230,187 +229,7 @@ def _validate(path: Path, data: dict[str, Any], root: yaml.Node | None) -> Recip
     try:
         return Recipe.model_validate(data)
     except pydantic.ValidationError as e:
-        errors = []
-        for err in e.errors():
-            loc = _user_loc(err, data)
-            errors.append((_line_of(root, loc), loc, err))
-    # The first mistake in the file, not in the model's field order.
-    _, first, _ = min(errors, key=lambda x: x[0])
-    # A union (boot_budget_s, a variable's value) fails once per member, all at one place:
-    # the member that got furthest tells most; if none got past the type, name them all.
-    related = [x for x in errors if x[1][: len(first)] == first or first[: len(x[1])] == x[1]]
-    depth = max(len(x[1]) for x in related)
-    deepest = [x for x in related if len(x[1]) == depth]
-    line, loc, err = deepest[0]
-    if len(deepest) > 1:
-        kinds = [_TYPE_WORDS.get(x[2]["type"], "") for x in deepest]
-        if all(kinds):
-            words = [_IN_A_LIST.get(k, k) for k in dict.fromkeys(kinds)]
-            raise InputError(_located(path, line, loc, f"expected {_one_of(words)}", err)) from None
-        err = next(x[2] for x in deepest if x[2]["type"] not in _TYPE_WORDS)
-    raise InputError(_located(path, line, loc, _message(err, data), err)) from None
-
-
-def _located(path: Path, line: int, loc: tuple[Any, ...], msg: str, err: Any) -> str:
-    field = ".".join(str(p) for p in loc) or "(top level)"
-    if "input" in err and err["type"] not in _NO_INPUT:
-        got = repr(err["input"])
-        msg = f"{msg} (got {got if len(got) <= 100 else got[:97] + '...'})"
-    return f"{path}:{line}: {field}: {msg}."
-
-
-_NO_INPUT = {"missing", "extra_forbidden", "provisioner_kind"}
-
-# What a type error expects, in words (pydantic's own: "Input should be a valid integer, unable
-# to parse string as an integer").
-_TYPE_WORDS = {
-    "string_type": "a string",
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "list_type": "a list",
-    "tuple_type": "a list",
-}
-_IN_A_LIST = {"true or false": "a boolean"}
-
-# The spec's patterns (baker/spec.py), said the way a person would.
-PATTERN_HINTS = {
-    r"^[0-9a-f]{64}$": "expected 64 lower-case hex digits",
-    r"^[a-z0-9][a-z0-9._-]{0,62}$": (
-        "expected at most 63 lower-case letters, digits, '.', '_' or '-', "
-        "starting with a letter or digit"
-    ),
-    r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$": (
-        "expected a Debian package name (lower-case), optionally with =VERSION"
-    ),
-    r"^0?[0-7]{3,4}$": "expected an octal file mode like 0644, quoted",
-    r"^/[^\x00]*$": "expected an absolute path",
-    r"^[a-z_][a-z0-9_-]*(:[a-z_][a-z0-9_-]*)?$": "expected USER or USER:GROUP",
-}
-
-_PROVISIONER_KINDS = ("shell", "inline", "file")
-_PROVISIONER_MODELS = {"shell": ShellFile, "inline": ShellInline, "file": FileUpload}
-
-
-def _one_of(words: list[str]) -> str:
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
-
-
-def _message(err: Any, data: dict[str, Any]) -> str:
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "extra_forbidden":
-        return _unknown_field(err["loc"], data)
-    if kind == "string_pattern_mismatch":
-        pattern = str(ctx.get("pattern", ""))
-        return PATTERN_HINTS.get(pattern, f"expected text matching {pattern}")
-    if kind in _TYPE_WORDS:
-        return f"expected {_TYPE_WORDS[kind]}"
-    if kind == "literal_error":
-        return f"expected {ctx.get('expected')}"
-    bounds = {
-        "greater_than": "must be greater than {gt}",
-        "greater_than_equal": "must be at least {ge}",
-        "less_than": "must be less than {lt}",
-        "less_than_equal": "must be at most {le}",
-    }
-    if kind in bounds:
-        # Field(gt=0) on a float reads "0.0"; a person wrote 0.
-        limits = {
-            k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in ctx.items()
-        }
-        return bounds[kind].format(**limits)
-    return str(err["msg"])
-
-
-def _unknown_field(raw_loc: tuple[Any, ...], data: dict[str, Any]) -> str:
-    *parent, name = raw_loc
-    if parent and parent[0] == "provisioners" and name in _PROVISIONER_KINDS:
-        return f"a provisioner takes only one of the keys {_one_of(list(_PROVISIONER_KINDS))}"
-    model = _model_at(tuple(parent))
-    if model is None:
-        return "unknown field"
-    known = sorted(model.model_fields)
-    close = difflib.get_close_matches(str(name), known, n=1)
-    if close:
-        return f"unknown field (did you mean {close[0]}?)"
-    return f"unknown field (known: {', '.join(known)})"
-
-
-def _model_at(raw_loc: tuple[Any, ...]) -> type[pydantic.BaseModel] | None:
-    """The model whose fields sit at a pydantic location, for the known-fields hint."""
-    match raw_loc:
-        case ():
-            return Recipe
-        case ("base",):
-            return Base
-        case ("backend",) | ("backend", "libvirt"):
-            return LibvirtBackend
-        case ("backend", "ec2"):
-            return Ec2Backend
-        case ("backend", "ec2", "ami_filter"):
-            return AmiFilter
-        case ("provisioners", int(), str(kind)):
-            return _PROVISIONER_MODELS.get(kind)
-        case ("tests", int()):
-            return TestFile
-        case ("boot_budget_s", "PerAccel"):
-            return PerAccel
-    return None
-
-
-def _user_loc(err: Any, data: Any) -> tuple[Any, ...]:
-    """pydantic's location as it reads in the YAML: without the tags it gives union members
-    ('provisioners', 0, 'shell', 'dest'; 'boot_budget_s', 'constrained-float'), which are
-    told apart from the user's own keys by not being in the input."""
-    loc = err["loc"]
-    out: list[Any] = []
-    node = data
-    for i, part in enumerate(loc):
-        if i == 2 and loc[0] == "provisioners" and isinstance(loc[1], int):
-            continue  # the provisioner's kind tag, which is also one of its keys
-        in_dict = isinstance(node, dict) and part in node
-        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        if in_dict or in_list:
-            node = node[part]
-        elif not (i == len(loc) - 1 and err["type"] == "missing"):
-            continue  # a union member's tag
-        out.append(part)
-    return tuple(out)
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
-    """The 1-based line of the deepest YAML node on `loc` (the parent, for a missing key)."""
-    if node is None:
-        return 1
-    line = node.start_mark.line + 1
-    for part in loc:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == str(part):
-                    # A bad value is reported where its key stands.
-                    line = key.start_mark.line + 1
-                    child = value
-                    break
-        elif (
-            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
-        ):
-            child = node.value[part]
-            line = child.start_mark.line + 1
-        if child is None:
-            break
-        node = child
-    return line
+        raise validation_error(path, data, root, e) from None
 
 
 def _pinned_files(
@@ -429,14 +248,14 @@ def _pinned_files(
     files: dict[str, tuple[Path, str]] = {}
     for loc, rel, expected in pinned:
         field = ".".join(str(p) for p in loc)
-        where = f"{path}:{_line_of(root, loc)}"
+        where = f"{path}:{line_of(root, loc)}"
         target = (here / rel).resolve()
         if not target.is_file():
             raise InputError(f"{where}: {field}: no such file {rel!r} (looked in {here}).")
         actual = sha256_file(target)
         if actual != expected:
             pin = (*loc[:-1], "sha256")
-            where = f"{path}:{_line_of(root, pin)}"
+            where = f"{path}:{line_of(root, pin)}"
             raise InputError(
                 f"{where}: {'.'.join(str(p) for p in pin)}: {rel} has sha256 {actual}, "
                 f"but the recipe pins {expected}."

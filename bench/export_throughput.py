@@ -53,7 +53,8 @@ def make_artifact(work: Path, random_mib: int, with_raw: bool) -> Path:
                     str(art / "image.qcow2")], check=True)  # fmt: skip
     raw.unlink()
     digest = "sha256:" + sha256_file(art / "image.qcow2")
-    record = {"recipe": {"name": "bench-image", "file": "none", "digest": "none"},
+    record = {"baker_version": "bench",
+              "recipe": {"name": "bench-image", "file": "none", "digest": "none"},
               "image": {"digest": digest}, "source_date_epoch": SDE}  # fmt: skip
     (art / "build.json").write_text(json.dumps(record, indent=2) + "\n")
     _write_sums(art)

@@ -10,6 +10,7 @@ import base64
 import functools
 import http.client
 import http.server
+import io
 import json
 import os
 import re
@@ -353,6 +354,8 @@ class FakeSshd:
         self.host_public = public
         self.authorized: dict[str, set[str]] = {}
         self.commands: list[tuple[str, str]] = []
+        # Its file system, as far as SFTP sees it: path -> (contents, mode).
+        self.files: dict[str, tuple[bytes, int]] = {}
         self.respond: Callable[[str, str], int] = lambda _user, _cmd: 0
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -377,6 +380,7 @@ class FakeSshd:
                 return
             t = paramiko.Transport(conn)
             t.add_server_key(self.host_key)
+            t.set_subsystem_handler("sftp", paramiko.SFTPServer, _Sftp, self)
             self.transports.append(t)
             try:
                 t.start_server(server=_Session(self))
@@ -436,6 +440,58 @@ class _Session(paramiko.ServerInterface):
             for users in self.sshd.authorized.values():
                 if blob:
                     users.discard(blob.group(1))
+
+
+class _Sftp(paramiko.SFTPServerInterface):
+    """SFTP on the stand-in's in-memory files: whole-file reads and writes, and chmod (chattr)."""
+
+    def __init__(self, server: paramiko.ServerInterface, sshd: FakeSshd) -> None:
+        super().__init__(server)
+        self.sshd = sshd
+
+    def open(self, path: str, flags: int, attr: paramiko.SFTPAttributes) -> Any:
+        if flags & (os.O_WRONLY | os.O_RDWR):
+            mode = self.sshd.files.get(path, (b"", 0o644))[1]
+            return _WriteHandle(self.sshd, path, mode, flags)
+        if path not in self.sshd.files:
+            return paramiko.SFTP_NO_SUCH_FILE
+        return _ReadHandle(self.sshd.files[path][0], flags, self.stat(path))
+
+    def chattr(self, path: str, attr: paramiko.SFTPAttributes) -> int:
+        if path not in self.sshd.files:
+            return paramiko.SFTP_NO_SUCH_FILE
+        self.sshd.files[path] = (self.sshd.files[path][0], int(attr.st_mode or 0) & 0o7777)
+        return paramiko.SFTP_OK
+
+    def stat(self, path: str) -> Any:
+        if path not in self.sshd.files:
+            return paramiko.SFTP_NO_SUCH_FILE
+        data, mode = self.sshd.files[path]
+        attr = paramiko.SFTPAttributes()
+        attr.st_size, attr.st_mode = len(data), 0o100000 | mode
+        return attr
+
+    lstat = stat
+
+
+class _ReadHandle(paramiko.SFTPHandle):
+    def __init__(self, data: bytes, flags: int, attr: paramiko.SFTPAttributes) -> None:
+        super().__init__(flags)
+        self.readfile = io.BytesIO(data)
+        self.attr = attr
+
+    def stat(self) -> paramiko.SFTPAttributes:
+        return self.attr
+
+
+class _WriteHandle(paramiko.SFTPHandle):
+    def __init__(self, sshd: FakeSshd, path: str, mode: int, flags: int) -> None:
+        super().__init__(flags)
+        self.sshd, self.path, self.mode = sshd, path, mode
+        self.writefile = io.BytesIO()
+
+    def close(self) -> None:
+        self.sshd.files[self.path] = (self.writefile.getvalue(), self.mode)
 
 
 def b64(data: bytes) -> str:

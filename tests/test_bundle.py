@@ -27,11 +27,12 @@ from test_convert import (  # the artifact helpers and their session fixtures
 
 from baker import recipe
 from baker.bundle import export as bundle
+from baker.bundle import importer
 from baker.cache import Cache
 from baker.errors import BuildError, InputError
 from baker.evidence import signing
 from baker.evidence import verify as check
-from baker.formats import convert
+from baker.formats import convert, tario
 from baker.hashing import sha256_file
 
 ALL = ("raw", "vmdk", "vhdx", "vhd", "ova")
@@ -76,8 +77,8 @@ def target(tmp_path: Path) -> Iterator[Path]:
     assert [p.name for p in parent.iterdir()] in ([], ["imported"])
 
 
-def _import(tar: Path, into: Path, pub: Path | None, cache: Path) -> bundle.Imported:
-    return bundle.import_bundle(tar, into, quiet(), pub=pub, cache=Cache(cache))
+def _import(tar: Path, into: Path, pub: Path | None, cache: Path) -> importer.Imported:
+    return importer.import_bundle(tar, into, quiet(), pub=pub, cache=Cache(cache))
 
 
 def _members(tar: Path) -> list[tarfile.TarInfo]:
@@ -396,7 +397,7 @@ def _repack(src: Path, out: Path, edit: Callable[[dict[str, bytes]], None], sums
         ).encode()  # fmt: skip
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
         for name, data in sorted(files.items()):
-            t.addfile(convert.tar_info(name, len(data), SDE), io.BytesIO(data))
+            t.addfile(tario.tar_info(name, len(data), SDE), io.BytesIO(data))
 
 
 def _flip_middle(data: bytes) -> bytes:
@@ -456,7 +457,7 @@ def _malicious(src: Path, out: Path, extra: list[tuple[tarfile.TarInfo, bytes | 
 
 
 def _info(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, link: str = "") -> Any:
-    info = convert.tar_info(name, size, SDE)
+    info = tario.tar_info(name, size, SDE)
     info.type, info.linkname = kind, link
     return info
 
@@ -543,7 +544,7 @@ def test_a_system_error_is_one_sentence(
     def refuse(*_: object, **__: object) -> str:
         raise PermissionError(13, "Permission denied", str(target.parent / ".x"))
 
-    monkeypatch.setattr(bundle.tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(importer.tempfile, "mkdtemp", refuse)
     with pytest.raises(BuildError, match=r"failed: Permission denied \(.*/\.x\)\.$"):
         _import(signed["bundle"], target, signed["pub"], tmp_path / "cache")
     assert not target.exists()

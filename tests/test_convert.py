@@ -21,13 +21,14 @@ import pytest
 from lxml import etree
 from rich.console import Console
 
-from baker.artifact import sha256sums
+from baker.artifact import dump_json, sha256sums
 from baker.build.steps import attest
 from baker.cache import Cache
 from baker.errors import BuildError, InputError
 from baker.evidence import signing
 from baker.evidence import verify as check
-from baker.formats import convert
+from baker.formats import convert, patching, qemu
+from baker.formats import ova as ovf
 from baker.hashing import sha256_file
 from baker.image import disk
 from baker.image.packages import Package
@@ -137,6 +138,7 @@ def make_artifact(
     digest = f"sha256:{sha256_file(directory / 'image.qcow2')}"
     recipe = project["recipe"] if project else directory.parent / "no-such-recipe.yaml"
     record = {
+        "baker_version": "test",
         "recipe": {"name": NAME, "file": str(recipe),
                    "digest": f"sha256:{sha256_file(recipe)}" if project else "sha256:" + "0" * 64},
         "variables": {},
@@ -156,10 +158,10 @@ def make_artifact(
         "finished": "2023-06-10T00:01:00+00:00",
         "image": {"file": "image.qcow2", "digest": digest, "format": "qcow2"},
     }  # fmt: skip
-    (directory / "build.json").write_bytes(attest.dump(record))
+    (directory / "build.json").write_bytes(dump_json(record))
     boot = {"image": digest, "accel": "tcg", "time_to_ssh_s": 14.0, "runs": 1,
             "each_run": [{"time_to_ssh_s": 14.0}]}  # fmt: skip
-    (directory / "boot.json").write_bytes(attest.dump(boot))
+    (directory / "boot.json").write_bytes(dump_json(boot))
     (directory / "verify.junit.xml").write_text("<testsuites/>\n")
     attest.write(
         directory,
@@ -207,10 +209,10 @@ def _qemu_img(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_crc32c_matches_the_published_test_vectors() -> None:
-    assert convert.crc32c(b"123456789") == 0xE3069283
-    assert convert.crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720, B.4
-    assert convert.crc32c(b"\xff" * 32) == 0x62A8AB43
-    assert convert.crc32c(b"") == 0
+    assert patching.crc32c(b"123456789") == 0xE3069283
+    assert patching.crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720, B.4
+    assert patching.crc32c(b"\xff" * 32) == 0x62A8AB43
+    assert patching.crc32c(b"") == 0
 
 
 def test_formats_parse_from_lists_and_repeats() -> None:
@@ -222,7 +224,7 @@ def test_formats_parse_from_lists_and_repeats() -> None:
 def test_every_format_equals_the_qcow2_and_is_listed(converted: Path, keypair: Any) -> None:
     for fmt in DISKS:
         path = converted / f"image.{fmt}"
-        driver = convert.DISK_FORMATS[fmt]
+        driver = qemu.DISK_FORMATS[fmt]
         proc = _qemu_img("compare", "-f", driver, "-F", "qcow2", path, converted / "image.qcow2")
         assert proc.returncode == 0, (fmt, proc.stdout, proc.stderr)
         info = json.loads(_qemu_img("info", "--output=json", "-f", driver, path).stdout)
@@ -261,8 +263,8 @@ def test_qemu_img_alone_is_not_deterministic(tmp_path: Path, image: Path, fmt: s
     outs = []
     for i in range(2):
         out = tmp_path / f"{i}.{fmt}"
-        argv = ["convert", "-f", "qcow2", "-O", convert.DISK_FORMATS[fmt]]
-        argv += [*convert._QEMU_OPTIONS[fmt], str(image), str(out)]
+        argv = ["convert", "-f", "qcow2", "-O", qemu.DISK_FORMATS[fmt]]
+        argv += [*qemu.QEMU_OPTIONS[fmt], str(image), str(out)]
         assert _qemu_img(*argv).returncode == 0
         outs.append(sha256_file(out))
         time.sleep(1.1)
@@ -276,7 +278,7 @@ def test_random_fields_are_derived_from_the_digest(converted: Path) -> None:
         head = f.read(64 << 10)
     offset, size = struct.unpack_from("<QQ", head, 28)
     descriptor = head[offset * 512 : (offset + size) * 512].split(b"\0")[0].decode()
-    cid = int.from_bytes(convert.derived(digest, "vmdk-cid")[:4], "big") & 0x7FFFFFFF
+    cid = int.from_bytes(patching.derived(digest, "vmdk-cid")[:4], "big") & 0x7FFFFFFF
     assert f"\nCID={cid:08x}\n" in descriptor
     assert 'SPARSE "image.vmdk"' in descriptor
     # vhd: the footer's time is the build's source date, its checksum holds.
@@ -284,7 +286,7 @@ def test_random_fields_are_derived_from_the_digest(converted: Path) -> None:
         f.seek(-512, os.SEEK_END)
         footer = bytearray(f.read(512))
     assert struct.unpack_from(">I", footer, 24)[0] == SDE - 946684800
-    assert footer[68:84] == convert.derived_guid(digest, "vhd-uuid").bytes
+    assert footer[68:84] == patching.derived_guid(digest, "vhd-uuid").bytes
     stored = struct.unpack_from(">I", footer, 64)[0]
     footer[64:68] = bytes(4)
     assert stored == ~sum(footer) & 0xFFFFFFFF
@@ -295,7 +297,7 @@ def test_random_fields_are_derived_from_the_digest(converted: Path) -> None:
             header = bytearray(f.read(4096))
             stored = struct.unpack_from("<I", header, 4)[0]
             header[4:8] = bytes(4)
-            assert stored == convert.crc32c(header)
+            assert stored == patching.crc32c(header)
             log_length, log_offset = struct.unpack_from("<IQ", header, 68)
         f.seek(log_offset)
         assert not any(f.read(log_length))
@@ -323,16 +325,16 @@ def test_ova_is_an_ovf_package_checked_against_its_manifest(converted: Path) -> 
         n: hashlib.sha256(data[n]).hexdigest() for n in (f"{NAME}.ovf", "image.vmdk")
     }
 
-    ns = {"ovf": convert.OVF_NS, "rasd": convert.RASD_NS}
+    ns = {"ovf": ovf.OVF_NS, "rasd": ovf.RASD_NS}
     root = etree.fromstring(data[f"{NAME}.ovf"])
-    assert root.get(f"{{{convert.OVF_NS}}}version") == "1.0"
+    assert root.get(f"{{{ovf.OVF_NS}}}version") == "1.0"
     (ref,) = root.findall("ovf:References/ovf:File", ns)
-    assert ref.get(f"{{{convert.OVF_NS}}}href") == "image.vmdk"
-    assert ref.get(f"{{{convert.OVF_NS}}}size") == str(len(data["image.vmdk"]))
+    assert ref.get(f"{{{ovf.OVF_NS}}}href") == "image.vmdk"
+    assert ref.get(f"{{{ovf.OVF_NS}}}size") == str(len(data["image.vmdk"]))
     (disk_el,) = root.findall("ovf:DiskSection/ovf:Disk", ns)
-    assert disk_el.get(f"{{{convert.OVF_NS}}}capacity") == str(SIZE_MIB << 20)
-    assert disk_el.get(f"{{{convert.OVF_NS}}}fileRef") == ref.get(f"{{{convert.OVF_NS}}}id")
-    assert disk_el.get(f"{{{convert.OVF_NS}}}format").endswith("#streamOptimized")
+    assert disk_el.get(f"{{{ovf.OVF_NS}}}capacity") == str(SIZE_MIB << 20)
+    assert disk_el.get(f"{{{ovf.OVF_NS}}}fileRef") == ref.get(f"{{{ovf.OVF_NS}}}id")
+    assert disk_el.get(f"{{{ovf.OVF_NS}}}format").endswith("#streamOptimized")
     items = {
         item.findtext("rasd:ResourceType", namespaces=ns): item
         for item in root.iterfind(".//ovf:VirtualHardwareSection/ovf:Item", ns)
@@ -344,7 +346,7 @@ def test_ova_is_an_ovf_package_checked_against_its_manifest(converted: Path) -> 
     for item in items.values():  # CIM's schema order: alphabetical
         tags = [etree.QName(child).localname for child in item]
         assert tags == sorted(tags)
-    assert "equals image.qcow2" in convert.check_ova(ova, converted / "image.qcow2")
+    assert "equals image.qcow2" in ovf.check_ova(ova, converted / "image.qcow2")
 
 
 def test_ova_hardware_comes_from_the_recipe(tmp_path: Path, image: Path) -> None:
@@ -369,7 +371,7 @@ def test_ova_check_catches_a_changed_disk(tmp_path: Path, converted: Path) -> No
         f.seek(at)
         f.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(BuildError, match=r"image\.vmdk does not match the manifest"):
-        convert.check_ova(ova, converted / "image.qcow2")
+        ovf.check_ova(ova, converted / "image.qcow2")
 
 
 # --- the command -----------------------------------------------------------------------------

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from baker.errors import InputError
-from baker.evidence import sbom
+from baker.evidence import sbom_cdx
 from baker.image import disk
 from baker.image.packages import Package
-from baker.inspect import diff as diffmod
+from baker.inspect import disk as inspect_disk
+from baker.inspect import files as inspect_files
+from baker.inspect import packages as inspect_packages
 from baker.inspect.diff import Diff, FileChange, PackageChange, diff, render
 
 SDE = 1686355200
@@ -103,7 +105,7 @@ def _artifact(directory: Path, image: Path, packages: list[Package]) -> Path:
     shutil.copyfile(image, directory / "image.qcow2")
     digest = "sha256:" + _run("sha256sum", directory / "image.qcow2").split()[0]
     (directory / "sbom.cdx.json").write_bytes(
-        sbom.cyclonedx(
+        sbom_cdx.document(
             image_name="test",
             image_file="image.qcow2",
             image_digest=digest,
@@ -184,7 +186,7 @@ def test_identical_images_short_circuit(
     def no_mounting(*args: object) -> None:
         raise AssertionError("identical images must not be mounted")
 
-    monkeypatch.setattr(diffmod, "_open", no_mounting)
+    monkeypatch.setattr(inspect_disk, "open_image", no_mounting)
     copy = workdir.parent / "copy.qcow2"
     shutil.copyfile(images["a"], copy)
     d = diff(images["a"], copy, workdir=workdir)
@@ -306,7 +308,7 @@ def test_image_files_have_no_packages(images: dict[str, Path], workdir: Path) ->
 def test_multiarch_and_arch_changes() -> None:
     old = {("libc6", "2.36", "amd64"), ("libc6", "2.36", "i386"), ("tzdata", "1", "amd64")}
     new = {("libc6", "2.37", "amd64"), ("libc6", "2.36", "i386"), ("tzdata", "1", "all")}
-    assert diffmod._package_changes(old, new) == (
+    assert inspect_packages.changes(old, new) == (
         PackageChange("libc6:amd64", "2.36", "2.37"),
         PackageChange("tzdata", "1 (amd64)", "1 (all)"),
     )
@@ -404,7 +406,7 @@ def test_cleans_up_when_the_walk_fails(
         assert os.path.ismount(root)
         raise RuntimeError("walk failed")
 
-    monkeypatch.setattr(diffmod, "_walk", fail)
+    monkeypatch.setattr(inspect_files, "walk", fail)
     with pytest.raises(RuntimeError, match="walk failed"):
         diff(images["a"], images["b"], workdir=workdir)
     assert mounted and not mounted[0].exists()

@@ -34,12 +34,11 @@ from ec2_fakes import (
     shared_proxy,
 )
 
-from baker.backends.ec2 import (
+from baker.backends.base import BaseDisk, BuildLabel, CloudImage, SshTarget
+from baker.backends.ec2 import BaseAmi, Ec2, Ec2Machine
+from baker.backends.ec2.access import (
     CONSOLE,
     TOFU,
-    BuildTags,
-    Ec2,
-    Ec2Machine,
     as_cidr,
     console_fingerprints,
     decide_trust,
@@ -48,14 +47,18 @@ from baker.backends.ec2 import (
     public_address,
     revoke_script,
 )
+from baker.backends.ec2.base import resolve_base
 from baker.edge import ssh
 from baker.edge.aws import Aws
-from baker.errors import BuildError, InputError
+from baker.edge.guest import SshGuest
+from baker.errors import BakerError, BuildError, InputError
 from baker.spec import Ec2Backend
 
 __all__ = ["aws_env", "dying_proxy", "moto_server", "proxy", "shared_proxy"]  # fixtures
 
 STEP_KEYS = {"base": "b" * 64, "provision": "c" * 64, "verify": "d" * 64}
+# The EC2 backend keeps nothing of a machine locally: a work directory it must not touch.
+NO_WORKDIR = Path("/nonexistent/baker-ec2-workdir")
 
 
 @pytest.fixture
@@ -87,21 +90,21 @@ class Run:
         self, cfg: Ec2Backend, sshd: FakeSshd | None = None, own_aws: bool = False
     ) -> None:
         self.keys = ssh.BuildKeys.generate()
-        self.build = BuildTags.new("demo", STEP_KEYS)
+        self.build = BuildLabel.new("demo", STEP_KEYS)
         self.logs: list[str] = []
-        self.backend = Ec2(cfg, self.build, aws=None if own_aws else aws(), log=self.logs.append)
+        self.backend = Ec2(cfg, aws=None if own_aws else aws(), log=self.logs.append)
         if sshd:
             sshd.allow(cfg.ssh_user, self.keys.client_public)
 
     def start(self) -> Ec2Machine:
-        return self.backend.start(self.keys)
+        return self.backend.start(self.backend.resolve_base(), self.keys, NO_WORKDIR, self.build)
 
 
 def ec2() -> Any:
     return client("ec2")
 
 
-def assert_clean(build: BuildTags, keep_image: str | None = None) -> None:
+def assert_clean(build: BuildLabel, keep_image: str | None = None) -> None:
     """Nothing of the build is left: no instance that is not terminated, no key pair or
     security group of its name, no image (but the finished one) or snapshot of its id."""
     c = ec2()
@@ -122,18 +125,19 @@ def assert_clean(build: BuildTags, keep_image: str | None = None) -> None:
     assert {s["SnapshotId"] for s in snapshots} == kept
 
 
-def finish(machine: Ec2Machine, keys: ssh.BuildKeys) -> dict[str, Any]:
-    """What the pipeline does after start: root login pinned to the host key, a command,
-    access released, stop, image."""
-    assert machine.keys is not None
-    root = ssh.connect(
-        machine.endpoint, keys.client_key(), host_key=machine.keys.host_key(), timeout=5
-    )
-    code, _ = ssh.run(root, "echo provisioned", lambda _line: None, timeout=10)
-    assert code == 0
-    machine.release_access(root)
-    machine.stop()
-    return machine.create_image().as_json()
+def finish(machine: Ec2Machine) -> dict[str, Any]:
+    """What the pipeline does after start: a root session pinned to the host key, a command,
+    stop (which releases the build's access), the image handed back. Returns ami.json."""
+    guest = machine.connect(timeout=5)
+    lines: list[str] = []
+    code, tail = guest.run("echo provisioned", lines.append, timeout=10)
+    assert code == 0 and tail == lines
+    machine.stop(guest, timeout=1)
+    image = machine.hand_back()
+    assert isinstance(image, CloudImage)
+    assert image.region == REGION and image.image_id == image.record["image_id"]
+    assert image.ref == f"ec2:{REGION}:{image.image_id}"
+    return image.record
 
 
 # --- the whole build --------------------------------------------------------------------------
@@ -143,8 +147,10 @@ def test_build_call_sequence_tags_and_ami_json(aws_env: Proxy, sshd: FakeSshd) -
     run = Run(config(sshd), sshd)
     machine = run.start()
     assert machine.endpoint == ssh.Endpoint("127.0.0.1", sshd.port)
-    ami = finish(machine, run.keys)
-    assert machine.destroy() == []
+    assert machine.name == run.build.name
+    ami = finish(machine)
+    machine.destroy()
+    assert machine.leftovers == []
 
     assert aws_env.actions("ec2") == [
         "DescribeImages",  # the base: newest match of the filter
@@ -218,7 +224,7 @@ def test_pinned_ami_subnet_and_root_user(aws_env: Proxy, sshd: FakeSshd) -> None
     subnet = ec2().describe_subnets()["Subnets"][0]["SubnetId"]
     run = Run(config(sshd, ami_filter=None, ami=OLD_BASE, subnet=subnet, ssh_user="root"), sshd)
     machine = run.start()
-    ami = finish(machine, run.keys)
+    ami = finish(machine)
     machine.destroy()
     params = {c.action: c.params for c in aws_env.calls}
     assert params["RunInstances"]["ImageId"] == OLD_BASE
@@ -240,11 +246,95 @@ def test_the_pinned_root_login_refuses_another_host_key(aws_env: Proxy, sshd: Fa
     assert_clean(run.build)
 
 
+def test_the_root_session_and_the_test_target(aws_env: Proxy, sshd: FakeSshd) -> None:
+    run = Run(config(sshd), sshd)
+    machine = run.start()
+    target = machine.test_target()
+    assert isinstance(target, SshTarget) and target.user == "root"
+    assert target.endpoint == machine.endpoint
+    assert target.keys.client_private == run.keys.client_private
+    assert target.keys.host_key().fingerprint == sshd.host_key.fingerprint  # pinned
+    assert target.keys.host_private == ""
+    # The tests log in the way the target says, and nothing else gets in.
+    ssh.connect(target.endpoint, target.keys.client_key(), host_key=target.keys.host_key()).close()
+
+    guest = machine.connect(timeout=5)
+    guest.upload(b"hello\n", "/etc/motd", 0o640)
+    assert sshd.files["/etc/motd"] == (b"hello\n", 0o640)
+    assert guest.read("/etc/motd") == b"hello\n"
+    big = os.urandom(300_000)  # many SFTP reads' worth
+    guest.upload(big, "/var/lib/dpkg/status", 0o644)
+    assert guest.read("/var/lib/dpkg/status") == big
+    with pytest.raises(BuildError, match="could not read /nope on the build machine"):
+        guest.read("/nope")
+    guest.close()
+    guest.close()  # twice is fine
+    machine.destroy()
+    assert_clean(run.build)
+
+
+def test_connect_waits_for_ssh_and_gives_up_after_its_timeout(
+    aws_env: Proxy, sshd: FakeSshd
+) -> None:
+    run = Run(config(sshd), sshd)
+    machine = run.start()
+    # Root's access gone (as if the grant did not hold): every login is refused, and tried
+    # again until the timeout.
+    sshd.deny("root", run.keys.client_public)
+    before = len(sshd.transports)
+    with pytest.raises(BuildError, match=r"did not answer within 1 s \(Authentication failed"):
+        machine.connect(timeout=1)
+    assert len(sshd.transports) >= before + 2  # it kept trying
+    machine.destroy()
+    assert machine.leftovers == []
+    assert_clean(run.build)
+
+
+def test_backend_declarations_and_key_config(aws_env: Proxy) -> None:
+    backend = Ec2(config(), aws=aws())
+    assert (backend.kind, backend.starts_from, backend.hands_back) == (
+        "ec2",
+        "cloud",
+        "cloud-image",
+    )
+    assert backend.key_config() == {"type": "ec2", "region": REGION, "instance_type": "t3.micro"}
+    # Only what can change the image is in the key.
+    other = Ec2(config(ssh_timeout_s=99, ssh_user="root", subnet="subnet-0abc12345"), aws=aws())
+    assert other.key_config() == backend.key_config()
+    assert Ec2(config(instance_type="t3.small"), aws=aws()).key_config() != backend.key_config()
+    base = backend.resolve_base()
+    assert isinstance(base, BaseAmi) and base == resolve_base(aws(), config())
+    assert base.pin()["image_id"] == NEW_BASE
+
+
+def test_start_refuses_a_local_disk(aws_env: Proxy, tmp_path: Path) -> None:
+    run = Run(config())
+    with pytest.raises(TypeError, match="starts from a BaseAmi"):
+        run.backend.start(BaseDisk(tmp_path / "base.raw"), run.keys, tmp_path, run.build)
+    assert aws_env.calls == []
+
+
+def test_image_exists(aws_env: Proxy, sshd: FakeSshd) -> None:
+    run = Run(config(sshd), sshd)
+    machine = run.start()
+    ami = finish(machine)
+    machine.destroy()
+    image = CloudImage(REGION, ami["image_id"], ami)
+    assert run.backend.image_exists(image)
+    unknown = CloudImage(REGION, "ami-0123456789abcdef0", {})
+    assert not run.backend.image_exists(unknown)
+    ec2().deregister_image(ImageId=ami["image_id"])
+    assert not run.backend.image_exists(image)
+    # Not "gone": an error of another kind is the build's to report.
+    with pytest.raises(BakerError, match=r"InvalidAMIID\.Malformed"):
+        run.backend.image_exists(CloudImage(REGION, "nope", {}))
+
+
 def test_no_credentials_in_logs_errors_or_records(aws_env: Proxy, sshd: FakeSshd) -> None:
     run = Run(config(sshd, image_timeout_s=0), sshd)
     machine = run.start()
     with pytest.raises(BuildError) as failed:
-        finish(machine, run.keys)
+        finish(machine)
     machine.destroy()
     seen = "\n".join([*run.logs, str(failed.value), json.dumps(machine.record())])
     assert ACCESS_KEY not in seen and SECRET_KEY not in seen
@@ -274,11 +364,27 @@ def test_unknown_subnet_is_an_input_error_and_cleans_up(aws_env: Proxy) -> None:
 def test_no_image_while_the_build_key_has_root(aws_env: Proxy, sshd: FakeSshd) -> None:
     run = Run(config(sshd), sshd)
     machine = run.start()
-    machine.stop()
-    with pytest.raises(BuildError, match="release_access first"):
-        machine.create_image()
+    with pytest.raises(BuildError, match="root access is still in place: stop the machine first"):
+        machine.hand_back()
     assert "CreateImage" not in aws_env.actions()
-    assert machine.destroy() == []
+    machine.destroy()
+    assert machine.leftovers == []
+    assert_clean(run.build)
+
+
+def test_a_failed_revoke_stops_nothing_and_makes_no_image(aws_env: Proxy, sshd: FakeSshd) -> None:
+    sshd.respond = lambda user, cmd: 1 if user == "root" and "rm -f" in cmd else 0
+    run = Run(config(sshd), sshd)
+    machine = run.start()
+    guest = machine.connect(timeout=5)
+    with pytest.raises(BuildError, match="could not remove the build's access from i-"):
+        machine.stop(guest, timeout=60)
+    assert isinstance(guest, SshGuest) and guest.client.get_transport() is None  # closed
+    assert "StopInstances" not in aws_env.actions()
+    with pytest.raises(BuildError, match="stop the machine first"):
+        machine.hand_back()
+    machine.destroy()
+    assert machine.leftovers == []
     assert_clean(run.build)
 
 
@@ -351,8 +457,9 @@ def test_stop_timeout_zero_cleans_up(aws_env: Proxy, sshd: FakeSshd) -> None:
     run = Run(config(sshd, stop_timeout_s=0), sshd)
     machine = run.start()
     with pytest.raises(BuildError, match="to stop: not done"):
-        finish(machine, run.keys)
-    assert machine.destroy() == []
+        finish(machine)
+    machine.destroy()
+    assert machine.leftovers == []
     assert_clean(run.build)
 
 
@@ -360,13 +467,14 @@ def test_image_timeout_zero_removes_the_half_made_ami(aws_env: Proxy, sshd: Fake
     run = Run(config(sshd, image_timeout_s=0), sshd)
     machine = run.start()
     with pytest.raises(BuildError, match="to become available: not done"):
-        finish(machine, run.keys)
-    half_made = machine.image_id
+        finish(machine)
+    half_made = machine.made.image_id
     snapshots = [
         m["Ebs"]["SnapshotId"]
         for m in ec2().describe_images(ImageIds=[half_made])["Images"][0]["BlockDeviceMappings"]
     ]
-    assert machine.destroy() == []
+    machine.destroy()
+    assert machine.leftovers == []
     assert "DeregisterImage" in aws_env.actions() and "DeleteSnapshot" in aws_env.actions()
     assert (
         ec2().describe_images(Filters=[{"Name": "image-id", "Values": [half_made]}])["Images"] == []
@@ -383,11 +491,14 @@ def test_resources_removed_behind_our_back_are_not_leftovers(
     run = Run(config(sshd), sshd)
     machine = run.start()
     c = ec2()
-    c.terminate_instances(InstanceIds=[machine.instance_id])
-    c.delete_security_group(GroupId=machine.group_id)
-    c.delete_key_pair(KeyName=machine.key_name)
-    assert machine.destroy() == []
-    assert machine.destroy() == []  # twice is fine
+    c.terminate_instances(InstanceIds=[machine.made.instance_id])
+    c.delete_security_group(GroupId=machine.made.group_id)
+    c.delete_key_pair(KeyName=machine.made.key_name)
+    machine.destroy()
+    assert machine.leftovers == []
+    aws_env.clear()
+    machine.destroy()  # twice is fine, and does nothing
+    assert machine.leftovers == [] and aws_env.calls == []
     assert_clean(run.build)
 
 
@@ -398,17 +509,18 @@ def test_endpoint_dying_midway_reports_every_leftover_by_id(
     machine = run.start()
     dying_proxy.cut_at = lambda call: call.action == "StopInstances"
     with pytest.raises(BuildError, match="cannot reach the AWS API"):
-        finish(machine, run.keys)
-    left = machine.destroy()
+        finish(machine)
+    machine.destroy()
+    left = machine.leftovers
     text = "\n".join(left)
-    assert machine.instance_id in text
+    assert left and str(machine.made.instance_id) in text
     assert f"key pair {run.build.name}" in text
-    assert "any security groups of build" in text or machine.group_id in text
+    assert "any security groups of build" in text or str(machine.made.group_id) in text
     assert all("cannot reach the AWS API" in item for item in left)
     assert sum("NOT cleaned up" in line for line in run.logs) == len(left)
     # What was reported is what is really still there (the endpoint died, not moto).
     direct = client("ec2", endpoint=dying_proxy.upstream.geturl())
-    instance = direct.describe_instances(InstanceIds=[machine.instance_id])
+    instance = direct.describe_instances(InstanceIds=[machine.made.instance_id])
     assert instance["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
     assert direct.describe_key_pairs(KeyNames=[run.build.name])["KeyPairs"]
 

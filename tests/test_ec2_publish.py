@@ -29,6 +29,7 @@ from ec2_fakes import (
     shared_proxy,
 )
 
+from baker import artifact
 from baker.ami.publish import BLOCK, TAG_DIGEST, Published, Timeouts, publish
 from baker.errors import BuildError, InputError
 
@@ -57,10 +58,15 @@ def make_artifact(tmp: Path, *, record_raw: bool = True, boot: str = "bios") -> 
     )
     digest = f"sha256:{hashlib.sha256(qcow2.read_bytes()).hexdigest()}"
     raw_digest = f"sha256:{hashlib.sha256(raw).hexdigest()}"
-    image: dict[str, Any] = {"file": "image.qcow2", "digest": digest, "boot": boot}
-    if record_raw:
-        image["raw_digest"] = raw_digest
-    (art / "build.json").write_text(json.dumps({"recipe": {"name": "demo"}, "image": image}))
+    image = artifact.ImageRecord(
+        file=artifact.IMAGE,
+        digest=digest,
+        raw_digest=raw_digest if record_raw else None,
+        boot=boot,
+    )
+    recipe = artifact.RecipeRef(name="demo", file="images/demo.yaml", digest="sha256:" + "e" * 64)
+    record = artifact.BuildRecord(baker_version="0-test", recipe=recipe, image=image)
+    (art / artifact.BUILD).write_bytes(record.dump())
     return {"dir": art, "raw": bytes(raw), "digest": digest, "raw_digest": raw_digest}
 
 
@@ -253,6 +259,26 @@ def test_a_changed_image_is_refused(aws_env: Proxy, tmp_path: Path) -> None:
 def test_not_an_artifact(aws_env: Proxy, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not an artifact directory"):
         publish(tmp_path, REGION, aws=aws())
+    assert aws_env.calls == []
+
+
+def test_a_bad_build_record_is_refused(aws_env: Proxy, tmp_path: Path) -> None:
+    art = make_artifact(tmp_path)
+    record = art["dir"] / "build.json"
+    good = json.loads(record.read_text())
+    for text, message in (
+        ("{not json", r"build\.json: not a baker build record"),
+        (json.dumps({**good, "recipe": {"name": "demo"}}), r"\(recipe\.file: field required"),
+        (json.dumps({**good, "image": {"boot": "bios"}}), r"\(image\.digest: missing\)"),
+        (json.dumps({**good, "image": {**good["image"], "boot": "pxe"}}), "expected bios or uefi"),
+    ):
+        record.write_text(text)
+        with pytest.raises(InputError, match=message):
+            run(art, [])
+    record.unlink()
+    with pytest.raises(InputError, match=r"no build\.json here"):
+        run(art, [])
+    assert aws_env.calls == []
 
 
 # --- cleanup after failures ----------------------------------------------------------------------

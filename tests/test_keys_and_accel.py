@@ -172,7 +172,8 @@ tests:
     sha256: $test
 """).substitute(step=STEP_SHA, test=TEST_SHA)
 
-STEPS = ["base", "disk", "provision", "verify", "capture"]
+STEPS = ["base", "disk", "boot", "provision", "verify", "shutdown", "capture", "image"]
+KEYED = [s for s in STEPS if s != "shutdown"]
 
 
 @pytest.fixture
@@ -180,25 +181,27 @@ def demo(write_recipe) -> Path:
     return write_recipe(RECIPE, files={"step.sh": STEP, "test_demo.py": TEST})
 
 
-def test_step_keys_are_five_deterministic_hashes(demo: Path) -> None:
+def test_step_keys_are_deterministic_hashes(demo: Path) -> None:
     keys = step_keys(recipe.load(demo))
     assert list(keys) == STEPS
-    assert all(re.fullmatch(r"[0-9a-f]{64}", k) for k in keys.values())
-    assert len(set(keys.values())) == 5
+    assert keys["shutdown"] is None  # it makes nothing of its own
+    assert all(re.fullmatch(r"[0-9a-f]{64}", keys[s] or "") for s in KEYED)
+    assert len({keys[s] for s in KEYED}) == len(KEYED)
     assert step_keys(recipe.load(demo)) == keys
 
 
 def test_provisioner_env_changes_only_the_later_keys(demo: Path) -> None:
     before = step_keys(recipe.load(demo))
     after = step_keys(recipe.load(demo, {"greeting": "bonjour"}))
-    assert [s for s in STEPS if before[s] == after[s]] == ["base", "disk"]
-    assert [s for s in STEPS if before[s] != after[s]] == ["provision", "verify", "capture"]
+    assert [s for s in KEYED if before[s] == after[s]] == ["base", "disk", "boot"]
+    assert [s for s in KEYED if before[s] != after[s]] == ["provision", "verify", "capture",
+                                                           "image"]  # fmt: skip
 
 
 def test_base_packages_change_every_key(demo: Path) -> None:
     before = step_keys(recipe.load(demo))
     after = step_keys(recipe.load(demo, {"packages": "curl"}))
-    assert all(before[s] != after[s] for s in STEPS)
+    assert all(before[s] != after[s] for s in KEYED)
 
 
 def test_test_files_change_verify_and_capture(demo: Path, tmp_path: Path) -> None:
@@ -207,4 +210,4 @@ def test_test_files_change_verify_and_capture(demo: Path, tmp_path: Path) -> Non
     (tmp_path / "test_demo.py").write_text(changed)
     demo.write_text(RECIPE.replace(TEST_SHA, hashlib.sha256(changed.encode()).hexdigest()))
     after = step_keys(recipe.load(demo))
-    assert [s for s in STEPS if before[s] != after[s]] == ["verify", "capture"]
+    assert [s for s in KEYED if before[s] != after[s]] == ["verify", "capture", "image"]

@@ -1,4 +1,4 @@
-"""SBOM generation (baker.evidence.sbom): fast, no VM."""
+"""SBOM generation (baker.evidence.sbom, sbom_cdx, sbom_spdx, licenses): fast, no VM."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from baker.errors import BuildError
-from baker.evidence import sbom
+from baker.evidence import licenses, sbom, sbom_cdx, sbom_spdx
 from baker.image.packages import Package
 
 DIGEST = "sha256:" + "3f" * 32
@@ -112,12 +112,12 @@ def build(fn: Any, **overrides: Any) -> bytes:
 
 @pytest.fixture(scope="module")
 def cdx() -> bytes:
-    return build(sbom.cyclonedx)
+    return build(sbom_cdx.document)
 
 
 @pytest.fixture(scope="module")
 def spdx() -> bytes:
-    return build(sbom.spdx)
+    return build(sbom_spdx.document)
 
 
 def cdx_by_purl(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -145,7 +145,7 @@ def named(name: str, arch: str = "amd64") -> str:
 
 
 def test_licenses_from_dep5_copyright() -> None:
-    assert sbom.licenses_from_copyright(DEP5) == [
+    assert licenses.licenses_from_copyright(DEP5) == [
         "BSD-3-clause",
         "GPL-2+",
         "LGPL-2.1+ or GPL-2+",
@@ -155,10 +155,10 @@ def test_licenses_from_dep5_copyright() -> None:
 
 
 def test_licenses_from_non_dep5_copyright() -> None:
-    assert sbom.licenses_from_copyright(NOT_DEP5) == []
-    assert sbom.licenses_from_copyright("") == []
+    assert licenses.licenses_from_copyright(NOT_DEP5) == []
+    assert licenses.licenses_from_copyright("") == []
     header_only = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
-    assert sbom.licenses_from_copyright(header_only) == []
+    assert licenses.licenses_from_copyright(header_only) == []
 
 
 # -- purl ----------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ def test_purl_format() -> None:
 
 
 def test_cyclonedx_is_valid(cdx: bytes) -> None:
-    assert sbom.validate_cyclonedx(cdx) == []
+    assert sbom_cdx.validate(cdx) == []
     doc = json.loads(cdx)
     assert doc["bomFormat"] == "CycloneDX"
     assert doc["specVersion"] == "1.6"
@@ -192,8 +192,8 @@ def test_cyclonedx_is_valid(cdx: bytes) -> None:
 
 def test_cyclonedx_subject_and_packages(cdx: bytes) -> None:
     doc = json.loads(cdx)
-    assert sbom.cyclonedx_subject(doc) == DIGEST
-    assert sbom.cyclonedx_packages(doc) == {(p.name, p.version, p.architecture) for p in PACKAGES}
+    assert sbom_cdx.subject(doc) == DIGEST
+    assert sbom_cdx.packages_in(doc) == {(p.name, p.version, p.architecture) for p in PACKAGES}
     image = doc["metadata"]["component"]
     assert image["name"] == "debian-12-base"
     assert image["version"] == DIGEST.removeprefix("sha256:")
@@ -237,21 +237,21 @@ def test_cyclonedx_dependencies(cdx: bytes) -> None:
 
 
 def test_cyclonedx_deterministic(cdx: bytes) -> None:
-    assert build(sbom.cyclonedx) == cdx
+    assert build(sbom_cdx.document) == cdx
     # order of the input does not matter either
-    assert build(sbom.cyclonedx, packages=list(reversed(PACKAGES))) == cdx
+    assert build(sbom_cdx.document, packages=list(reversed(PACKAGES))) == cdx
     doc = json.loads(cdx)
-    other = json.loads(build(sbom.cyclonedx, image_digest=OTHER_DIGEST))
+    other = json.loads(build(sbom_cdx.document, image_digest=OTHER_DIGEST))
     assert doc["serialNumber"].startswith("urn:uuid:")
     assert other["serialNumber"] != doc["serialNumber"]
-    assert sbom.cyclonedx_subject(other) == OTHER_DIGEST
+    assert sbom_cdx.subject(other) == OTHER_DIGEST
 
 
 def test_cyclonedx_timestamp_is_source_date(cdx: bytes) -> None:
     doc = json.loads(cdx)
     stamp = datetime.fromisoformat(doc["metadata"]["timestamp"])
     assert stamp == datetime.fromtimestamp(EPOCH, tz=UTC)
-    later = json.loads(build(sbom.cyclonedx, source_date_epoch=EPOCH + 3600))
+    later = json.loads(build(sbom_cdx.document, source_date_epoch=EPOCH + 3600))
     assert datetime.fromisoformat(later["metadata"]["timestamp"]).timestamp() == EPOCH + 3600
 
 
@@ -273,27 +273,27 @@ def tampered(data: bytes, change: Any) -> bytes:
     ids=["spec-version", "no-bomFormat", "no-name", "bad-type", "extra-field"],
 )
 def test_cyclonedx_tampered_is_reported(cdx: bytes, change: Any) -> None:
-    errors = sbom.validate_cyclonedx(tampered(cdx, change))
+    errors = sbom_cdx.validate(tampered(cdx, change))
     assert errors
     assert all(isinstance(e, str) for e in errors)
 
 
 @pytest.mark.parametrize("data", [b"{not json", b"\xff\xfe", b"", b"[]", b'"CycloneDX"'])
 def test_cyclonedx_garbage_is_reported(data: bytes) -> None:
-    assert sbom.validate_cyclonedx(data)
+    assert sbom_cdx.validate(data)
 
 
 def test_cyclonedx_invalid_output_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sbom, "validate_cyclonedx", lambda data: ["components/0: broken"])
+    monkeypatch.setattr(sbom_cdx, "validate", lambda data: ["components/0: broken"])
     with pytest.raises(BuildError, match="components/0: broken"):
-        build(sbom.cyclonedx)
+        build(sbom_cdx.document)
 
 
 # -- SPDX ----------------------------------------------------------------------------------
 
 
 def test_spdx_is_valid(spdx: bytes) -> None:
-    assert sbom.validate_spdx(spdx) == []
+    assert sbom_spdx.validate(spdx) == []
     doc = json.loads(spdx)
     assert doc["spdxVersion"] == "SPDX-2.3"
     assert doc["creationInfo"]["creators"] == ["Tool: baker-0.1.0"]
@@ -301,12 +301,12 @@ def test_spdx_is_valid(spdx: bytes) -> None:
 
 def test_spdx_subject_and_packages(spdx: bytes) -> None:
     doc = json.loads(spdx)
-    assert sbom.spdx_subject(doc) == DIGEST
-    assert sbom.spdx_packages(doc) == {(p.name, p.version, p.architecture) for p in PACKAGES}
+    assert sbom_spdx.subject(doc) == DIGEST
+    assert sbom_spdx.packages_in(doc) == {(p.name, p.version, p.architecture) for p in PACKAGES}
     # the other way of saying DESCRIBES is understood too
     doc["documentDescribes"] = ["SPDXRef-Image"]
     doc["relationships"] = [r for r in doc["relationships"] if r["relationshipType"] != "DESCRIBES"]
-    assert sbom.spdx_subject(doc) == DIGEST
+    assert sbom_spdx.subject(doc) == DIGEST
 
 
 def test_spdx_packages_detail(spdx: bytes) -> None:
@@ -349,13 +349,13 @@ def test_spdx_packages_detail(spdx: bytes) -> None:
 
 
 def test_spdx_deterministic(spdx: bytes) -> None:
-    assert build(sbom.spdx) == spdx
-    assert build(sbom.spdx, packages=list(reversed(PACKAGES))) == spdx
+    assert build(sbom_spdx.document) == spdx
+    assert build(sbom_spdx.document, packages=list(reversed(PACKAGES))) == spdx
     doc = json.loads(spdx)
-    other = json.loads(build(sbom.spdx, image_digest=OTHER_DIGEST))
+    other = json.loads(build(sbom_spdx.document, image_digest=OTHER_DIGEST))
     assert other["documentNamespace"] != doc["documentNamespace"]
     assert DIGEST.removeprefix("sha256:") in doc["documentNamespace"]
-    assert sbom.spdx_subject(other) == OTHER_DIGEST
+    assert sbom_spdx.subject(other) == OTHER_DIGEST
 
 
 def test_spdx_created_is_source_date(spdx: bytes) -> None:
@@ -394,7 +394,7 @@ def test_spdx_created_is_source_date(spdx: bytes) -> None:
     ],
 )
 def test_spdx_tampered_is_reported(spdx: bytes, change: Any) -> None:
-    errors = sbom.validate_spdx(tampered(spdx, change))
+    errors = sbom_spdx.validate(tampered(spdx, change))
     assert errors
     assert all(isinstance(e, str) for e in errors)
 
@@ -403,25 +403,25 @@ def test_spdx_invalid_output_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     class Message:
         validation_message = "spdx_id must only contain letters"
 
-    monkeypatch.setattr(sbom, "validate_full_spdx_document", lambda doc, version: [Message()])
+    monkeypatch.setattr(sbom_spdx, "validate_full_spdx_document", lambda doc, version: [Message()])
     with pytest.raises(BuildError, match="spdx_id must only contain letters"):
-        build(sbom.spdx)
+        build(sbom_spdx.document)
 
 
 @pytest.mark.parametrize("data", [b"{not json", b"\xff\xfe", b"", b"[]", b"{}"])
 def test_spdx_garbage_is_reported(data: bytes) -> None:
-    assert sbom.validate_spdx(data)
+    assert sbom_spdx.validate(data)
 
 
 def test_bad_digest_is_refused() -> None:
-    for fn in (sbom.cyclonedx, sbom.spdx):
+    for fn in (sbom_cdx.document, sbom_spdx.document):
         with pytest.raises(BuildError, match="digest"):
             build(fn, image_digest="3f" * 32)
 
 
 def test_subjects_absent() -> None:
-    assert sbom.cyclonedx_subject({}) is None
-    assert sbom.cyclonedx_subject({"metadata": {"component": {"name": "x"}}}) is None
-    assert sbom.spdx_subject({}) is None
-    assert sbom.cyclonedx_packages({}) == set()
-    assert sbom.spdx_packages({}) == set()
+    assert sbom_cdx.subject({}) is None
+    assert sbom_cdx.subject({"metadata": {"component": {"name": "x"}}}) is None
+    assert sbom_spdx.subject({}) is None
+    assert sbom_cdx.packages_in({}) == set()
+    assert sbom_spdx.packages_in({}) == set()

@@ -1,30 +1,21 @@
 """`baker publish DIR --to ec2`: a local, reproducible image as an AMI, without S3.
 
-The qcow2 is converted to raw in a temporary directory, and the raw bytes go straight into a
-new EBS snapshot through the EBS direct API: 512 KiB blocks, each with its SHA-256 checksum,
-all-zero blocks skipped (a new snapshot reads as zeros where nothing was written). The whole
-raw image, zeros included, hashes to the raw-content digest the build records, so anyone can
-tie the AMI to the signed artifact. Every AWS object is tagged with the image digest, which
-is also how a second publish of the same image finds and reuses the AMI instead of making a
-duplicate.
+The image's raw bytes go into a new EBS snapshot through the EBS direct API (baker.ami.ebs),
+checked on the way against the raw-content digest the build records, so anyone can tie the
+AMI to the signed artifact; the snapshot is registered as an AMI and copied to more regions.
+Every AWS object is tagged with the image digest, which is also how a second publish of the
+same image finds and reuses the AMI instead of making a duplicate.
 """
 
 from __future__ import annotations
 
-import base64
-import concurrent.futures
-import contextlib
-import hashlib
-import json
-import math
-import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from baker.edge import tools
+from baker import artifact
+from baker.ami.ebs import BLOCK, raw_copy, upload_snapshot
 from baker.edge.aws import (
     Aws,
     api,
@@ -38,17 +29,13 @@ from baker.edge.aws import (
 from baker.errors import BuildError, InputError
 from baker.hashing import sha256_file
 
-BLOCK = 512 * 1024  # the EBS direct API's one block size
-GIB = 1 << 30
-THREADS = 8  # blocks in flight; boto3 clients are thread-safe
+__all__ = ["BLOCK", "TAG_DIGEST", "TAG_RAW", "TAG_RECIPE", "Published", "Timeouts", "publish"]
+
 ROOT_DEVICE = "/dev/xvda"
-SNAPSHOT_LIFETIME_MIN = 60  # an unfinished snapshot fails by itself after this long
 
 TAG_DIGEST = "baker:image-digest"
 TAG_RAW = "baker:raw-digest"
 TAG_RECIPE = "baker:recipe"
-
-_ZERO = bytes(BLOCK)
 
 Log = Callable[[str], None]
 
@@ -83,22 +70,16 @@ class Artifact:
 
     @classmethod
     def load(cls, directory: Path) -> Artifact:
-        image, record = directory / "image.qcow2", directory / "build.json"
-        for f in (image, record):
-            if not f.is_file():
-                raise InputError(f"{directory}: no {f.name} here: not an artifact directory.")
-        try:
-            build = json.loads(record.read_text())
-            name, info = build["recipe"]["name"], build["image"]
-            digest = info["digest"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InputError(
-                f"{record}: not a baker build record ({type(e).__name__}: {e})."
-            ) from None
-        boot = info.get("boot", "bios")
-        if boot not in ("bios", "uefi"):
-            raise InputError(f"{record}: image.boot is {boot!r}, expected bios or uefi.")
-        return cls(directory, image, name, digest, info.get("raw_digest"), boot)
+        image, path = directory / artifact.IMAGE, directory / artifact.BUILD
+        if not image.is_file():
+            raise InputError(f"{directory}: no {artifact.IMAGE} here: not an artifact directory.")
+        record = artifact.read_record(directory)
+        info = record.image
+        if info.digest is None:
+            raise InputError(f"{path}: not a baker build record (image.digest: missing).")
+        if info.boot not in ("bios", "uefi"):
+            raise InputError(f"{path}: image.boot is {info.boot!r}, expected bios or uefi.")
+        return cls(directory, image, record.recipe.name, info.digest, info.raw_digest, info.boot)
 
     def check_digest(self) -> None:
         actual = f"sha256:{sha256_file(self.image)}"
@@ -230,9 +211,17 @@ def _upload_and_register(
     ec2 = aws.ec2(region)
     undo = _Undo(ec2)
     try:
-        with _raw_copy(art.image, work_root) as raw:
+        with raw_copy(art.image, work_root) as raw:
             raw_digest = _check_raw(raw, art, log)
-            snapshot = _upload(aws.ebs(region), raw, raw_digest, art, undo, log)
+            snapshot = upload_snapshot(
+                aws.ebs(region),
+                raw,
+                raw_digest,
+                f"baker {art.name} {art.digest}",
+                {TAG_RECIPE: art.name, TAG_DIGEST: art.digest, "Name": art.ami_name},
+                undo.snapshots.append,
+                log,
+            )
         _tag(ec2, [snapshot], art.tags(raw_digest))
         wait(
             ec2,
@@ -256,17 +245,6 @@ def _upload_and_register(
     return RegionImage(region, image_id, (snapshot,), False, raw_digest), raw_digest
 
 
-@contextlib.contextmanager
-def _raw_copy(image: Path, work_root: Path | None) -> Iterator[Path]:
-    """The image as a raw disk in a temporary directory (sparse; removed afterwards)."""
-    root = work_root or Path(os.environ.get("BAKER_WORK_DIR", "/var/tmp"))
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="baker-publish-", dir=root) as tmp:
-        raw = Path(tmp) / "image.raw"
-        tools.run(["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", image, raw])
-        yield raw
-
-
 def _check_raw(raw: Path, art: Artifact, log: Log) -> str:
     """The raw disk's digest, checked against the build's record before anything is made."""
     raw_digest = f"sha256:{sha256_file(raw)}"
@@ -280,71 +258,6 @@ def _check_raw(raw: Path, art: Artifact, log: Log) -> str:
     else:
         log(f"raw-content digest {raw_digest} matches build.json")
     return raw_digest
-
-
-def _upload(ebs: Any, raw: Path, raw_digest: str, art: Artifact, undo: _Undo, log: Log) -> str:
-    """A new EBS snapshot holding exactly the bytes of `raw`, which hash to `raw_digest`;
-    returns its id."""
-    size = raw.stat().st_size
-    with api("start an EBS snapshot"):
-        snapshot = ebs.start_snapshot(
-            VolumeSize=max(1, math.ceil(size / GIB)),
-            Description=f"baker {art.name} {art.digest}",
-            Tags=tags({TAG_RECIPE: art.name, TAG_DIGEST: art.digest, "Name": art.ami_name}),
-            Timeout=SNAPSHOT_LIFETIME_MIN,
-        )["SnapshotId"]
-    undo.snapshots.append(snapshot)
-    log(f"uploading {size // (1 << 20)} MiB into snapshot {snapshot} (zero blocks skipped)")
-    sent, written = _put_blocks(ebs, snapshot, raw)
-    # What was hashed on the way out is what was sent: a file changed under us shows here.
-    if f"sha256:{sent}" != raw_digest:
-        raise BuildError(f"the bytes uploaded hash to sha256:{sent}, not {raw_digest}.")
-    with api(f"complete snapshot {snapshot}"):
-        ebs.complete_snapshot(SnapshotId=snapshot, ChangedBlocksCount=written)
-    log(f"snapshot {snapshot}: {written} blocks written")
-    return str(snapshot)
-
-
-def _put_blocks(ebs: Any, snapshot: str, raw: Path) -> tuple[str, int]:
-    """Upload every non-zero 512 KiB block of `raw`; returns the sha256 (hex) of all of its
-    bytes, read once, and the number of blocks written."""
-    whole = hashlib.sha256()
-    written = 0
-    pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="ebs-put")
-    in_flight: set[concurrent.futures.Future[None]] = set()
-    try:
-        with raw.open("rb") as f:
-            for index, block in enumerate(iter(lambda: f.read(BLOCK), b"")):
-                whole.update(block)
-                if block == _ZERO[: len(block)]:
-                    continue
-                padded = block.ljust(BLOCK, b"\0")  # the disk's tail, if not a whole block
-                in_flight.add(pool.submit(_put_block, ebs, snapshot, index, padded))
-                written += 1
-                if len(in_flight) >= 2 * THREADS:
-                    done, in_flight = concurrent.futures.wait(
-                        in_flight, return_when=concurrent.futures.FIRST_COMPLETED
-                    )
-                    for future in done:
-                        future.result()
-        for future in concurrent.futures.as_completed(in_flight):
-            future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return whole.hexdigest(), written
-
-
-def _put_block(ebs: Any, snapshot: str, index: int, data: bytes) -> None:
-    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
-    with api(f"upload block {index} of snapshot {snapshot}"):
-        ebs.put_snapshot_block(
-            SnapshotId=snapshot,
-            BlockIndex=index,
-            BlockData=data,
-            DataLength=len(data),
-            Checksum=checksum,
-            ChecksumAlgorithm="SHA256",
-        )
 
 
 def _register(ec2: Any, snapshot: str, art: Artifact, raw_digest: str, undo: _Undo) -> str:

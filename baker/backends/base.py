@@ -75,11 +75,12 @@ class CloudImage:
     region: str
     image_id: str
     record: dict[str, Any]
+    cloud: str = "ec2"
 
     @property
     def ref(self) -> str:
-        """The build's result line (`baker build` prints it last)."""
-        return f"ec2:{self.region}:{self.image_id}"
+        """The build's result line (`baker build` prints it last): ec2:REGION:AMI-ID."""
+        return f"{self.cloud}:{self.region}:{self.image_id}"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The libvirt backend: a transient domain on a qcow2 overlay of the base disk."""
+"""The libvirt backend: a transient domain on a qcow2 overlay of the base disk (local, or a
+remote URI whose host shares this one's disks and loopback)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,37 @@ import contextlib
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import libvirt
 
 from baker.backends.accel import Accel
-from baker.edge import tools
+from baker.backends.base import (
+    BaseDisk,
+    BuildLabel,
+    CloudBase,
+    CloudImage,
+    DiskImage,
+    Guest,
+    HandsBack,
+    SshTarget,
+    StartsFrom,
+)
+from baker.edge import ssh, tools
+from baker.edge.guest import SshGuest
 from baker.edge.ssh import BuildKeys, Endpoint, free_port
 from baker.errors import BuildError, InputError
 from baker.spec import LibvirtBackend
+
+Log = Callable[[str], None]
+
+
+def _quiet(_message: str) -> None:
+    pass
+
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -68,20 +90,42 @@ def _reachable_copy(base_disk: Path, target: Path) -> Path:
 
 
 class LibvirtMachine:
+    """A transient domain; see `Libvirt.start`."""
+
     def __init__(
         self,
         conn: libvirt.virConnect,
         dom: libvirt.virDomain,
         endpoint: Endpoint,
-        disk: Path,
+        overlay: Path,
         console_log: Path,
+        keys: BuildKeys,
+        log: Log,
     ) -> None:
         self.conn = conn
         self.dom = dom
         self.endpoint = endpoint
-        self.disk = disk
+        self.overlay = overlay
         self.console_log = console_log
-        self.name = dom.name()
+        self.keys = keys
+        self.log = log
+        self.name = str(dom.name())
+
+    def connect(self, timeout: float) -> SshGuest:
+        client, waited = ssh.wait_for_ssh(
+            self.endpoint,
+            lambda: ssh.connect(
+                self.endpoint, self.keys.client_key(), host_key=self.keys.host_key(), timeout=5
+            ),
+            timeout,
+            self.alive,
+            self.console_tail,
+        )
+        self.log(f"SSH answered after {waited:.1f} s on {self.endpoint.port}")
+        return SshGuest(client)
+
+    def test_target(self) -> SshTarget:
+        return SshTarget(self.endpoint, self.keys)
 
     def alive(self) -> bool:
         try:
@@ -97,13 +141,25 @@ class LibvirtMachine:
         kept = [line.strip() for line in text.splitlines() if line.strip()]
         return " | ".join(kept[-lines:]) or "(no console output)"
 
-    def wait_stopped(self, timeout: float) -> bool:
+    def stop(self, guest: Guest, timeout: float) -> None:
+        # The connection drops as the machine goes down; what counts is that it stops.
+        with contextlib.suppress(Exception):
+            guest.run("systemctl poweroff", lambda _line: None, 10)
+        guest.close()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                return True
+        while self.alive() and time.monotonic() < deadline:
             time.sleep(0.2)
-        return not self.alive()
+        if self.alive():
+            raise BuildError(
+                f"the build machine did not power off within {timeout:.0f} s; its console "
+                f"ended with: {self.console_tail()}"
+            )
+
+    def hand_back(self) -> DiskImage:
+        return DiskImage(self.overlay)
+
+    def record(self) -> dict[str, Any]:
+        return {"domain": self.name}
 
     def destroy(self) -> None:
         if self.alive():
@@ -114,13 +170,35 @@ class LibvirtMachine:
 
 
 class Libvirt:
-    def __init__(self, config: LibvirtBackend, accel: Accel) -> None:
+    """A transient libvirt domain on a qcow2 overlay of the base disk, reached over SSH on a
+    loopback port forwarded by qemu's user-mode network."""
+
+    kind = "libvirt"
+    starts_from: StartsFrom = "debian"
+    hands_back: HandsBack = "disk"
+
+    def __init__(self, config: LibvirtBackend, accel: Accel, log: Log = _quiet) -> None:
         self.config = config
         self.accel = accel
+        self.log = log
 
-    def start(self, base_disk: Path, keys: BuildKeys, workdir: Path, name: str) -> LibvirtMachine:
+    def key_config(self) -> dict[str, Any]:
+        # The virtual hardware the provisioners run on; not where or how fast.
+        return {"type": "libvirt", "memory_mib": self.config.memory_mib, "cpus": self.config.cpus}
+
+    def resolve_base(self) -> CloudBase:
+        raise NotImplementedError("libvirt machines start from a local disk")
+
+    def image_exists(self, image: CloudImage) -> bool:
+        return False
+
+    def start(
+        self, base: BaseDisk | CloudBase, keys: BuildKeys, workdir: Path, label: BuildLabel
+    ) -> LibvirtMachine:
+        if not isinstance(base, BaseDisk):
+            raise TypeError("libvirt machines start from a local disk")
         overlay = workdir / "overlay.qcow2"
-        backing = _reachable_copy(base_disk, workdir / "base.raw")
+        backing = _reachable_copy(base.path, workdir / "base.raw")
         # The base is only ever a backing file: every write lands in the overlay.
         tools.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", backing, overlay])
         console_log = workdir / "console.log"
@@ -132,11 +210,12 @@ class Libvirt:
                 " (is libvirtd running? scripts/setup-host.sh starts it)."
             ) from None
         try:
-            dom, port = self._create(conn, overlay, console_log, keys, name)
+            dom, port = self._create(conn, overlay, console_log, keys, label.name)
         except BaseException:
             conn.close()
             raise
-        return LibvirtMachine(conn, dom, Endpoint("127.0.0.1", port), overlay, console_log)
+        endpoint = Endpoint("127.0.0.1", port)
+        return LibvirtMachine(conn, dom, endpoint, overlay, console_log, keys, self.log)
 
     def _create(
         self, conn: libvirt.virConnect, overlay: Path, console_log: Path, keys: BuildKeys, name: str

@@ -1,21 +1,17 @@
-"""What every build has, whatever its backend: options, result, a throwaway work directory,
-and the record of the tools it ran with."""
+"""What a build is asked to do, whatever its backend: the options, the result, and the
+throwaway work directory it runs in."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import libvirt
-
 from baker.cache import Cache
-from baker.edge import tools
 
 
 @dataclass(frozen=True)
@@ -26,11 +22,12 @@ class Options:
     sign_key: Path | None = None
     measure: bool = True  # a rebuild that only compares digests skips the boot measurement
     work_root: Path | None = None  # where the throwaway work directory goes
+    no_cache: bool = False  # run every step; look nothing up (outputs are still stored)
 
 
 @dataclass(frozen=True)
 class Result:
-    digest: str
+    digest: str  # sha256:<hex> of the image, or an EC2 build's ec2:REGION:AMI-ID
     artifact: Path
 
 
@@ -53,17 +50,3 @@ def display_path(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def tool_versions() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "libvirt": ".".join(str(libvirt.getVersion() // 10**i % 1000) for i in (6, 3, 0)),
-        "qemu": tools.version(["qemu-system-x86_64", "--version"]),
-        "qemu-img": tools.version(["qemu-img", "--version"]),
-        "mmdebstrap": tools.version(["mmdebstrap", "--version"]),
-        "mke2fs": tools.version(["mke2fs", "-V"]),
-        "grub-mkimage": tools.version(["grub-mkimage", "--version"]),
-        "tar": tools.version(["tar", "--version"]),
-        "kernel": platform.release(),
-    }

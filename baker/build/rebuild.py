@@ -3,7 +3,6 @@ fresh work directory and without earlier step outputs, and compare the image dig
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baker import recipe as recipes
+from baker.artifact import BUILD, IMAGE, read_record
 from baker.build.options import Options
 from baker.build.pipeline import build
 from baker.cache import Cache
@@ -35,15 +35,12 @@ def check(
 ) -> Outcome:
     """`recipe` overrides the recipe path build.json records: an imported bundle's
     sources sit elsewhere than where the artifact was built."""
-    try:
-        record = json.loads((artifact / "build.json").read_bytes())
-        expected = record["image"]["digest"]
-        recorded = Path(record["recipe"]["file"])
-        variables = record["variables"]
-    except FileNotFoundError:
-        raise InputError(f"{artifact}: no build.json; is this a baker artifact?") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{artifact}/build.json: not a baker build record ({e}).") from None
+    record = read_record(artifact)
+    expected = record.image.digest
+    if expected is None:
+        raise InputError(f"{artifact}/{BUILD}: records no image digest to compare with.")
+    recorded = Path(record.recipe.file)
+    variables = record.variables
     if recipe is not None and not recipe.is_file():
         raise InputError(f"--recipe {recipe}: no such recipe file.")
     recipe_file = recipe or recorded
@@ -54,7 +51,7 @@ def check(
         )
     overrides = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in variables.items()}
     spec = recipes.load(recipe_file, overrides)
-    changed = f"sha256:{spec.digest}" != record["recipe"]["digest"]
+    changed = f"sha256:{spec.digest}" != record.recipe.digest
     if changed:
         reporter.info(f"{recipe_file} changed since the build (its digest differs)")
     scratch = Path(
@@ -74,7 +71,7 @@ def check(
         if result.digest != expected:
             from baker.inspect import diff
 
-            d = diff.diff(artifact / "image.qcow2", result.artifact / "image.qcow2")
+            d = diff.diff(artifact / IMAGE, result.artifact / IMAGE)
             difference = diff.render(d)
         return Outcome(expected, result.digest, changed, difference)
     finally:

@@ -1,18 +1,15 @@
-"""Commands for carrying images across an air gap: convert, export, import (issue: air-gapped
-export). Registered on the main CLI by baker.cli."""
+"""Commands for carrying images across an air gap: convert, export, import."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
-from baker.errors import BakerError, InputError
-
-T = TypeVar("T")
+from baker.cli.app import ArtifactArg, command, reporter
+from baker.errors import InputError
 
 FormatOpt = Annotated[
     list[str] | None,
@@ -22,52 +19,34 @@ FormatOpt = Annotated[
         metavar="FORMATS",
     ),
 ]
-ArtifactArg = Annotated[Path, typer.Argument(help="An artifact directory (out/NAME).")]
 
 
-def _guarded(action: Callable[[], T]) -> T:
-    """Run a command's work: a BakerError or Ctrl-C becomes one line and its exit code.
-    baker.cli is imported here, not at the top, because it imports this module."""
-    from baker.cli import Interrupted, _fail
-
-    try:
-        return action()
-    except BakerError as e:
-        _fail(e)
-    except KeyboardInterrupt:
-        _fail(Interrupted("interrupted; cleaned up."))
-
-
-def _reporter() -> Any:
-    from baker.cli import err
-    from baker.progress import Reporter
-
-    return Reporter(err)
-
-
+@command()
 def convert(artifact: ArtifactArg, formats: FormatOpt = None) -> None:
     """Write ARTIFACT's image in other formats beside it (image.vmdk, image.ova, ...) and list
     them in its SHA256SUMS. Converting again gives the same bytes."""
     from baker.formats import convert as converting
+    from baker.progress import human, rate
 
     def run() -> tuple[list[converting.Converted], float]:
         asked = converting.parse_formats(formats or [])
         if not asked:
             raise InputError("give at least one --format.")
         started = time.monotonic()
-        return converting.convert(artifact, asked, _reporter()), time.monotonic() - started
+        return converting.convert(artifact, asked, reporter()), time.monotonic() - started
 
-    done, seconds = _guarded(run)
+    done, seconds = run()
     for c in done:
         note = "" if c.made else "  (already there)"
-        typer.echo(f"{c.name}  {converting.human(c.size)}  sha256:{c.sha256}{note}")
+        typer.echo(f"{c.name}  {human(c.size)}  sha256:{c.sha256}{note}")
     made = sum(c.size for c in done if c.made)
     typer.echo(
-        f"{artifact}: {len(done)} formats; wrote {converting.human(made)} in {seconds:.1f} s "
-        f"({converting.rate(made, seconds)})"
+        f"{artifact}: {len(done)} formats; wrote {human(made)} in {seconds:.1f} s "
+        f"({rate(made, seconds)})"
     )
 
 
+@command()
 def export(
     artifact: ArtifactArg,
     to: Annotated[Path, typer.Option("--to", help="The bundle to write (a .tar).")],
@@ -91,24 +70,26 @@ def export(
     """Write ARTIFACT, its evidence and VERIFY.txt (and with --with-sources, what an offline
     rebuild needs) into one deterministic tar."""
     from baker.bundle import export as bundle
+    from baker.bundle import layout
     from baker.formats import convert
 
     def run() -> bundle.Exported:
         asked = convert.parse_formats(formats or [])
         return bundle.export(
-            artifact, to, _reporter(), formats=asked, with_sources=with_sources, pub=pub,
+            artifact, to, reporter(), formats=asked, with_sources=with_sources, pub=pub,
             recipe=recipe,
         )  # fmt: skip
 
-    done = _guarded(run)
+    done = run()
     signer = f"signed by {done.signer}" if done.signer else "UNSIGNED (no signature to carry)"
     typer.echo(f"{signer}; {'with' if done.sources else 'without'} sources")
     typer.echo(
-        f"{done.path}: {done.members} files, {bundle.summary_line(done.size, done.seconds)}, "
+        f"{done.path}: {done.members} files, {layout.summary_line(done.size, done.seconds)}, "
         f"sha256:{done.sha256}"
     )
 
 
+@command("import")
 def import_(
     bundle_file: Annotated[Path, typer.Argument(help="A bundle written by baker export.")],
     into: Annotated[Path, typer.Option("--into", help="The new artifact directory.")],
@@ -119,9 +100,9 @@ def import_(
 ) -> None:
     """Check BUNDLE completely (checksums, signature with --pub, provenance, converted disks,
     sources) and only then extract it into DIR; .deb files go into the package cache."""
-    from baker.bundle import export as bundle
+    from baker.bundle import importer, layout
 
-    done = _guarded(lambda: bundle.import_bundle(bundle_file, into, _reporter(), pub=pub))
+    done = importer.import_bundle(bundle_file, into, reporter(), pub=pub)
     for line in done.checks:
         typer.echo(line)
     if done.signer:
@@ -130,16 +111,9 @@ def import_(
         typer.echo("UNSIGNED: checksums and provenance hold, but nothing proves who built it")
     typer.echo(
         f"imported {done.name} ({done.digest}) into {done.directory}: {done.files} files, "
-        f"{done.debs} packages into the cache, {bundle.summary_line(done.size, done.seconds)}"
+        f"{done.debs} packages into the cache, {layout.summary_line(done.size, done.seconds)}"
     )
     if done.recipe:
         typer.echo(
             f"rebuild offline: baker rebuild --check {done.directory} --recipe {done.recipe}"
         )
-
-
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
-    app.command("convert")(convert)
-    app.command("export")(export)
-    app.command("import")(import_)

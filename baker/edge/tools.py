@@ -6,9 +6,11 @@ the tool said, so no step has to.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -54,12 +56,12 @@ def run(
     full_env = {**os.environ, **(env or {})}
     what = what or Path(args[0]).name
     if on_line is None:
-        proc = subprocess.run(
+        done = subprocess.run(
             args, input=stdin, capture_output=True, env=full_env, cwd=cwd, check=False
         )
-        out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
-        if proc.returncode != 0:
-            raise BuildError(f"{what} failed (exit {proc.returncode}): {_tail(err or out)}")
+        out, err = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+        if done.returncode != 0:
+            raise BuildError(f"{what} failed (exit {done.returncode}): {_tail(err or out)}")
         return out
     lines: list[str] = []
     with subprocess.Popen(
@@ -90,8 +92,32 @@ def _tail(text: str, n: int = 8) -> str:
     return " | ".join(lines[-n:]) or "no output"
 
 
-def version(argv: Sequence[str]) -> str:
-    """First line a tool prints about its version, for build.json; empty when unavailable."""
+# How each tool says its version: recorded in build.json, and part of the content key of
+# every step that runs the tool, so a new version of a tool never reuses an old output.
+VERSION_ARGS = {
+    "qemu": ("qemu-system-x86_64", "--version"),
+    "qemu-img": ("qemu-img", "--version"),
+    "mmdebstrap": ("mmdebstrap", "--version"),
+    "mke2fs": ("mke2fs", "-V"),
+    "sfdisk": ("sfdisk", "--version"),
+    "grub-mkimage": ("grub-mkimage", "--version"),
+    "tar": ("tar", "--version"),
+    "pytest-testinfra": (
+        sys.executable,
+        "-c",
+        "import testinfra, importlib.metadata as m; print(m.version('pytest-testinfra'))",
+    ),
+}
+
+
+def versions(*names: str) -> dict[str, str]:
+    """The versions of the named tools (keys of VERSION_ARGS)."""
+    return {name: version(VERSION_ARGS[name]) for name in names}
+
+
+@functools.cache
+def version(argv: tuple[str, ...]) -> str:
+    """First line a tool prints about its version; empty when unavailable."""
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):

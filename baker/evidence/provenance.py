@@ -27,6 +27,22 @@ def _package(p: Package, debs: dict[str, str]) -> dict[str, Any]:
     return entry
 
 
+def _base(pins: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the build started from: a Debian root tree made by mmdebstrap, or a base image."""
+    if pins.get("base"):
+        return [
+            {
+                "name": "base-rootfs",
+                "uri": f"mmdebstrap:{pins['base']['suite']}/{pins['base']['arch']}",
+                "digest": _digest(pins["base_digest"]),
+                "annotations": {"sources": pins["base"]["sources"]},
+            }
+        ]
+    if pins.get("base_ami"):
+        return [{"name": "base-image", "uri": "image:base", "annotations": pins["base_ami"]}]
+    return []
+
+
 def statement(
     *,
     image_file: str,
@@ -43,12 +59,7 @@ def statement(
             {"name": rel, "uri": f"file:{rel}", "digest": _digest(digest)}
             for rel, digest in sorted(pins["files"].items())
         ),
-        {
-            "name": "base-rootfs",
-            "uri": f"mmdebstrap:{pins['base']['suite']}/{pins['base']['arch']}",
-            "digest": _digest(pins["base_digest"]),
-            "annotations": {"sources": pins["base"]["sources"]},
-        },
+        *_base(pins),
         *(_package(p, pins.get("debs", {})) for p in packages),
     ]
     if pins.get("lock"):
@@ -71,12 +82,12 @@ def statement(
                         "digest": recipe["digest"],
                     },
                     "variables": record["variables"],
-                    "accel": record["accel"],
+                    "accel": record.get("accel"),
                 },
                 "internalParameters": {
-                    "stepKeys": {name: s["key"] for name, s in record["steps"].items()},
+                    "stepKeys": {n: s["key"] for n, s in record["steps"].items() if s.get("key")},
                     "sourceDateEpoch": record["source_date_epoch"],
-                    "requestedPackages": pins["base"]["packages"],
+                    "requestedPackages": (pins.get("base") or {}).get("packages", []),
                 },
                 "resolvedDependencies": dependencies,
             },

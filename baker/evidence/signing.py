@@ -230,7 +230,7 @@ def _b64decode(text: str) -> bytes:
         raise ValueError(str(e)) from e
 
 
-def verify_file(key: ec.EllipticCurvePublicKey, path: Path, signature_b64: str) -> bool:
+def verify_file(key: ec.EllipticCurvePublicKey, path: Path, signature_b64: object) -> bool:
     """True only if `signature_b64` is a valid signature by `key` over the file. A bad signature,
     bad base64 or garbage gives False, never an exception; an unreadable file is a BuildError."""
     if not isinstance(signature_b64, str):

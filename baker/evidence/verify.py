@@ -13,11 +13,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from baker.errors import BakerError, InputError
-from baker.evidence import provenance, sbom, signing
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from baker import artifact
+from baker.artifact import (
+    BOOT,
+    BUILD,
+    DSSE,
+    IMAGE,
+    PROVENANCE,
+    SBOM_CDX,
+    SBOM_SPDX,
+    SIGNATURE,
+    SUMS,
+)
+from baker.errors import BakerError
+from baker.evidence import provenance, sbom_cdx, sbom_spdx, signing
 from baker.hashing import sha256_file
 
-IMAGE = "image.qcow2"
+# artifact.read_sums says the same things in other words; these are the findings' words.
+_SUM_LINE = re.compile(r"([0-9a-f]{64}) [ *](\S+)")
 
 
 @dataclass(frozen=True)
@@ -45,10 +60,7 @@ def _json(path: Path) -> Any:
 
 
 def verify(directory: Path, pub: Path | None) -> list[Finding]:
-    if not directory.is_dir():
-        raise InputError(f"{directory}: not an artifact directory.")
-    if not (directory / IMAGE).is_file():
-        raise InputError(f"{directory}: no {IMAGE} here; is this a baker artifact directory?")
+    artifact.image_dir(directory)
     key = signing.load_public_key(pub) if pub else None
     digest = f"sha256:{sha256_file(directory / IMAGE)}"
     findings: list[Finding] = []
@@ -66,50 +78,38 @@ def verify(directory: Path, pub: Path | None) -> list[Finding]:
             raise _Failed(f"{what} names {found or 'no digest'}, but {IMAGE} is {digest}")
         return f"names {digest}"
 
-    check("SHA256SUMS", lambda: _sums(directory))
+    check(SUMS, lambda: _sums(directory))
+    check(BUILD, lambda: _build(directory, same_digest))
+    check(BOOT, lambda: _boot(directory, same_digest))
     check(
-        "build.json",
-        lambda: same_digest(
-            "build.json", _json(directory / "build.json").get("image", {}).get("digest")
-        ),
-    )
-    check("boot.json", lambda: _boot(directory, same_digest))
-    check(
-        "sbom.cdx.json",
-        lambda: _sbom(
-            directory / "sbom.cdx.json",
-            sbom.validate_cyclonedx,
-            sbom.cyclonedx_subject,
-            same_digest,
-        ),
+        SBOM_CDX,
+        lambda: _sbom(directory / SBOM_CDX, sbom_cdx.validate, sbom_cdx.subject, same_digest),
     )
     check(
-        "sbom.spdx.json",
-        lambda: _sbom(
-            directory / "sbom.spdx.json", sbom.validate_spdx, sbom.spdx_subject, same_digest
-        ),
+        SBOM_SPDX,
+        lambda: _sbom(directory / SBOM_SPDX, sbom_spdx.validate, sbom_spdx.subject, same_digest),
     )
-    check("provenance.json", lambda: _provenance(directory, same_digest))
+    check(PROVENANCE, lambda: _provenance(directory, same_digest))
     if key is None:
         findings.append(Finding("signature", None, "not checked: give --pub KEY"))
-        findings.append(Finding("provenance.dsse.json", None, "not checked: give --pub KEY"))
+        findings.append(Finding(DSSE, None, "not checked: give --pub KEY"))
     else:
         check("signature", lambda: _signature(directory, key, pub))
-        check("provenance.dsse.json", lambda: _dsse(directory, key))
+        check(DSSE, lambda: _dsse(directory, key))
     return findings
 
 
 def _sums(directory: Path) -> str:
-    path = directory / "SHA256SUMS"
+    path = directory / SUMS
     if not path.is_file():
-        raise _Failed("SHA256SUMS is missing")
+        raise _Failed(f"{SUMS} is missing")
     listed: dict[str, str] = {}
     for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        m = re.fullmatch(r"([0-9a-f]{64}) [ *](\S+)", line)
+        m = _SUM_LINE.fullmatch(line)
         if not m or "/" in m.group(2):
             raise _Failed(f"line {n} is not a sha256sum line: {line[:80]!r}")
         listed[m.group(2)] = m.group(1)
-    present = {p.name for p in directory.iterdir() if p.is_file()} - {"SHA256SUMS"}
+    present = {p.name for p in directory.iterdir() if p.is_file()} - {SUMS}
     if unlisted := sorted(present - set(listed)):
         raise _Failed(f"not listed: {', '.join(unlisted)}")
     if missing := sorted(set(listed) - present):
@@ -119,16 +119,24 @@ def _sums(directory: Path) -> str:
     return f"{len(listed)} files match"
 
 
+def _build(directory: Path, same_digest: Callable[[str, str | None], str]) -> str:
+    # A missing record says so in the words of the other files' findings; any other defect
+    # is read_record's InputError, which check() turns into a failed finding.
+    if not (directory / BUILD).exists():
+        raise _Failed(f"{BUILD} is missing")
+    return same_digest(BUILD, artifact.read_record(directory).image.digest)
+
+
 def _boot(directory: Path, same_digest: Callable[[str, str | None], str]) -> str:
-    boot = _json(directory / "boot.json")
-    runs = boot.get("each_run")
+    boot = _json(directory / BOOT)
+    runs = boot.get("each_run") if isinstance(boot, dict) else None
     if not isinstance(runs, list) or not runs or boot.get("runs") != len(runs):
-        raise _Failed("boot.json holds no boot runs")
+        raise _Failed(f"{BOOT} holds no boot runs")
     if boot.get("accel") not in ("kvm", "tcg") or not isinstance(
         boot.get("time_to_ssh_s"), int | float
     ):
-        raise _Failed("boot.json lacks accel or time_to_ssh_s")
-    return same_digest("boot.json", boot.get("image"))
+        raise _Failed(f"{BOOT} lacks accel or time_to_ssh_s")
+    return same_digest(BOOT, boot.get("image"))
 
 
 def _sbom(
@@ -148,41 +156,43 @@ def _sbom(
 
 
 def _provenance(directory: Path, same_digest: Callable[[str, str | None], str]) -> str:
-    doc = _json(directory / "provenance.json")
+    doc = _json(directory / PROVENANCE)
     if problems := provenance.check(doc):
         raise _Failed(f"not an in-toto SLSA v1 statement: {problems[0]}")
-    return same_digest("provenance.json", provenance.subject_digest(doc, IMAGE))
+    return same_digest(PROVENANCE, provenance.subject_digest(doc, IMAGE))
 
 
-def _signature(directory: Path, key: Any, pub: Path | None) -> str:
-    path = directory / f"{IMAGE}.sig"
+def _signature(directory: Path, key: ec.EllipticCurvePublicKey, pub: Path | None) -> str:
+    path = directory / SIGNATURE
     if not path.is_file():
         raise _Failed(f"{path.name} is missing (was the build signed?)")
-    if not signing.verify_file(key, directory / IMAGE, path.read_text().strip()):
+    # Not UTF-8 is one more way of not being a signature, not a reason to stop.
+    signature = path.read_text(errors="replace").strip()
+    if not signing.verify_file(key, directory / IMAGE, signature):
         raise _Failed(f"{path.name} is not a valid signature of {IMAGE} by {pub}")
     return f"{IMAGE} signed by {signing.fingerprint(key)[:16]}…"
 
 
-def _dsse(directory: Path, key: Any) -> str:
-    envelope = _json(directory / "provenance.dsse.json")
+def _dsse(directory: Path, key: ec.EllipticCurvePublicKey) -> str:
+    envelope = _json(directory / DSSE)
     if not isinstance(envelope, dict):
         raise _Failed("the envelope is not a JSON object")
     payload = signing.dsse_verify(key, envelope)
     try:
-        published = (directory / "provenance.json").read_bytes()
+        published = (directory / PROVENANCE).read_bytes()
     except FileNotFoundError:
-        raise _Failed("provenance.json is missing") from None
+        raise _Failed(f"{PROVENANCE} is missing") from None
     if payload != published:
-        raise _Failed("the signed statement differs from provenance.json")
+        raise _Failed(f"the signed statement differs from {PROVENANCE}")
     if envelope.get("payloadType") != "application/vnd.in-toto+json":
         raise _Failed(f"unexpected payloadType {envelope.get('payloadType')!r}")
-    return "signed statement equals provenance.json"
+    return f"signed statement equals {PROVENANCE}"
 
 
 def signer(directory: Path) -> str | None:
     """The keyid of the DSSE envelope's first signature, if there is one."""
     try:
-        envelope = json.loads((directory / "provenance.dsse.json").read_bytes())
+        envelope = json.loads((directory / DSSE).read_bytes())
         return str(envelope["signatures"][0]["keyid"])
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return None

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from baker import artifact
+from baker.artifact import BOOT, BUILD, SBOM_CDX
 from baker.errors import InputError
 from baker.evidence.verify import signer
 
@@ -21,24 +23,23 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def summarize(directory: Path) -> dict[str, Any]:
-    build = _load(directory / "build.json")
-    if not build:
-        raise InputError(f"{directory}: no build.json here; is this a baker artifact directory?")
-    boot = _load(directory / "boot.json")
-    cdx = _load(directory / "sbom.cdx.json")
-    base = build.get("pins", {}).get("base", {})
-    tests = build.get("tests", {})
-    image = build.get("image", {})
+    if not (directory / BUILD).exists():
+        # Said as it always was here, rather than in read_record's words for the same thing.
+        raise InputError(f"{directory}: no {BUILD} here; is this a baker artifact directory?")
+    build = artifact.read_record(directory)
+    boot = _load(directory / BOOT)
+    cdx = _load(directory / SBOM_CDX)
+    base = build.pins.base or {}
+    tests = build.tests
     return {
-        "name": build.get("recipe", {}).get("name"),
-        "digest": image.get("digest"),
-        "recipe": build.get("recipe", {}).get("file"),
+        "name": build.recipe.name,
+        "digest": build.image.digest,
+        "recipe": build.recipe.file,
         "base": f"debian {base.get('suite')}/{base.get('arch')}",
-        "base_digest": build.get("pins", {}).get("base_digest"),
-        "packages": len(cdx.get("components", []))
-        or len(build.get("pins", {}).get("packages", {})),
-        "size_bytes": image.get("size"),
-        "virtual_size_bytes": image.get("virtual_size"),
+        "base_digest": build.pins.base_digest,
+        "packages": len(cdx.get("components", [])) or len(build.pins.packages),
+        "size_bytes": build.image.size,
+        "virtual_size_bytes": build.image.virtual_size,
         "boot": {
             "accel": boot.get("accel"),
             "runs": boot.get("runs"),
@@ -46,18 +47,13 @@ def summarize(directory: Path) -> dict[str, Any]:
             "budget_s": boot.get("budget_s"),
         },
         "tests": {
-            "passed": (
-                tests.get("tests", 0)
-                - tests.get("failures", 0)
-                - tests.get("errors", 0)
-                - tests.get("skipped", 0)
-            ),
-            "failed": tests.get("failures", 0) + tests.get("errors", 0),
-            "skipped": tests.get("skipped", 0),
+            "passed": tests.tests - tests.failures - tests.errors - tests.skipped,
+            "failed": tests.failures + tests.errors,
+            "skipped": tests.skipped,
         },
         "signer": signer(directory),
-        "built": build.get("finished"),
-        "baker_version": build.get("baker_version"),
+        "built": build.finished,
+        "baker_version": build.baker_version,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -10,6 +11,22 @@ from pathlib import Path
 
 import pytest
 from bakerun import BAKER, OFFLINE, ROOT, Baked, baker, run_baker
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache() -> Path:
+    """The session's own step cache: every e2e build shares it (the base and disk are made
+    once), and none reuses what an earlier session left in the machine's cache."""
+    path = Path(tempfile.mkdtemp(prefix="baker-e2e-cache-", dir="/var/tmp"))
+    path.chmod(0o755)
+    before = os.environ.get("BAKER_CACHE_DIR")
+    os.environ["BAKER_CACHE_DIR"] = str(path)
+    yield path
+    if before is None:
+        del os.environ["BAKER_CACHE_DIR"]
+    else:
+        os.environ["BAKER_CACHE_DIR"] = before
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

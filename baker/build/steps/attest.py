@@ -1,23 +1,67 @@
-"""The attest step: the evidence published beside the image. SBOMs from the image's own
-package database, the provenance statement, and, with a signing key, the image signature and
-the signed (DSSE) provenance."""
+"""The attest step: the build record (build.json) for every backend, and the evidence
+published beside a disk image: SBOMs from the image's own package database, the provenance
+statement, and, with a signing key, the image signature and the signed (DSSE) provenance."""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import uuid
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from baker import __version__
-from baker.evidence import provenance, sbom, signing
+from baker.artifact import (
+    BOOT,
+    BUILD,
+    DSSE,
+    IMAGE,
+    JUNIT,
+    PROVENANCE,
+    SBOM_CDX,
+    SBOM_SPDX,
+    SIGNATURE,
+    dump_json,
+)
+from baker.build.record import build_record
+from baker.build.runner import Step
+from baker.build.state import BuildState, Context, need
+from baker.evidence import provenance, sbom_cdx, sbom_spdx, signing
+from baker.evidence.licenses import licenses_from_copyright
 from baker.image.packages import Package
 
 
-def dump(value: Any) -> bytes:
-    """The JSON bytes baker publishes: sorted keys, so equal content is equal bytes."""
-    return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+class Attest(Step):
+    name = "attest"
+
+    def describe(self, ctx: Context) -> str:
+        if ctx.backend.hands_back != "disk":
+            return "build record"
+        return "build record, SBOMs, provenance" + (", signature" if ctx.sign_key else "")
+
+    def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
+        record = build_record(ctx, state)
+        (ctx.work / BUILD).write_bytes(record.dump())
+        state.files[BUILD] = ctx.work / BUILD
+        state.files[JUNIT] = need(state.junit, "the test results")
+        if state.boot is not None:
+            (ctx.work / BOOT).write_bytes(dump_json(state.boot))
+            state.files[BOOT] = ctx.work / BOOT
+        if state.image is None:
+            return
+        state.files[IMAGE] = state.image.path
+        state.files.update(
+            write(
+                ctx.work,
+                image=state.image.path,
+                record=record.model_dump(mode="json", exclude_none=True),
+                packages=state.packages,
+                copyrights=state.copyrights,
+                invocation_id=str(uuid.uuid4()),
+                key=ctx.sign_key,
+            )
+        )
 
 
 def write(
@@ -32,7 +76,7 @@ def write(
 ) -> dict[str, Path]:
     """Write the evidence files into `work`; returns artifact name -> path."""
     digest = record["image"]["digest"]
-    licenses = {name: sbom.licenses_from_copyright(text) for name, text in copyrights.items()}
+    licenses = {name: licenses_from_copyright(text) for name, text in copyrights.items()}
     common = {
         "image_name": record["recipe"]["name"],
         "image_file": image.name,
@@ -43,19 +87,19 @@ def write(
         "tool_version": __version__,
     }
     files = {
-        "sbom.cdx.json": sbom.cyclonedx(**common),
-        "sbom.spdx.json": sbom.spdx(**common),
+        SBOM_CDX: sbom_cdx.document(**common),
+        SBOM_SPDX: sbom_spdx.document(**common),
     }
-    statement = dump(
+    statement = dump_json(
         provenance.statement(
             image_file=image.name, record=record, packages=packages, invocation_id=invocation_id
         )
     )
-    files["provenance.json"] = statement
+    files[PROVENANCE] = statement
     if key is not None:
         # As cosign writes it: base64, no newline.
-        files[f"{image.name}.sig"] = signing.sign_file(key, image).encode()
-        files["provenance.dsse.json"] = dump(signing.dsse_sign(key, statement))
+        files[SIGNATURE] = signing.sign_file(key, image).encode()
+        files[DSSE] = dump_json(signing.dsse_sign(key, statement))
     out = {}
     for name, data in files.items():
         (work / name).write_bytes(data)

@@ -14,9 +14,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from baker.backends.base import DiskImage
+from baker.build.runner import Step
+from baker.build.state import BuildState, Context, need
 from baker.edge import tools
+from baker.hashing import code_digest, content_key
 from baker.image import disk, generalize
 from baker.image.packages import parse_status
+
+CAPTURED_TAR = "captured.tar"
 
 _TAR_CANONICAL = [
     "--format=pax",
@@ -26,6 +32,34 @@ _TAR_CANONICAL = [
     "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
     "--clamp-mtime",
 ]
+
+
+class Capture(Step):
+    name = "capture"
+
+    def describe(self, ctx: Context) -> str:
+        return "generalize and re-pack the filesystem"
+
+    def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
+        config = {
+            "rules": [r.pattern for r in generalize.RULES],
+            "emptied": list(generalize.EMPTIED),
+            "name": ctx.spec.name,
+            "source_date_epoch": ctx.source_date_epoch,
+            "tools": tools.versions("tar", "qemu-img"),
+            "baker": code_digest(),
+        }
+        return content_key("capture", config, previous)
+
+    def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
+        handed = need(state.machine, "the build machine").hand_back()
+        if not isinstance(handed, DiskImage):
+            raise RuntimeError(f"{ctx.backend.kind} handed back {handed!r}, not a disk")
+        state.captured_tar = ctx.work / CAPTURED_TAR
+        captured = to_tar(handed.path, state.captured_tar, ctx.work, ctx.source_date_epoch)
+        handed.path.unlink()
+        state.dpkg_status = captured.dpkg_status
+        state.copyrights = captured.copyrights
 
 
 @dataclass(frozen=True)

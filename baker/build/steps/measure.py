@@ -1,5 +1,6 @@
 """The measure step: boot the published image fresh, several times, the way a user's
-hypervisor would (baker.backends.plainqemu), and record how long it takes to be usable (boot.json).
+hypervisor would (baker.backends.plainqemu), and record how long it takes to be usable
+(boot.json).
 
 Times are the host's monotonic clock from starting qemu: to the first console output and to
 the first successful SSH command; the guest's own view comes from `systemd-analyze`.
@@ -7,15 +8,23 @@ the first successful SSH command; the guest's own view comes from `systemd-analy
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import statistics
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
-from baker.backends import plainqemu as plainboot
+from baker.backends import plainqemu
 from baker.backends.accel import Accel
+from baker.build.runner import Saved, Step
+from baker.build.state import BuildState, Context, need
+from baker.cache import Entry
+from baker.edge import tools
 from baker.errors import BuildError
+from baker.hashing import code_digest, content_key
 from baker.progress import Reporter
 from baker.spec import PerAccel
 
@@ -73,8 +82,8 @@ def _guest(client: paramiko.SSHClient, command: str) -> str:
     return text
 
 
-def one_run(image: Path, workdir: Path, accel: Accel, timeout: float) -> dict[str, object]:
-    with plainboot.boot(image, workdir, accel) as machine:
+def one_run(image: Path, workdir: Path, accel: Accel, timeout: float) -> dict[str, Any]:
+    with plainqemu.boot(image, workdir, accel) as machine:
         client, to_ssh = machine.wait_for_ssh(timeout)
         with client:
             # systemd-analyze answers only once the boot transaction is complete.
@@ -93,17 +102,56 @@ def one_run(image: Path, workdir: Path, accel: Accel, timeout: float) -> dict[st
     }
 
 
-def measure(
-    image: Path,
-    digest: str,
-    workdir: Path,
-    accel: Accel,
-    runs: int,
-    budget: float | PerAccel | None,
-    reporter: Reporter,
-    timeout: float = 300,
-) -> dict[str, object]:
-    """boot.json's content; raises BuildError when the median time to SSH is over budget."""
+METHOD = (
+    "qemu-system-x86_64 -drive (no -kernel), snapshot=on, user-mode NIC; "
+    "host monotonic clock from process start"
+)
+RUNS_FILE = "runs.json"
+
+
+class Measure(Step):
+    """Keyed by what it measures (the image digest, the accelerator, the number of boots),
+    not by the steps before it: the same image is measured once."""
+
+    name = "measure"
+    cached = True
+    static = False
+
+    def describe(self, ctx: Context) -> str:
+        return f"{ctx.spec.recipe.boot_runs} plain boots ({ctx.accel})"
+
+    def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
+        config = {
+            "image": need(state.image, "the image").digest,
+            "accel": ctx.accel,
+            "runs": ctx.spec.recipe.boot_runs,
+            "tools": tools.versions("qemu"),
+            "baker": code_digest(),
+        }
+        return content_key("measure", config)
+
+    def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
+        image = need(state.image, "the image")
+        runs = boot_runs(image.path, ctx.work, ctx.accel, ctx.spec.recipe.boot_runs, ctx.reporter)
+        # Over budget fails here, before the measurement is stored.
+        state.boot = record(runs, image.digest, ctx.accel, ctx.spec.recipe.boot_budget_s)
+        (ctx.work / RUNS_FILE).write_text(json.dumps(runs))
+
+    def save(self, ctx: Context, state: BuildState) -> Saved:
+        return Saved({RUNS_FILE: ctx.work / RUNS_FILE})
+
+    def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
+        runs = json.loads(entry.file(RUNS_FILE).read_text())
+        # The budget is the recipe's of today, also for a reused measurement.
+        state.boot = record(
+            runs, need(state.image, "the image").digest, ctx.accel, ctx.spec.recipe.boot_budget_s
+        )
+
+
+def boot_runs(
+    image: Path, workdir: Path, accel: Accel, runs: int, reporter: Reporter, timeout: float = 300
+) -> list[dict[str, Any]]:
+    """Boot `image` `runs` times and measure each boot."""
     results = []
     for i in range(runs):
         result = one_run(image, workdir, accel, timeout)
@@ -112,34 +160,41 @@ def measure(
             f"(kernel {result['kernel_s']} s, userspace {result['userspace_s']} s)"
         )
         results.append(result)
+    return results
+
+
+def record(
+    results: list[dict[str, Any]], digest: str, accel: Accel, budget: float | PerAccel | None
+) -> dict[str, Any]:
+    """boot.json's content; raises BuildError when the median time to SSH is over budget."""
+    runs = len(results)
 
     def median(key: str) -> float | None:
-        values = [r[key] for r in results if isinstance(r[key], int | float)]
+        values = [float(r[key]) for r in results if isinstance(r.get(key), int | float)]
         return round(statistics.median(values), 3) if values else None
 
     limit = budget_for(budget, accel)
-    record: dict[str, object] = {
+    median_ssh = median("time_to_ssh_s")
+    boot: dict[str, Any] = {
         "image": digest,
         "accel": accel,
-        "runs": len(results),
+        "runs": runs,
         "time_to_first_output_s": median("time_to_first_output_s"),
-        "time_to_ssh_s": median("time_to_ssh_s"),
+        "time_to_ssh_s": median_ssh,
         "kernel_s": median("kernel_s"),
         "initrd_s": median("initrd_s"),
         "userspace_s": median("userspace_s"),
         "budget_s": limit,
         "within_budget": None,
         "each_run": results,
-        "method": "qemu-system-x86_64 -drive (no -kernel), snapshot=on, user-mode NIC; "
-        "host monotonic clock from process start",
+        "method": METHOD,
     }
-    median_ssh = record["time_to_ssh_s"]
-    if limit is not None and isinstance(median_ssh, float):
-        record["within_budget"] = median_ssh <= limit
+    if limit is not None and median_ssh is not None:
+        boot["within_budget"] = median_ssh <= limit
         if median_ssh > limit:
             raise BuildError(
                 f"boot budget exceeded: the median time to SSH over {runs} "
                 f"boot{'s' if runs != 1 else ''} was "
                 f"{median_ssh:.1f} s under {accel}, over the recipe's boot_budget_s of {limit:g} s."
             )
-    return record
+    return boot

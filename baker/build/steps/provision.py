@@ -1,16 +1,21 @@
-"""The provision step: the recipe's provisioners, in order, over SSH."""
+"""The provision step: the recipe's provisioners, in order, in a root session on the build
+machine; each one's output streamed and logged, a failure named with its last lines."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+from collections.abc import Callable
 from pathlib import PurePosixPath
 
-import paramiko
-
+from baker.backends.base import Guest
+from baker.build.runner import Step
+from baker.build.state import BuildState, Context, need
 from baker.edge import ssh
 from baker.errors import BuildError
+from baker.hashing import content_key
 from baker.progress import Reporter
-from baker.spec import FileUpload, ShellFile, ShellInline, Spec
+from baker.spec import ShellFile, ShellInline, Spec
 
 STAGING = "/run/baker/steps"  # a tmpfs: nothing a step uploads for itself reaches the image
 
@@ -25,20 +30,32 @@ def describe(spec: Spec) -> list[dict[str, object]]:
     return out
 
 
-def run_all(
-    spec: Spec, client: paramiko.SSHClient, reporter: Reporter, source_date_epoch: int
-) -> None:
+class Provision(Step):
+    name = "provision"
+
+    def describe(self, ctx: Context) -> str:
+        return f"{len(ctx.spec.recipe.provisioners)} provisioners over SSH"
+
+    def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
+        config = {"provisioners": describe(ctx.spec), "source_date_epoch": ctx.source_date_epoch}
+        return content_key("provision", config, previous)
+
+    def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
+        run_all(ctx.spec, need(state.guest, "a session"), ctx.reporter, ctx.source_date_epoch)
+
+
+def run_all(spec: Spec, guest: Guest, reporter: Reporter, source_date_epoch: int) -> None:
     steps = spec.recipe.provisioners
     if not steps:
         return
-    _check(client, f"mkdir -p {STAGING}", "prepare the staging directory")
+    _check(guest, f"mkdir -p {STAGING}", "prepare the staging directory")
     for i, step in enumerate(steps):
         name = spec.step_name(i, step)
         reporter.info(f"provisioner {i + 1}/{len(steps)}: {name}")
         staged = f"{STAGING}/{i + 1:02d}"
         if isinstance(step, ShellFile | ShellInline):
             data = step.inline.encode() if isinstance(step, ShellInline) else spec.read(step.path)
-            ssh.upload(client, data, staged, 0o700)
+            guest.upload(data, staged, 0o700)
             env = {
                 "DEBIAN_FRONTEND": "noninteractive",
                 "BAKER_IMAGE": spec.name,
@@ -47,23 +64,24 @@ def run_all(
                 "SOURCE_DATE_EPOCH": str(source_date_epoch),
                 **step.env,
             }
-            runner = f"{_interpreter(data)} {staged}"
-            command = f"env {ssh.env_prefix(env)} {runner}"
-        elif isinstance(step, FileUpload):
-            ssh.upload(client, spec.read(step.path), staged, 0o600)
+            command = f"env {ssh.env_prefix(env)} {_interpreter(data)} {staged}"
+        else:
+            guest.upload(spec.read(step.path), staged, 0o600)
             owner, _, group = step.owner.partition(":")
             dest = PurePosixPath(step.dest)
             command = (
                 f"install -D -m {step.mode} -o {owner} -g {group or owner} "
                 f"{staged} {shlex.quote(str(dest))}"
             )
-        code, tail = ssh.run(
-            client, command, lambda line, n=name: reporter.output(n, line), timeout=step.timeout_s
-        )
+        code, tail = guest.run(command, _shown(reporter, name), step.timeout_s)
         if code != 0:
             last = " | ".join(line for line in tail[-8:] if line.strip()) or "no output"
             raise BuildError(f"provisioner {name} failed (exit {code}); its last lines: {last}")
-    _check(client, f"rm -rf {STAGING}", "clean the staging directory")
+    _check(guest, f"rm -rf {STAGING}", "clean the staging directory")
+
+
+def _shown(reporter: Reporter, name: str) -> Callable[[str], None]:
+    return lambda line: reporter.output(name, line)
 
 
 def _interpreter(script: bytes) -> str:
@@ -76,7 +94,7 @@ def _interpreter(script: bytes) -> str:
     return "/bin/sh -e"
 
 
-def _check(client: paramiko.SSHClient, command: str, what: str) -> None:
-    code, tail = ssh.run(client, command, lambda _line: None, timeout=60)
+def _check(guest: Guest, command: str, what: str) -> None:
+    code, tail = guest.run(command, lambda _line: None, 60)
     if code != 0:
         raise BuildError(f"could not {what} on the build machine: {' | '.join(tail)}")

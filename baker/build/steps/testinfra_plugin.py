@@ -1,8 +1,10 @@
-"""pytest plugin for the verify step: testinfra's `host`, over this build's pinned SSH.
+"""pytest plugin for the verify step: testinfra's `host`, bound to the build machine.
 
 testinfra's own paramiko backend accepts any host key; this one accepts only the build's.
-Loaded with `-p baker.build.steps.testinfra_plugin` (testinfra's own plugin disabled); it reads the
-endpoint and keys from the BAKER_SSH_* variables the verify step sets.
+Loaded with `-p baker.build.steps.testinfra_plugin` (testinfra's own plugin disabled); it
+reads the endpoint and keys from the BAKER_SSH_* variables the verify step sets, or, for
+a machine reached otherwise (the fake backend), a testinfra host spec in
+BAKER_TESTINFRA_HOST.
 """
 
 from __future__ import annotations
@@ -13,28 +15,38 @@ import os
 
 import paramiko
 import pytest
+import testinfra
 import testinfra.host
 from testinfra.backend.paramiko import ParamikoBackend
 
 from baker.edge.ssh import BuildKeys, Endpoint, connect
 
 
-class PinnedParamikoBackend(ParamikoBackend):
-    def __init__(self, endpoint: Endpoint, keys: BuildKeys) -> None:
-        super().__init__(f"paramiko://root@{endpoint.host}:{endpoint.port}")
+class PinnedParamikoBackend(ParamikoBackend):  # type: ignore[misc]
+    def __init__(self, endpoint: Endpoint, keys: BuildKeys, user: str) -> None:
+        super().__init__(f"paramiko://{user}@{endpoint.host}:{endpoint.port}")
         self._endpoint = endpoint
         self._keys = keys
+        self._user = user
 
     @functools.cached_property
     def client(self) -> paramiko.SSHClient:
         return connect(
-            self._endpoint, self._keys.client_key(), host_key=self._keys.host_key(), timeout=30
+            self._endpoint,
+            self._keys.client_key(),
+            host_key=self._keys.host_key(),
+            user=self._user,
+            timeout=30,
         )
 
 
 @pytest.fixture(scope="session")
 def host() -> testinfra.host.Host:
+    if spec := os.environ.get("BAKER_TESTINFRA_HOST"):
+        return testinfra.get_host(spec)
     endpoint = Endpoint(os.environ["BAKER_SSH_HOST"], int(os.environ["BAKER_SSH_PORT"]))
     with open(os.environ["BAKER_SSH_KEYS"]) as f:
         keys = BuildKeys(**json.load(f))
-    return testinfra.host.Host(PinnedParamikoBackend(endpoint, keys))
+    return testinfra.host.Host(
+        PinnedParamikoBackend(endpoint, keys, os.environ.get("BAKER_SSH_USER", "root"))
+    )

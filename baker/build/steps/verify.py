@@ -1,50 +1,65 @@
-"""The verify step: the recipe's testinfra tests against the live machine, as JUnit XML."""
+"""The verify step: the recipe's testinfra tests against the live machine, as JUnit XML; a
+failing test fails the build."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 
-from baker.edge.ssh import BuildKeys, Endpoint
+from baker.artifact import JUNIT
+from baker.backends.base import SshTarget
+from baker.build.runner import Step
+from baker.build.state import BuildState, Context, TestResults, need
+from baker.edge import tools
 from baker.errors import BuildError
+from baker.hashing import content_key
 from baker.progress import Reporter
 from baker.spec import Spec
 
 TIMEOUT_S = 1800
+PLUGIN = "baker.build.steps.testinfra_plugin"
 
 
-@dataclass(frozen=True)
-class Results:
-    tests: int
-    failures: int
-    errors: int
-    skipped: int
-    failed: tuple[str, ...]
+class Verify(Step):
+    name = "verify"
 
-    def as_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+    def describe(self, ctx: Context) -> str:
+        return f"{len(ctx.spec.recipe.tests)} testinfra files"
+
+    def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
+        config = {
+            "tests": [t.model_dump() for t in ctx.spec.recipe.tests],
+            "tools": tools.versions("pytest-testinfra"),
+        }
+        return content_key("verify", config, previous)
+
+    def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
+        machine = need(state.machine, "the build machine")
+        state.junit = ctx.work / JUNIT
+        state.tests = run(ctx.spec, machine.test_target(), ctx.work, state.junit, ctx.reporter)
 
 
 def run(
     spec: Spec,
-    endpoint: Endpoint,
-    keys: BuildKeys,
+    target: SshTarget | str,
     workdir: Path,
     junit: Path,
     reporter: Reporter,
-) -> Results:
+) -> TestResults:
+    """Run the recipe's tests against `target`: the machine over SSH with its host key
+    pinned, or a testinfra host spec (the fake backend's)."""
     if not spec.recipe.tests:
         junit.write_text(
             '<?xml version="1.0" encoding="utf-8"?>\n'
             '<testsuites><testsuite name="pytest" tests="0"/></testsuites>\n'
         )
-        return Results(0, 0, 0, 0, ())
+        return TestResults(0, 0, 0, 0, ())
     # What runs is a copy of exactly the pinned bytes, in a directory of its own, isolated from
     # any pytest configuration of the project around the recipe.
     testdir = workdir / "tests"
@@ -52,21 +67,24 @@ def run(
     (testdir / "pytest.ini").write_text("[pytest]\n")
     paths = []
     for test in spec.recipe.tests:
-        target = testdir / Path(test.path).name
-        if target.exists():
-            raise BuildError(f"two test files share the name {target.name}.")
-        target.write_bytes(spec.read(test.path))
-        paths.append(target.name)
+        copy = testdir / Path(test.path).name
+        if copy.exists():
+            raise BuildError(f"two test files share the name {copy.name}.")
+        copy.write_bytes(spec.read(test.path))
+        paths.append(copy.name)
     keyfile = workdir / "keys.json"
-    keyfile.touch(mode=0o600)
-    keyfile.write_text(json.dumps(dataclasses.asdict(keys)))
-    env = {
-        **os.environ,
-        "BAKER_SSH_HOST": endpoint.host,
-        "BAKER_SSH_PORT": str(endpoint.port),
-        "BAKER_SSH_KEYS": str(keyfile),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    if isinstance(target, SshTarget):
+        keyfile.touch(mode=0o600)
+        keyfile.write_text(json.dumps(dataclasses.asdict(target.keys)))
+        env.update(
+            BAKER_SSH_HOST=target.endpoint.host,
+            BAKER_SSH_PORT=str(target.endpoint.port),
+            BAKER_SSH_USER=target.user,
+            BAKER_SSH_KEYS=str(keyfile),
+        )
+    else:
+        env["BAKER_TESTINFRA_HOST"] = target
     argv = [
         sys.executable,
         "-m",
@@ -76,7 +94,7 @@ def run(
         "-p",
         "no:cacheprovider",
         "-p",
-        "baker.build.steps.testinfra_plugin",
+        PLUGIN,
         "-c",
         "pytest.ini",
         "--rootdir",
@@ -99,7 +117,7 @@ def run(
         except subprocess.TimeoutExpired:
             proc.kill()
             raise BuildError(f"the testinfra tests ran longer than {TIMEOUT_S} s.") from None
-    keyfile.unlink()
+    keyfile.unlink(missing_ok=True)
     results = parse_junit(junit) if junit.exists() else None
     if results is None:
         raise BuildError(f"the testinfra run wrote no results (pytest exit {code}).")
@@ -114,7 +132,7 @@ def run(
     return results
 
 
-def parse_junit(path: Path) -> Results:
+def parse_junit(path: Path) -> TestResults:
     root = ET.parse(path).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     count = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
@@ -125,4 +143,4 @@ def parse_junit(path: Path) -> Results:
         for case in suite.iter("testcase"):
             if case.find("failure") is not None or case.find("error") is not None:
                 failed.append(f"{case.get('classname')}::{case.get('name')}")
-    return Results(failed=tuple(failed), **count)
+    return TestResults(failed=tuple(failed), **count)

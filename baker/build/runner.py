@@ -1,0 +1,155 @@
+"""The step runner: runs a build's steps in order, owns the step cache, times every step and
+unwinds cleanups.
+
+The models are Packer's multistep (each step runs and registers the cleanups of what it made;
+they run in reverse, for exactly the steps that ran, whether the build succeeds or fails) and
+osbuild (a step's key is the hash of its inputs and of the key before it, and the runner, not
+the steps, looks keys up in the cache). Before anything runs, the runner finds the furthest
+step whose cached output is there and sound: the steps before it are not needed at all, and
+that step's output is restored instead of made. After it, a cacheable step that runs has its
+output stored, and every step's outcome (ran, reused, skipped) lands in the build state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from baker.build.state import BuildState, Context, Outcome
+from baker.cache import Entry
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a cacheable step stores: files (moved into the cache), metadata, and the sha256
+    hex digests of files it already computed (so nothing is hashed twice)."""
+
+    files: Mapping[str, Path]
+    meta: dict[str, Any] = field(default_factory=dict)
+    known: Mapping[str, str] = field(default_factory=dict)
+
+
+class Step:
+    """One step of a build. Subclasses set `name` and implement `describe` and `run`; a
+    cacheable one (`cached = True`) also implements `save` and `load`."""
+
+    name: ClassVar[str]
+    # The step's output is stored under its key and restored from there.
+    cached: ClassVar[bool] = False
+    # The key is known from the spec alone, before anything runs (not from what runs).
+    static: ClassVar[bool] = True
+    # Runs even when a later step's cached output makes the steps before it unneeded: it is
+    # cheap, and the state needs what it finds (a cloud base image's pin, say).
+    always: ClassVar[bool] = False
+
+    def describe(self, ctx: Context) -> str:
+        """What the step does, for the progress line."""
+        raise NotImplementedError
+
+    def key(self, ctx: Context, state: BuildState, previous: str | None) -> str | None:
+        """The step's content key (its inputs and `previous`), or None if it has none."""
+        return None
+
+    def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
+        """Do the step's work; register on `cleanup` whatever must be undone."""
+        raise NotImplementedError
+
+    def save(self, ctx: Context, state: BuildState) -> Saved:
+        """After `run`: what to store under the step's key."""
+        raise NotImplementedError
+
+    def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
+        """Fill the state from a cache entry (a reused one, or the one `save` just stored)."""
+        raise NotImplementedError
+
+    def usable(self, ctx: Context, entry: Entry) -> bool:
+        """Whether a sound cache entry can still be used (a cloud image may be gone)."""
+        return True
+
+
+def run(steps: Sequence[Step], ctx: Context, state: BuildState) -> None:
+    """Run `steps`; when this returns or raises, every registered cleanup has run."""
+    use_cache = not ctx.opts.no_cache
+    keys = static_keys(steps, ctx, state)
+    if use_cache:
+        resume, entry = _furthest_cached(steps, keys, ctx)
+    else:
+        resume, entry = -1, None
+    report = ctx.reporter
+    if entry is not None and resume > 0:
+        skipped = ", ".join(s.name for s in steps[:resume] if not s.always)
+        report.info(f"{steps[resume].name} is cached: {skipped} not needed")
+
+    with contextlib.ExitStack() as cleanup:
+        if entry is not None:
+            cleanup.callback(entry.release)
+        previous: str | None = None
+        for i, step in enumerate(steps):
+            key = keys[step.name] if step.name in keys else step.key(ctx, state, previous)
+            if key is not None:
+                previous = key
+            if i < resume and not step.always:
+                state.outcomes[step.name] = Outcome(key, "skipped", None)
+                continue
+            started = time.monotonic()
+            found = entry if i == resume else None
+            if found is None and step.cached and key and use_cache and not step.static:
+                found = ctx.opts.cache.lookup(step.name, key, report.info)
+                if found is not None:
+                    cleanup.callback(found.release)
+                    if not step.usable(ctx, found):
+                        found.release()
+                        ctx.opts.cache.drop(step.name, key)
+                        found = None
+            if found is not None:
+                step.load(ctx, state, found)
+                seconds = round(time.monotonic() - started, 3)
+                report.info(f"reused {step.name} from the cache ({found.key[:12]}, {seconds} s)")
+                state.outcomes[step.name] = Outcome(key, "reused", seconds)
+                continue
+            with report.step(step.name, step.describe(ctx)):
+                step.run(ctx, state, cleanup)
+                if step.cached and key:
+                    saved = step.save(ctx, state)
+                    stored = ctx.opts.cache.store(
+                        step.name, key, saved.files, saved.meta, saved.known
+                    )
+                    cleanup.callback(stored.release)
+                    step.load(ctx, state, stored)
+            state.outcomes[step.name] = Outcome(key, "ran", round(time.monotonic() - started, 3))
+
+
+def static_keys(steps: Sequence[Step], ctx: Context, state: BuildState) -> dict[str, str | None]:
+    """The keys of the leading steps whose keys the spec alone decides."""
+    keys: dict[str, str | None] = {}
+    previous: str | None = None
+    for step in steps:
+        if not step.static:
+            break
+        key = step.key(ctx, state, previous)
+        keys[step.name] = key
+        if key is not None:
+            previous = key
+    return keys
+
+
+def _furthest_cached(
+    steps: Sequence[Step], keys: Mapping[str, str | None], ctx: Context
+) -> tuple[int, Entry | None]:
+    for i in reversed(range(len(keys))):
+        step = steps[i]
+        key = keys[step.name]
+        if not (step.cached and key):
+            continue
+        entry = ctx.opts.cache.lookup(step.name, key, ctx.reporter.info)
+        if entry is None:
+            continue
+        if step.usable(ctx, entry):
+            return i, entry
+        entry.release()
+        ctx.opts.cache.drop(step.name, key)
+    return -1, None

@@ -1,0 +1,67 @@
+"""Commands that read artifacts and keys: verify, inspect, diff, keygen."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from baker.cli.app import ArtifactArg, JsonOpt, command, err
+
+
+@command()
+def keygen(
+    directory: Annotated[Path, typer.Argument(help="Where baker.key and baker.pub go.")],
+) -> None:
+    """Write an ECDSA P-256 key pair: DIR/baker.key (0600; encrypted when
+    $BAKER_KEY_PASSPHRASE is set) and DIR/baker.pub."""
+    from baker.evidence import signing
+
+    private, public = signing.keygen(directory)
+    key = signing.load_public_key(public)
+    typer.echo(f"{private}\n{public}\nfingerprint {signing.fingerprint(key)}")
+
+
+@command("verify")
+def verify_artifact(
+    artifact: ArtifactArg,
+    pub: Annotated[
+        Path | None, typer.Option(help="The signer's public key (baker.pub) to check signatures.")
+    ] = None,
+) -> None:
+    """Check an artifact offline: checksums, signature, provenance, SBOMs, digests. Exit 0
+    only if every check holds; one line per check."""
+    from baker.evidence import verify
+
+    findings = verify.verify(artifact, pub)
+    for finding in findings:
+        typer.echo(finding.line())
+    failed = [f for f in findings if f.ok is False]
+    if failed:
+        err.print(f"baker: {len(failed)} of {len(findings)} checks failed.", highlight=False)
+        raise typer.Exit(1)
+
+
+@command()
+def inspect(artifact: ArtifactArg, as_json: JsonOpt = False) -> None:
+    """Summarize an artifact: digest, base, packages, boot time, tests, signer."""
+    from baker.inspect import summary
+
+    info = summary.summarize(artifact)
+    typer.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else summary.render(info))
+
+
+@command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="An artifact directory or image file.")],
+    b: Annotated[Path, typer.Argument(help="Another one.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """What differs between two images: packages (from the SBOMs), files and their metadata
+    (read from the images, without booting them), and disk-level metadata."""
+    from baker.inspect import diff as differ
+
+    d = differ.diff(a, b)
+    typer.echo(json.dumps(d.as_dict(), indent=2, sort_keys=True) if as_json else differ.render(d))

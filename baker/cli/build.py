@@ -1,0 +1,128 @@
+"""Commands that bake: build, validate, lock, rebuild."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from baker import recipe
+from baker.cli.app import AccelOpt, RecipeArg, VarOpt, command, reporter
+from baker.errors import InputError
+
+
+def _variables(var: list[str] | None) -> dict[str, str]:
+    return dict(recipe.parse_var(v) for v in var or [])
+
+
+def _accel(accel: str) -> str:
+    if accel not in ("auto", "kvm", "tcg"):
+        raise InputError(f"--accel {accel}: expected auto, kvm or tcg.")
+    return accel
+
+
+@command()
+def build(
+    recipe_file: RecipeArg,
+    var: VarOpt = None,
+    out: Annotated[Path, typer.Option(help="Where the artifact directory goes.")] = Path("out"),
+    accel: AccelOpt = "auto",
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="ECDSA P-256 private key (baker keygen) to sign the image and provenance; "
+            "$BAKER_SIGN_KEY by default.",
+            envvar="BAKER_SIGN_KEY",
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Run every step; reuse nothing from the step cache."),
+    ] = False,
+) -> None:
+    """Bake RECIPE into OUT/NAME/; prints the image digest as the last line."""
+    # Bad input is reported before the heavier pipeline modules are even imported.
+    spec = recipe.load(recipe_file, _variables(var))
+    _accel(accel)
+    from baker.build.options import Options
+    from baker.build.pipeline import build as run_build
+
+    progress = reporter()
+    opts = Options(out=out, accel=accel, sign_key=sign_key, no_cache=no_cache)
+    result = run_build(spec, opts, progress)
+    progress.info(f"published {result.artifact}")
+    typer.echo(result.digest)
+
+
+@command()
+def validate(recipe_file: RecipeArg, var: VarOpt = None) -> None:
+    """Check RECIPE (template, fields, file pins) without starting anything."""
+    spec = recipe.load(recipe_file, _variables(var))
+    typer.echo(
+        f"{recipe_file}: ok ({spec.name}, {len(spec.recipe.provisioners)} provisioners, "
+        f"{len(spec.recipe.tests)} test files)"
+    )
+
+
+@command()
+def lock(
+    recipe_file: RecipeArg,
+    var: VarOpt = None,
+    update: Annotated[bool, typer.Option("--update", help="Replace an existing lock.")] = False,
+) -> None:
+    """Resolve the base's full package set to exact versions and .deb hashes, into
+    RECIPE's .lock beside it, and fetch those files into the package cache."""
+    from baker import lock as lockfile
+    from baker.build.options import workdir
+    from baker.cache import Cache
+    from baker.image import debian
+
+    spec = recipe.load(recipe_file, _variables(var))
+    path = lockfile.path_for(spec.source)
+    if path.exists() and not update:
+        raise InputError(f"{path} exists; `baker lock --update {recipe_file}` refreshes it.")
+    base = spec.recipe.base
+    progress = reporter()
+    with workdir(None) as work, progress.step("lock", "resolve packages (mmdebstrap)"):
+        locked = lockfile.resolve(
+            base, debian.wanted(base), debian.sources(base), Cache(), work,
+            lambda line: progress.output("mmdebstrap", line),
+        )  # fmt: skip
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(locked.dump())
+    tmp.rename(path)
+    typer.echo(
+        f"{path}: {len(locked.packages)} packages, resolved {locked.resolved}, {locked.digest}"
+    )
+
+
+@command()
+def rebuild(
+    artifact: Annotated[Path, typer.Argument(help="An artifact directory (out/NAME).")],
+    check: Annotated[
+        bool, typer.Option("--check", help="Rebuild and compare the image digests.")
+    ] = False,
+    accel: AccelOpt = "auto",
+    recipe_file: Annotated[
+        Path | None,
+        typer.Option("--recipe", help="The recipe to rebuild from, if not where build.json says."),
+    ] = None,
+) -> None:
+    """Rebuild ARTIFACT's recipe from its recorded pins in a fresh work directory; with
+    --check, exit 0 only if the new image has the same digest (else say which files differ)."""
+    from baker.build import rebuild as rebuilding
+
+    if not check:
+        raise InputError("baker rebuild needs --check (the only mode so far).")
+    outcome = rebuilding.check(artifact, reporter(), _accel(accel), recipe_file)
+    if outcome.reproduced:
+        typer.echo(f"reproduced {outcome.actual}")
+        return
+    typer.echo(
+        f"NOT reproduced: {artifact} has {outcome.expected}, the rebuild gave {outcome.actual}"
+    )
+    if outcome.recipe_changed:
+        typer.echo("(the recipe changed since the artifact was built)")
+    typer.echo(outcome.difference)
+    raise typer.Exit(1)

@@ -1,0 +1,43 @@
+"""A root session on a build machine over SSH: what the pipeline provisions, reads and shuts
+down through, whichever backend started the machine (baker.backends.base.Guest)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import paramiko
+
+from baker.edge import ssh
+from baker.errors import BuildError
+
+
+class SshGuest:
+    """A logged-in paramiko client as a Guest. The session belongs to the guest from now on:
+    `close()` ends it (twice is fine)."""
+
+    def __init__(self, client: paramiko.SSHClient) -> None:
+        self.client = client
+
+    def run(
+        self, command: str, on_line: Callable[[str], None], timeout: float
+    ) -> tuple[int, list[str]]:
+        """Run a shell command; stream each output line (stdout and stderr merged) to
+        `on_line`; return the exit code and the last lines."""
+        return ssh.run(self.client, command, on_line, timeout)
+
+    def upload(self, data: bytes, remote: str, mode: int) -> None:
+        ssh.upload(self.client, data, remote, mode)
+
+    def read(self, remote: str) -> bytes:
+        """The contents of the file `remote` on the machine."""
+        try:
+            with self.client.open_sftp() as sftp, sftp.open(remote, "rb") as f:
+                # Requests in flight together, not one round trip per 32 KiB.
+                f.prefetch()
+                return bytes(f.read())
+        except (OSError, paramiko.SSHException) as e:
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            raise BuildError(f"could not read {remote} on the build machine ({reason}).") from None
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,189 @@
+"""The one pipeline, driven through the fake backend: the steps in order for each kind of
+backend, the machine cleaned up on failure at every step, cached images reused, a corrupted
+entry rebuilt to the same digest. No VM; the disk hand-back makes small real disks (root)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from baker import recipe
+from baker.artifact import read_record
+from baker.backends.fake import FakeBackend
+from baker.build.options import Options
+from baker.build.pipeline import build, steps
+from baker.cache import Cache
+from baker.errors import BuildError
+from baker.progress import Reporter
+
+RECIPE = """\
+name: fake-image
+provisioners:
+  - name: first
+    inline: echo first
+  - name: second
+    shell: second.sh
+    sha256: {sha}
+"""
+SCRIPT = "echo second\n"
+
+WriteRecipe = Callable[..., Path]
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="loop-mounts a disk: needs root")
+
+
+def _spec(write_recipe: WriteRecipe, script: str = SCRIPT, tests: str = "") -> recipe.Spec:
+    sha = hashlib.sha256(script.encode()).hexdigest()
+    files = {"second.sh": script}
+    text = RECIPE.format(sha=sha)
+    if tests:
+        files["test_fake.py"] = tests
+        pin = hashlib.sha256(tests.encode()).hexdigest()
+        text += f"tests:\n  - path: test_fake.py\n    sha256: {pin}\n"
+    return recipe.load(write_recipe(text, files))
+
+
+def _opts(tmp_path: Path, cache: Cache | None = None) -> Options:
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    return Options(
+        out=tmp_path / "out", cache=cache or Cache(tmp_path / "cache"), work_root=work,
+        measure=False,
+    )  # fmt: skip
+
+
+def _reporter() -> Reporter:
+    return Reporter(Console(file=io.StringIO(), width=200))
+
+
+def test_each_backend_kind_gets_its_steps() -> None:
+    names = [s.name for s in steps(FakeBackend())]
+    assert names == ["base", "boot", "provision", "verify", "shutdown", "image", "attest",
+                     "publish"]  # fmt: skip
+    names = [s.name for s in steps(FakeBackend(hands_back="disk"))]
+    assert names == ["base", "boot", "provision", "verify", "shutdown", "capture", "image",
+                     "measure", "attest", "publish"]  # fmt: skip
+
+
+def test_a_cloud_build_runs_in_order_and_cleans_up(
+    write_recipe: WriteRecipe, tmp_path: Path
+) -> None:
+    fake = FakeBackend()
+    result = build(_spec(write_recipe), _opts(tmp_path), _reporter(), backend=fake)
+    assert result.digest == "fake:fake-region:fake-image-1"
+    events = [e.split()[0] if e.startswith(("run", "upload")) else e for e in fake.journal]
+    assert events == [
+        "resolve base", "start", "connect", "run", "upload", "run", "upload", "run", "run",
+        "close guest", "stop", "hand back", "destroy",
+    ]  # fmt: skip
+    assert {p.name for p in result.artifact.iterdir()} == {
+        "ami.json", "build.json", "verify.junit.xml", "SHA256SUMS",
+    }  # fmt: skip
+    record = read_record(result.artifact)
+    assert record.pins.base_ami == {"image_id": "fake-base-1"}
+    assert record.pins.packages == {"fake-base": "1.0"}
+    assert [s.status for s in record.steps.values()] == ["ran"] * 6
+    assert list(Path(tmp_path / "work").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("fail_on", "last"),
+    [
+        ("start", "start"),
+        ("connect", "destroy"),
+        ("steps/02", "destroy"),
+        ("stop", "destroy"),
+        ("hand back", "destroy"),
+    ],
+)
+def test_a_failure_at_any_step_stops_the_machine_and_leaves_nothing(
+    write_recipe: WriteRecipe, tmp_path: Path, fail_on: str, last: str
+) -> None:
+    fake = FakeBackend(fail_on=fail_on)
+    with pytest.raises(BuildError):
+        build(_spec(write_recipe), _opts(tmp_path), _reporter(), backend=fake)
+    assert fake.journal[-1] == last
+    if fail_on == "steps/02":
+        # The session is closed before the machine goes: cleanups run in reverse.
+        assert fake.journal[-2:] == ["close guest", "destroy"]
+    assert not (tmp_path / "out").exists()
+    assert list(Path(tmp_path / "work").iterdir()) == []
+
+
+def test_a_failing_test_fails_the_build_and_cleans_up(
+    write_recipe: WriteRecipe, tmp_path: Path
+) -> None:
+    tests = "def test_root_is_missing(host):\n    assert not host.file('/').exists\n"
+    fake = FakeBackend()
+    with pytest.raises(BuildError, match="1 of 1 testinfra tests failed"):
+        build(_spec(write_recipe, tests=tests), _opts(tmp_path), _reporter(), backend=fake)
+    assert fake.journal[-2:] == ["close guest", "destroy"]
+    assert "stop" not in fake.journal
+
+
+def test_an_unchanged_cloud_build_reuses_its_image_while_it_exists(
+    write_recipe: WriteRecipe, tmp_path: Path
+) -> None:
+    fake, cache = FakeBackend(), Cache(tmp_path / "cache")
+    spec = _spec(write_recipe, tests="def test_root(host):\n    assert host.file('/').exists\n")
+    first = build(spec, _opts(tmp_path, cache), _reporter(), backend=fake)
+    fake.journal.clear()
+    again = build(spec, _opts(tmp_path, cache), _reporter(), backend=fake)
+    assert again.digest == first.digest
+    assert fake.journal == ["resolve base"]  # no machine at all
+    record = read_record(again.artifact)
+    assert {n: s.status for n, s in record.steps.items()} == {
+        "base": "ran", "boot": "skipped", "provision": "skipped", "verify": "skipped",
+        "shutdown": "skipped", "image": "reused",
+    }  # fmt: skip
+    assert record.tests.tests == 1
+    # Gone from the cloud: built again.
+    fake.images.clear()
+    fake.journal.clear()
+    third = build(spec, _opts(tmp_path, cache), _reporter(), backend=fake)
+    assert "start" in fake.journal and third.digest != first.digest
+
+
+@needs_root
+def test_disk_images_are_cached_and_a_corrupted_entry_is_rebuilt(
+    write_recipe: WriteRecipe, tmp_path: Path
+) -> None:
+    fake, cache = FakeBackend(hands_back="disk"), Cache(tmp_path / "cache")
+    spec = _spec(write_recipe)
+    first = build(spec, _opts(tmp_path, cache), _reporter(), backend=fake)
+    assert first.digest.startswith("sha256:")
+    assert {p.name for p in first.artifact.iterdir()} >= {
+        "image.qcow2", "build.json", "sbom.cdx.json", "sbom.spdx.json", "provenance.json",
+    }  # fmt: skip
+
+    fake.journal.clear()
+    again = build(spec, _opts(tmp_path, cache), _reporter(), backend=fake)
+    assert again.digest == first.digest and "start" not in fake.journal
+    steps_done = json.loads((again.artifact / "build.json").read_text())["steps"]
+    assert steps_done["image"]["status"] == "reused" and steps_done["image"]["cached"]
+
+    # A flipped byte in the cached image: found, dropped, made again, the same bytes.
+    (entry,) = [e for e in cache.entries() if e.step == "image"]
+    with (entry.path / "image.qcow2").open("r+b") as f:
+        f.seek(4096)
+        byte = f.read(1)
+        f.seek(4096)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    fake.journal.clear()
+    reporter = _reporter()
+    rebuilt = build(spec, _opts(tmp_path, cache), reporter, backend=fake)
+    assert "start" in fake.journal
+    assert rebuilt.digest == first.digest
+    assert "image.qcow2 does not match its recorded sha256" in reporter.console.file.getvalue()  # type: ignore[attr-defined]
+
+    # A changed provisioner: a new image.
+    fake.journal.clear()
+    changed = build(_spec(write_recipe, "echo changed\n"), _opts(tmp_path, cache), _reporter(),
+                    backend=fake)  # fmt: skip
+    assert "start" in fake.journal and changed.digest != first.digest
