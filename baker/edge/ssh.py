@@ -228,13 +228,6 @@ def run(
     return chan.recv_exit_status(), tail
 
 
-def upload(client: paramiko.SSHClient, data: bytes, remote: str, mode: int) -> None:
-    with client.open_sftp() as sftp:
-        with sftp.open(remote, "wb") as f:
-            f.write(data)
-        sftp.chmod(remote, mode)
-
-
 def env_prefix(env: dict[str, str]) -> str:
     return " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
 

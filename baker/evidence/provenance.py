@@ -30,14 +30,14 @@ def _package(p: Package, debs: dict[str, str]) -> dict[str, Any]:
 def _base(pins: dict[str, Any]) -> list[dict[str, Any]]:
     """What the build started from: a Debian root tree made by mmdebstrap, or a base image."""
     if pins.get("base"):
-        return [
-            {
-                "name": "base-rootfs",
-                "uri": f"mmdebstrap:{pins['base']['suite']}/{pins['base']['arch']}",
-                "digest": _digest(pins["base_digest"]),
-                "annotations": {"sources": pins["base"]["sources"]},
-            }
-        ]
+        entry: dict[str, Any] = {
+            "name": "base-rootfs",
+            "uri": f"mmdebstrap:{pins['base']['suite']}/{pins['base']['arch']}",
+            "annotations": {"sources": pins["base"]["sources"]},
+        }
+        if pins.get("base_digest"):
+            entry["digest"] = _digest(pins["base_digest"])
+        return [entry]
     if pins.get("base_ami"):
         return [{"name": "base-image", "uri": "image:base", "annotations": pins["base_ami"]}]
     return []

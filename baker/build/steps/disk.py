@@ -43,7 +43,9 @@ class BaseDisk(Step):
         )
 
     def save(self, ctx: Context, state: BuildState) -> Saved:
-        return Saved({BASE_DISK: ctx.work / BASE_DISK})
+        # What the record needs of the base step, which a reused disk makes unneeded.
+        return Saved({BASE_DISK: ctx.work / BASE_DISK}, {"base_digest": state.base_digest})
 
     def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
         state.base_disk = entry.file(BASE_DISK)
+        state.base_digest = state.base_digest or entry.meta.get("base_digest")
