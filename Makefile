@@ -25,7 +25,9 @@ lint: setup
 	$(VENV)/ruff format --check baker tests bench
 	$(VENV)/mypy
 
+# A killed earlier run may have left build machines behind: they go first.
 test: setup lint
+	$(VENV)/baker clean
 	$(VENV)/pytest
 
 test-unit: setup

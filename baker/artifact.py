@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ class RecipeRef(_Part):
     file: str
     digest: str
     rendered_digest: str | None = None
+    # The project root the recipe's files were inside, relative to the recipe's directory
+    # (".." for images/NAME.yaml in a repository): a rebuild elsewhere finds it again.
+    root: str | None = None
 
 
 class LockPin(_Part):
@@ -140,6 +144,12 @@ def read_record(directory: Path) -> BuildRecord:
         raise InputError(
             f"{path}: not a baker build record ({where}: {first['msg'].lower()})."
         ) from None
+
+
+def recorded_root(record: BuildRecord, recipe: Path) -> Path | None:
+    """The project root a build recorded, found again beside `recipe` (where the recipe is
+    now: a rebuild elsewhere, or the sources an imported bundle carried)."""
+    return (recipe.parent / record.recipe.root).resolve() if record.recipe.root else None
 
 
 def image_dir(directory: Path) -> Path:
@@ -232,10 +242,15 @@ def check_out_dir(out: Path) -> None:
 
 
 def publish(
-    out: Path, name: str, files: dict[str, Path], known: dict[str, str] | None = None
+    out: Path,
+    name: str,
+    files: dict[str, Path],
+    known: dict[str, str] | None = None,
+    copy: Collection[str] = (),
 ) -> Path:
-    """Move `files` (artifact name -> current path) into `out/name`, with SHA256SUMS;
-    `known` holds sha256 hex digests already computed for some of them.
+    """Move `files` (artifact name -> current path) into `out/name`, with SHA256SUMS; those
+    named in `copy` are copied instead (the step cache keeps its own). `known` holds sha256
+    hex digests already computed for some of them.
 
     They are gathered in a hidden staging directory beside the target, then swapped in by a
     rename: a reader sees the old artifact or the new one, never a mix or a partial one."""
@@ -244,7 +259,10 @@ def publish(
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out))
     try:
         for artifact_name, src in files.items():
-            shutil.move(src, staging / artifact_name)
+            if artifact_name in copy:
+                shutil.copyfile(src, staging / artifact_name)
+            else:
+                shutil.move(src, staging / artifact_name)
         (staging / SUMS).write_text(sha256sums(staging, known))
         for f in staging.iterdir():
             f.chmod(0o644)

@@ -3,35 +3,39 @@ version, with the sha256 of its .deb, as resolved from the mirror on one day.
 
 `baker lock` writes it beside the recipe (images/NAME.lock); `baker build` then installs
 exactly those files, fetched once into a content-addressed cache and served to mmdebstrap
-from a local repository, so a fully cached build needs no network. The lock names no host:
-each package says which archive it came from (debian or debian-security) and its path in
-the pool; the mirror is the host's (or the recipe's).
+from a local repository (baker.image.debian), so a fully cached build needs no network. The
+lock names no host: each package says which archive it came from (debian or debian-security)
+and its path in the pool; the mirror is the host's (or the recipe's). A lock is read as
+untrusted input, bounded and checked field by field; a package the mirror does not have is
+the recipe's mistake (UnknownPackage).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email.utils
 import hashlib
-import os
 import re
-import shutil
-import urllib.error
-import urllib.request
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from baker.bounded import YamlError, parse_yaml, read_limited
 from baker.cache import Cache
 from baker.edge import tools
 from baker.errors import BuildError, InputError
 from baker.hashing import canonical_json, sha256_file
+from baker.recipe_errors import field_name, line_of, shown
 from baker.spec import Base
 
 FORMAT = 1
+# A lock is written by baker, about 200 bytes and 17 YAML nodes a package: these bounds hold
+# some 15,000 packages (a minimal base has about 200) and refuse anything that is no lock.
+MAX_LOCK_BYTES = 16 << 20
+MAX_LOCK_NODES = 250_000
 
 
 @dataclass(frozen=True, order=True)
@@ -75,6 +79,8 @@ class Lock:
         """Readable and diff-friendly: one package a line, sorted."""
         lines = [
             "# baker package lock: `baker lock --update RECIPE` refreshes it. Do not edit.",
+            # Outside the data (the digest is unchanged), for load() to tell a lock cut short.
+            f"# {len(self.packages)} packages",
             f"format: {FORMAT}",
             f"suite: {self.suite}",
             f"arch: {self.arch}",
@@ -101,25 +107,118 @@ def path_for(recipe: Path) -> Path:
     return recipe.with_suffix(".lock")
 
 
-def load(path: Path) -> Lock:
+def load(path: Path, recipe: Path | None = None) -> Lock:
+    """The lock at `path`; anything that is not one baker wrote is refused in one line that
+    names the line and field at fault and how to remake it (for `recipe`, when given)."""
+    remake = f"`baker lock --update {recipe or 'RECIPE'}` remakes it"
+    raw = read_limited(path, MAX_LOCK_BYTES, "lock", remake)
+
+    def invalid(line: int | None, what: str) -> InputError:
+        where = f"{path}:{line}" if line else str(path)
+        return InputError(f"{where}: not a valid lock: {what}; {remake}.")
+
     try:
-        data = yaml.safe_load(path.read_text())
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"not a format-{FORMAT} baker lock")
-        packages = tuple(LockedPackage(**p) for p in data["packages"])
-        return Lock(
-            suite=str(data["suite"]),
-            arch=str(data["arch"]),
-            requested=tuple(str(r) for r in data["requested"]),
-            resolved=str(data["resolved"]),
-            packages=packages,
-        )
-    except OSError as e:
-        raise InputError(f"{path}: cannot read the lock: {e.strerror}.") from None
-    except (ValueError, KeyError, TypeError, yaml.YAMLError) as e:
-        raise InputError(
-            f"{path}: not a valid lock ({e}); `baker lock --update` remakes it."
+        text = raw.decode()
+    except UnicodeDecodeError as e:
+        raise invalid(
+            raw.count(b"\n", 0, e.start) + 1, f"byte {e.start} is not UTF-8 text"
         ) from None
+    try:
+        parsed = parse_yaml(path, text, MAX_LOCK_NODES, "lock")
+    except YamlError as e:
+        raise invalid(e.line, e.problem) from None
+    declared = re.search(r"^# (\d+) packages$", text[:4096], re.M)
+    try:
+        return _lock_from(parsed.data, int(declared[1]) if declared else None)
+    except _Invalid as e:
+        what = f"{field_name(e.loc)}: {e.what}" if e.loc else e.what
+        at = line_of(parsed.node, e.loc) if parsed.node is not None else None
+        raise invalid(at, what) from None
+
+
+class _Invalid(Exception):
+    def __init__(self, loc: tuple[Any, ...], what: str) -> None:
+        self.loc, self.what = loc, what
+
+
+_PACKAGE_FIELDS = {"name": str, "version": str, "arch": str, "archive": str, "path": str,
+                   "sha256": str, "size": int}  # fmt: skip
+_CHECKS: dict[str, tuple[str, str]] = {  # field: (pattern, what it expects)
+    "name": (r"[a-z0-9][a-z0-9+.-]+", "a Debian package name"),
+    "requested": (r"[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?", "a Debian package name"),
+    "archive": (r"debian|debian-security", "debian or debian-security"),
+    "path": (r"pool/(?!.*\.\./)[A-Za-z0-9+.~_/-]+\.deb", "a pool/... path to a .deb"),
+    "sha256": (r"[0-9a-f]{64}", "64 lower-case hex digits"),
+}
+
+
+def _lock_from(data: Any, declared: int | None) -> Lock:
+    """The Lock in `data` (parsed YAML), every field checked; _Invalid names the first one
+    at fault."""
+    if not isinstance(data, dict):
+        raise _Invalid((), f"expected a mapping of fields, not {shown(data, 40)}")
+    fields = ("format", "suite", "arch", "resolved", "requested", "packages")
+    for key in data:
+        if key not in fields:
+            raise _Invalid((key,), "unknown field")
+    for key in fields:
+        if key not in data:
+            raise _Invalid((), f"{key} is missing")
+    if data["format"] != FORMAT:
+        raise _Invalid(("format",), f"expected {FORMAT} (got {shown(data['format'], 40)})")
+    suite, arch, resolved = (_text(data, (key,)) for key in ("suite", "arch", "resolved"))
+    try:
+        dt.datetime.fromisoformat(resolved).timestamp()
+    except ValueError:
+        raise _Invalid(
+            ("resolved",), f"expected an ISO 8601 time (got {shown(resolved)})"
+        ) from None
+    requested = tuple(_text(data, ("requested", i)) for i in range(len(_list(data, "requested"))))
+    packages = []
+    for i, entry in enumerate(_list(data, "packages")):
+        if not isinstance(entry, dict):
+            raise _Invalid(("packages", i), "expected a mapping of the package's fields")
+        for key in entry:
+            if key not in _PACKAGE_FIELDS:
+                raise _Invalid(("packages", i, key), "unknown field")
+        for key, kind in _PACKAGE_FIELDS.items():
+            if key not in entry:
+                raise _Invalid(("packages", i), f"{key} is missing")
+            if kind is int and (type(entry[key]) is not int or entry[key] < 0):
+                raise _Invalid(
+                    ("packages", i, key), f"expected a size in bytes (got {shown(entry[key], 40)})"
+                )
+            if kind is str:
+                _text(data, ("packages", i, key))
+        packages.append(LockedPackage(**entry))
+    names = {p.name for p in packages}
+    for i, wanted in enumerate(requested):
+        if wanted.partition("=")[0] not in names:
+            raise _Invalid(("requested", i), f"{wanted} is not among the packages (cut short?)")
+    if declared is not None and declared != len(packages):
+        raise _Invalid(("packages",), f"{len(packages)} packages where the lock's header "
+                       f"says {declared} (cut short?)")  # fmt: skip
+    return Lock(suite, arch, requested, resolved, tuple(packages))
+
+
+def _list(data: dict[str, Any], key: str) -> list[Any]:
+    value = data[key]
+    if not isinstance(value, list):
+        raise _Invalid((key,), f"expected a list (got {shown(value, 40)})")
+    return value
+
+
+def _text(data: Any, loc: tuple[Any, ...]) -> str:
+    """The text at `loc` in `data`, checked against its field's pattern if it has one."""
+    value = data
+    for part in loc:
+        value = value[part]
+    if not isinstance(value, str):
+        raise _Invalid(loc, f"expected text (got {shown(value, 40)})")
+    field = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    if field in _CHECKS and not re.fullmatch(_CHECKS[field][0], value):
+        raise _Invalid(loc, f"expected {_CHECKS[field][1]} (got {shown(value, 60)})")
+    return value
 
 
 def check_matches(lock: Lock, path: Path, base: Base, wanted: tuple[str, ...]) -> None:
@@ -146,6 +245,65 @@ def check_matches(lock: Lock, path: Path, base: Base, wanted: tuple[str, ...]) -
         )
 
 
+class UnknownPackage(InputError):
+    """apt has no package (or no such version) that the recipe's base.packages asks for: bad
+    input, exit 2. The message is one sentence starting at the field; `field` is the entry's
+    dotted path (base.packages.N), for the caller to put `spec.where(field)` before it."""
+
+    def __init__(self, package: str, apt_line: str, suite: str, field: str) -> None:
+        self.package, self.apt_line, self.field = package, apt_line, field
+        kind = "version" if apt_line.startswith("Version") else "package"
+        super().__init__(
+            f"base.packages: {package}: no such {kind} in {suite} on the mirror (apt: {apt_line})."
+        )
+
+
+# How apt says it has nothing to install for a name it was given.
+_APT_MISSING = re.compile(
+    r"E: (Unable to locate package (?P<a>\S+)"
+    r"|Package '(?P<b>[^']+)' has no installation candidate"
+    r"|Version '[^']*' for '(?P<c>[^']+)' was not found"
+    r"|Couldn't find any package by (?:glob|regex) '(?P<d>[^']+)')"
+)
+
+
+class AptWatch:
+    """An on_line callback for tools.run: passes every line on, and keeps the last few of
+    apt's complaints about names it cannot find, so that a failed mmdebstrap can say which
+    of the recipe's packages is at fault instead of a tail of apt's output."""
+
+    def __init__(self, on_line: Callable[[str], None] | None = None) -> None:
+        self.on_line = on_line
+        self.missing: deque[tuple[str, str]] = deque(maxlen=16)  # (name, apt's words)
+
+    def __call__(self, line: str) -> None:
+        if m := _APT_MISSING.search(line):
+            name = m["a"] or m["b"] or m["c"] or m["d"]
+            self.missing.append((name, m[1].rstrip(". ")))
+        if self.on_line:
+            self.on_line(line)
+
+    def unknown(self, base: Base) -> UnknownPackage | None:
+        """The first of apt's complaints about one of `base.packages` (not baker's own set:
+        a mirror without those is no fault of the recipe)."""
+        for name, said in self.missing:
+            for i, asked in enumerate(base.packages):
+                if asked.partition("=")[0] == name:
+                    return UnknownPackage(asked, said, base.suite, f"base.packages.{i}")
+        return None
+
+    @contextlib.contextmanager
+    def failing(self, base: Base) -> Iterator[None]:
+        """Turn a tool's failure into UnknownPackage when apt said why."""
+        try:
+            yield
+        except BuildError:
+            unknown = self.unknown(base)
+            if unknown is None:
+                raise
+            raise unknown from None
+
+
 def resolve(
     base: Base,
     wanted: tuple[str, ...],
@@ -159,27 +317,29 @@ def resolve(
     debs, lists, installed = workdir / "debs", workdir / "lists", workdir / "installed.txt"
     debs.mkdir()
     lists.mkdir()
-    tools.run(
-        [
-            "mmdebstrap",
-            "--variant=minbase",
-            f"--architectures={base.arch}",
-            f"--include={','.join(wanted)}",
-            '--aptopt=Acquire::Languages "none"',
-            # Keep every .deb, essential ones too: they are what the lock pins.
-            "--skip=essential/unlink",
-            "--skip=download/empty",
-            f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
-            f"--customize-hook=sync-out /var/lib/apt/lists {lists}",
-            '--customize-hook=chroot "$1" dpkg-query -W '
-            f"-f='${{Package}}\\t${{Version}}\\t${{Architecture}}\\n' > {installed}",
-            base.suite,
-            "/dev/null",
-            *sources,
-        ],
-        on_line=on_line,
-        what="mmdebstrap (resolving the lock)",
-    )
+    watch = AptWatch(on_line)
+    with watch.failing(base):
+        tools.run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                f"--architectures={base.arch}",
+                f"--include={','.join(wanted)}",
+                '--aptopt=Acquire::Languages "none"',
+                # Keep every .deb, essential ones too: they are what the lock pins.
+                "--skip=essential/unlink",
+                "--skip=download/empty",
+                f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
+                f"--customize-hook=sync-out /var/lib/apt/lists {lists}",
+                '--customize-hook=chroot "$1" dpkg-query -W '
+                f"-f='${{Package}}\\t${{Version}}\\t${{Architecture}}\\n' > {installed}",
+                base.suite,
+                "/dev/null",
+                *sources,
+            ],
+            on_line=watch,
+            what="mmdebstrap (resolving the lock)",
+        )
     index = _index(lists)
     # apt names downloaded files its own way (epochs as %3a), so match them by content.
     by_hash = {sha256_file(deb): deb for deb in debs.glob("*.deb")}
@@ -232,58 +392,3 @@ def _release_date(lists: Path) -> str:
     if not dates:
         raise BuildError("the mirror's Release files carry no Date.")
     return max(dates).isoformat()
-
-
-def fetch_missing(
-    lock: Lock, mirrors: dict[str, str], cache: Cache, on_line: Callable[[str], None]
-) -> int:
-    """Bring every locked .deb into the cache (verified); returns how many were fetched."""
-    fetched = 0
-    for p in lock.packages:
-        if cache.deb(p.sha256) is not None:
-            continue
-        base_url = mirrors.get(p.archive)
-        if not base_url:
-            raise BuildError(f"no mirror for the {p.archive} archive, needed for {p.name}.")
-        url = f"{base_url.rstrip('/')}/{p.path}"
-        on_line(f"fetching {p.name} {p.version}")
-        with cache.staging(cache.deb_path(p.sha256)) as tmp:
-            try:
-                with urllib.request.urlopen(url, timeout=60) as response, tmp.open("wb") as f:
-                    shutil.copyfileobj(response, f, 1 << 20)
-            except (urllib.error.URLError, OSError) as e:
-                raise BuildError(
-                    f"cannot fetch {p.name} {p.version} from the mirror ({e}); if the mirror "
-                    "no longer has it, `baker lock --update` pins current versions."
-                ) from None
-            if sha256_file(tmp) != p.sha256:
-                raise BuildError(f"{p.name} {p.version} from the mirror does not match its pin.")
-        fetched += 1
-    return fetched
-
-
-def make_repository(lock: Lock, cache: Cache, repo: Path) -> None:
-    """A flat apt repository holding exactly the locked files, for mmdebstrap to install from."""
-    repo.mkdir()
-    for p in lock.packages:
-        deb = cache.deb(p.sha256)
-        if deb is None:
-            raise BuildError(f"{p.name} {p.version} is not in the package cache.")
-        # A fresh check at the moment of use: the cache is only a hint.
-        if sha256_file(deb) != p.sha256:
-            raise BuildError(f"the cached {p.name} {p.version} is corrupt ({deb}); remove it.")
-        target = repo / Path(p.path).name
-        if deb.stat().st_dev == repo.stat().st_dev:
-            os.link(deb, target)
-        else:
-            shutil.copyfile(deb, target)
-    packages = tools.run(["apt-ftparchive", "packages", "."], cwd=repo)
-    (repo / "Packages").write_text(packages)
-    # mmdebstrap picks the essential and required set by suite: the repository must say it.
-    release = tools.run(
-        ["apt-ftparchive", f"-oAPT::FTPArchive::Release::Suite={lock.suite}",
-         f"-oAPT::FTPArchive::Release::Codename={lock.suite}",
-         f"-oAPT::FTPArchive::Release::Architectures={lock.arch}", "release", "."],
-        cwd=repo,
-    )  # fmt: skip
-    (repo / "Release").write_text(release)

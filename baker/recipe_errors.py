@@ -1,14 +1,19 @@
 """Recipe mistakes in words: a pydantic ValidationError on a recipe turned into the one-line
-`FILE:LINE: field: message.` sentence that names where in the YAML the user went wrong.
+`FILE:LINE: field: message.` sentence that names where in the YAML the user went wrong, and
+the words for what PyYAML refused.
 
 pydantic reports every failure, in the model's field order, in its own terms and at its own
 locations (union member tags included); a person needs the first mistake in the file, at the
-line they wrote it, said plainly.
+line they wrote it, said plainly. Whatever of the input a message shows is bounded first: a
+recipe may be a megabyte, and a message is one line.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
+import reprlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +36,22 @@ from baker.spec import (
 
 
 def validation_error(
-    path: Path, data: dict[str, Any], root: yaml.Node | None, error: pydantic.ValidationError
+    path: Path,
+    data: dict[str, Any],
+    root: yaml.Node | None,
+    error: pydantic.ValidationError,
+    lines: dict[str, int] | None = None,
 ) -> InputError:
     """The one sentence for a recipe that `Recipe` refused: the first mistake in the file,
-    with its line (found in `root`, the YAML node tree of `data`) and field."""
+    with its line (from `lines`, the field -> line map of the YAML, else found in `root`, the
+    node tree of `data`) and field."""
+    top = root.start_mark.line + 1 if root is not None else 1
     errors = []
     for err in error.errors():
         loc = _user_loc(err, data)
-        errors.append((line_of(root, loc), loc, err))
+        # The map, when there is one: walking the tree for each of 20,000 errors is quadratic.
+        line = line_of(root, loc) if lines is None else nearest_line(lines, loc, top)
+        errors.append((line, loc, err))
     # The first mistake in the file, not in the model's field order.
     _, first, _ = min(errors, key=lambda x: x[0])
     # A union (boot_budget_s, a variable's value) fails once per member, all at one place:
@@ -57,11 +70,59 @@ def validation_error(
 
 
 def _located(path: Path, line: int, loc: tuple[Any, ...], msg: str, err: Any) -> str:
-    field = ".".join(str(p) for p in loc) or "(top level)"
+    field = field_name(loc) or "(top level)"
     if "input" in err and err["type"] not in _NO_INPUT:
-        got = repr(err["input"])
-        msg = f"{msg} (got {got if len(got) <= 100 else got[:97] + '...'})"
+        msg = f"{msg} (got {shown(err['input'])})"
     return f"{path}:{line}: {field}: {msg}."
+
+
+# repr of a big structure is built whole before anything can cut it: this one stops early
+# (strings and unknown types are cut to 200 characters, at most 10 items and 3 levels).
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 200
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 10
+
+
+def shown(value: Any, limit: int = 100) -> str:
+    """`value` as a message shows it: its repr, bounded while it is made, on one line, at most
+    `limit` characters."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_PLAIN_KEY = re.compile(r"[\w.+-]{1,64}")
+
+
+def field_name(loc: Iterable[Any]) -> str:
+    """A dotted field path (base.packages.1) for a message; a key that is long or not plain
+    text is quoted and cut, so no key can stretch a message or break its line."""
+    return ".".join(
+        p if isinstance(p, str) and _PLAIN_KEY.fullmatch(p) else
+        str(p) if isinstance(p, int) else shown(p, 40)
+        for p in loc
+    )  # fmt: skip
+
+
+def yaml_problem(error: Any) -> tuple[int | None, str]:
+    """The 1-based line and the words (one line, no final stop) of a yaml.MarkedYAMLError."""
+    mark = error.problem_mark or error.context_mark
+    what = error.problem or error.context or "syntax error"
+    if error.problem and error.context and not error.context.startswith("while "):
+        what = (
+            f"{error.context}, {error.problem}"  # "expected a single document ..., but found ..."
+        )
+    elif (
+        error.problem
+        and error.context
+        and error.context_mark
+        and mark is not None
+        and error.context_mark.line != mark.line
+    ):
+        # "found unexpected end of stream": say where the unfinished thing began.
+        what += f" ({error.context} that starts at line {error.context_mark.line + 1})"
+    what = " ".join(str(what).split())  # an anchor's name can carry anything; keep one line
+    return (mark.line + 1 if mark else None), what if len(what) <= 200 else what[:197] + "..."
 
 
 _NO_INPUT = {"missing", "extra_forbidden", "provisioner_kind"}
@@ -197,6 +258,15 @@ def _user_loc(err: Any, data: Any) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def nearest_line(lines: dict[str, int], loc: tuple[Any, ...], default: int) -> int:
+    """The line of the deepest field on `loc` that `lines` (Spec.lines) knows."""
+    for end in range(len(loc), 0, -1):
+        line = lines.get(".".join(map(str, loc[:end])))
+        if line is not None:
+            return line
+    return default
+
+
 def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
     """The 1-based line of the deepest YAML node on `loc` (the parent, for a missing key)."""
     if node is None:
@@ -205,12 +275,12 @@ def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
     for part in loc:
         child = None
         if isinstance(node, yaml.MappingNode):
+            # The last of equal keys is the one that counts: a `<<` merge puts the merged
+            # keys before the mapping's own. A bad value is reported where its key stands.
             for key, value in node.value:
-                if key.value == str(part):
-                    # A bad value is reported where its key stands.
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
                     line = key.start_mark.line + 1
                     child = value
-                    break
         elif (
             isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
         ):

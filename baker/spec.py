@@ -244,10 +244,31 @@ class Spec:
     variables: dict[str, VarValue] = field(default_factory=dict)
     # Every file the recipe references, as written in the recipe -> (absolute path, sha256).
     files: dict[str, tuple[Path, str]] = field(default_factory=dict)
+    # The project: the directory every file the recipe names lies in (recipe.project_root).
+    # Left out, the recipe's own directory.
+    root: Path = Path()
+    # Where the recipe writes each field: dotted path (base.packages, provisioners.1.shell)
+    # -> 1-based line in the rendered recipe. Fields an alias (*name) brings have the lines
+    # of the anchored text; fields left to their defaults have none.
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.root == Path():
+            object.__setattr__(self, "root", self.source.parent)
 
     @property
     def name(self) -> str:
         return self.recipe.name
+
+    def where(self, field: str) -> str:
+        """`FILE:LINE` of a field (a dotted path, as in `lines`), or of the nearest parent the
+        recipe writes when it does not write the field itself; just `FILE` if neither."""
+        probe = field
+        while probe:
+            if probe in self.lines:
+                return f"{self.source}:{self.lines[probe]}"
+            probe = probe.rpartition(".")[0]
+        return str(self.source)
 
     def read(self, path: str) -> bytes:
         """A pinned file's bytes, checked against the pin again at the moment of use."""

@@ -243,7 +243,7 @@ def test_import_checks_then_extracts_artifact_sources_and_packages(
     for name in (p.name for p in signed["artifact"].iterdir()):
         assert sha256_file(target / name) == sha256_file(signed["artifact"] / name)
     # The recipe's relative references resolve where the sources landed.
-    spec = recipe.load(target / "sources/images/tiny.yaml")
+    spec = recipe.load(target / "sources/images/tiny.yaml", root=target / "sources")
     assert spec.files["../provisioners/hello.sh"][0] == target / "sources/provisioners/hello.sh"
     for digest in signed["project"]["debs"].values():
         assert Cache(cache).deb(digest.removeprefix("sha256:")) is not None

@@ -135,3 +135,42 @@ def test_version() -> None:
     proc = _baker("version")
     assert proc.returncode == 0
     assert proc.stdout == f"{__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["build"], "missing argument 'recipe_file'; see `baker build --help`."),
+        (["build", "x.yaml", "--on-eror", "keep"],
+         "no such option: --on-eror (Possible options: --on-error); see `baker build --help`."),
+        (["bild"],
+         "no such command 'bild' (did you mean 'build', 'rebuild'?); see `baker --help`."),
+        (["cache", "prune", "--max-size"],
+         "option '--max-size' requires an argument; see `baker cache prune --help`."),
+    ],
+    ids=["missing-argument", "misspelt-option", "misspelt-command", "option-without-value"],
+)  # fmt: skip
+def test_usage_errors_are_one_line(args: list[str], expected: str) -> None:
+    proc = _baker(*args)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert _one_error_line(proc) == expected
+
+
+def test_an_out_that_is_a_file_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    recipe = tmp_path / "harmless.yaml"
+    recipe.write_text(HARMLESS)
+    taken = tmp_path / "taken"
+    taken.write_text("a file\n")
+    proc = _baker("build", recipe, "--out", taken, env=_nothing_made(tmp_path))
+    assert proc.returncode == 2
+    assert _one_error_line(proc) == f"--out {taken}: {taken} is not a directory."
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["harmless.yaml", "taken"]
+
+
+def test_on_error_takes_three_words(tmp_path: Path) -> None:
+    recipe = tmp_path / "harmless.yaml"
+    recipe.write_text(HARMLESS)
+    proc = _baker("build", recipe, "--on-error", "shrug", env=_nothing_made(tmp_path))
+    assert proc.returncode == 2
+    assert _one_error_line(proc) == "--on-error shrug: expected abort, keep or ask."

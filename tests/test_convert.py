@@ -139,7 +139,7 @@ def make_artifact(
     recipe = project["recipe"] if project else directory.parent / "no-such-recipe.yaml"
     record = {
         "baker_version": "test",
-        "recipe": {"name": NAME, "file": str(recipe),
+        "recipe": {"name": NAME, "file": str(recipe), "root": "..",
                    "digest": f"sha256:{sha256_file(recipe)}" if project else "sha256:" + "0" * 64},
         "variables": {},
         "source_date_epoch": SDE,

@@ -321,7 +321,8 @@ def test_bad_recipe_message(
     with pytest.raises(InputError) as excinfo:
         recipe.load(path, overrides)
 
-    assert type(excinfo.value) is InputError
+    # An InputError (YAML and render bounds have their own subclasses), never a BuildError.
+    assert isinstance(excinfo.value, InputError)
     assert excinfo.value.exit_code == 2
     fields = ", ".join(sorted(Recipe.model_fields))
     assert {"name", "base", "backend", "provisioners", "tests", "variables"} <= set(
@@ -438,7 +439,9 @@ tests:
         },
         name="images/demo.yaml",
     )
-    spec = recipe.load(path)
+    # tmp_path holds no .git: without root= the project would be images/ alone.
+    spec = recipe.load(path, root=tmp_path)
+    assert spec.root == tmp_path.resolve()
 
     assert spec.files == {
         "../provisioners/step.sh": (tmp_path / "provisioners/step.sh", STEP_SHA),

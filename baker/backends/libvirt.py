@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ from baker.backends.base import (
 from baker.edge import ssh, tools
 from baker.edge.guest import SshGuest
 from baker.edge.ssh import BuildKeys, Endpoint, free_port
-from baker.errors import BuildError, InputError
+from baker.errors import BuildError
+from baker.leftovers import Leftover, Owner, read_owner
 from baker.spec import LibvirtBackend
 
 Log = Callable[[str], None]
@@ -40,6 +43,9 @@ def _quiet(_message: str) -> None:
 
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+# The namespace of the owner record in each domain's metadata (baker.build.leftovers).
+OWNER_NS = "https://baker.invalid/domain/1"
+QEMU_PIDS = Path("/run/libvirt/qemu")
 
 
 def _silence_libvirt(_ctx: object, _err: object) -> None:
@@ -59,6 +65,8 @@ def domain_xml(
     memory_mib: int,
     cpus: int,
     oem_strings: list[str],
+    owner: Owner | None = None,
+    workdir: Path | None = None,
 ) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -74,8 +82,82 @@ def domain_xml(
         memory_mib=memory_mib,
         cpus=cpus,
         oem_strings=oem_strings,
+        owner=owner or Owner.me(),
+        owner_ns=OWNER_NS,
+        workdir=workdir or disk.parent,
         emulator=shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64",
     )
+
+
+def _qemu_pid(name: str) -> int | None:
+    try:
+        return int((QEMU_PIDS / f"{name}.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_qemu_of(pid: int, name: str) -> bool:
+    """Whether `pid` is still the qemu of domain `name` (not a process that reused its pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(a.startswith(b"guest=" + name.encode()) for a in argv)
+
+
+def _connected(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+def open_connection(uri: str) -> libvirt.virConnect:
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as e:
+        raise BuildError(
+            f"cannot connect to libvirtd at {uri} ({e.get_error_message()}): is libvirtd "
+            "running? (scripts/setup-host.sh starts it)"
+        ) from None
+
+
+def stale_domains(uri: str) -> list[Leftover]:
+    """baker's domains on `uri` whose build process is gone (killed, or kept on purpose)."""
+    conn = open_connection(uri)
+    found = []
+    try:
+        for dom in conn.listAllDomains():
+            try:
+                meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, OWNER_NS)
+            except libvirt.libvirtError:
+                continue  # not one of baker's
+            attrs = ET.fromstring(meta).attrib
+            owner = Owner.from_dict(dict(attrs))
+            if owner is None or owner.alive():
+                continue
+            work = attrs.get("workdir")
+            kept = read_owner(Path(work)) if work else None
+            why = "kept after a failure" if kept and kept.kept else (
+                f"its build (pid {owner.pid}) is gone")  # fmt: skip
+            found.append(Leftover("domain", dom.name(), why, _destroyer(uri, dom.name(), work)))
+    finally:
+        conn.close()
+    return found
+
+
+def _destroyer(uri: str, name: str, work: str | None) -> Callable[[], None]:
+    def destroy() -> None:
+        conn = open_connection(uri)
+        try:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.lookupByName(name).destroy()
+        finally:
+            conn.close()
+        if work and Path(work).name.startswith("baker-"):
+            shutil.rmtree(work, ignore_errors=True)
+
+    return destroy
 
 
 def _reachable_copy(base_disk: Path, target: Path) -> Path:
@@ -110,6 +192,9 @@ class LibvirtMachine:
         self.keys = keys
         self.log = log
         self.name = str(dom.name())
+        self.uri = str(conn.getURI())
+        # qemu runs on when libvirtd goes away: its pid lets destroy() stop it even then.
+        self.pid = _qemu_pid(self.name)
 
     def connect(self, timeout: float) -> SshGuest:
         client, waited = ssh.wait_for_ssh(
@@ -131,6 +216,11 @@ class LibvirtMachine:
         try:
             return bool(self.dom.isActive())
         except libvirt.libvirtError:
+            if not _connected(self.conn):
+                raise BuildError(
+                    f"lost the connection to libvirtd ({self.uri}) while the build machine "
+                    "ran: is libvirtd still running? (scripts/setup-host.sh starts it)"
+                ) from None
             return False  # a transient domain is gone once it stops
 
     def console_tail(self, lines: int = 15) -> str:
@@ -162,9 +252,13 @@ class LibvirtMachine:
         return {"domain": self.name}
 
     def destroy(self) -> None:
-        if self.alive():
-            with contextlib.suppress(libvirt.libvirtError):
+        with contextlib.suppress(libvirt.libvirtError):
+            if self.dom.isActive():
                 self.dom.destroy()
+        # Without libvirtd the domain's qemu is still ours to stop.
+        if self.pid is not None and _is_qemu_of(self.pid, self.name):
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
         with contextlib.suppress(libvirt.libvirtError):
             self.conn.close()
 
@@ -202,13 +296,7 @@ class Libvirt:
         # The base is only ever a backing file: every write lands in the overlay.
         tools.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", backing, overlay])
         console_log = workdir / "console.log"
-        try:
-            conn = libvirt.open(self.config.uri)
-        except libvirt.libvirtError as e:
-            raise InputError(
-                f"backend.uri {self.config.uri}: cannot connect to libvirt: {e.get_error_message()}"
-                " (is libvirtd running? scripts/setup-host.sh starts it)."
-            ) from None
+        conn = open_connection(self.config.uri)
         try:
             dom, port = self._create(conn, overlay, console_log, keys, label.name)
         except BaseException:
@@ -233,6 +321,7 @@ class Libvirt:
                 memory_mib=self.config.memory_mib,
                 cpus=self.config.cpus,
                 oem_strings=keys.oem_strings(),
+                workdir=overlay.parent,
             )
             try:
                 # Transient: libvirt forgets the domain as soon as it stops.

@@ -10,7 +10,9 @@ host key is checked against the fingerprints the image prints on its console at 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -83,6 +85,15 @@ class PlainMachine:
         return client, time.monotonic() - self.started
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before qemu starts: a baker killed outright (SIGKILL, OOM) takes its
+    machines with it instead of leaving them running with a forwarded port."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def boot(
     image: Path,
@@ -112,7 +123,9 @@ def boot(
     ]  # fmt: skip
     stderr = (workdir / f"qemu-{port}.err").open("wb")
     started = time.monotonic()  # the host clock from the moment the machine is started
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, preexec_fn=_die_with_parent
+    )
     try:
         machine = PlainMachine(
             proc, ssh.Endpoint("127.0.0.1", port), console, ssh.private_key(private), started

@@ -7,10 +7,12 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from baker import leftovers
 from baker.cache import Cache
 
 
@@ -23,6 +25,20 @@ class Options:
     measure: bool = True  # a rebuild that only compares digests skips the boot measurement
     work_root: Path | None = None  # where the throwaway work directory goes
     no_cache: bool = False  # run every step; look nothing up (outputs are still stored)
+    # What a failed provisioner or test does to the machine: abort (destroy it), keep it
+    # running for a look, or ask (on a terminal) through `decide`.
+    on_error: Literal["abort", "keep", "ask"] = "abort"
+    decide: Callable[[Failure], str] | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed step, for an `--on-error ask` prompt: what failed, and how to reach the
+    machine it failed on."""
+
+    step: str
+    error: str
+    ssh: str  # the command that logs in to the machine
 
 
 @dataclass(frozen=True)
@@ -31,17 +47,27 @@ class Result:
     artifact: Path
 
 
+def work_root(root: Path | None = None) -> Path:
+    """Where work directories go: `root`, $BAKER_WORK_DIR, or /var/tmp."""
+    return root or Path(os.environ.get("BAKER_WORK_DIR", "/var/tmp"))
+
+
 @contextlib.contextmanager
 def workdir(root: Path | None) -> Iterator[Path]:
-    base = root or Path(os.environ.get("BAKER_WORK_DIR", "/var/tmp"))
+    """A throwaway work directory, removed on the way out unless the build kept it (its
+    owner.json says so: `--on-error keep`); `baker clean` removes it then."""
+    base = work_root(root)
     base.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix="baker-", dir=base))
     # libvirt runs qemu as its own user: it must traverse to the overlay it is given.
     path.chmod(0o711)
+    leftovers.write_owner(path, leftovers.Owner.me())
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        owner = leftovers.read_owner(path)
+        if owner is None or not owner.kept:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def display_path(path: Path) -> str:

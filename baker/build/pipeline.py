@@ -35,6 +35,7 @@ from baker.build.steps.provision import Provision
 from baker.build.steps.publish import Publish
 from baker.build.steps.shutdown import Shutdown
 from baker.build.steps.verify import Verify
+from baker.errors import InputError
 from baker.evidence import signing
 from baker.image import debian
 from baker.progress import Reporter
@@ -96,7 +97,7 @@ def load_lock(spec: Spec) -> tuple[lock.Lock | None, Path]:
     path = lock.path_for(spec.source)
     if not path.exists():
         return None, path
-    locked = lock.load(path)
+    locked = lock.load(path, recipe=spec.source)
     lock.check_matches(locked, path, spec.recipe.base, debian.wanted(spec.recipe.base))
     return locked, path
 
@@ -110,6 +111,11 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
     locked, lock_file = load_lock(spec)
     artifact.check_out_dir(opts.out)
     backend = backend or open_backend(spec.recipe.backend, accel, reporter.info)
+    if opts.on_error != "abort" and backend.kind == "ec2":
+        raise InputError(
+            f"--on-error {opts.on_error}: a failed EC2 build machine is not kept (it costs "
+            "while it runs); run the build on libvirt to look into a failure."
+        )
     with workdir(opts.work_root) as work:
         reporter.open_log(work / "build.log")
         try:

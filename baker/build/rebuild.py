@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baker import recipe as recipes
-from baker.artifact import BUILD, IMAGE, read_record
+from baker.artifact import BUILD, IMAGE, read_record, recorded_root
 from baker.build.options import Options
 from baker.build.pipeline import build
 from baker.cache import Cache
@@ -31,10 +31,15 @@ class Outcome:
 
 
 def check(
-    artifact: Path, reporter: Reporter, accel: str = "auto", recipe: Path | None = None
+    artifact: Path,
+    reporter: Reporter,
+    accel: str = "auto",
+    recipe: Path | None = None,
+    root: Path | None = None,
 ) -> Outcome:
     """`recipe` overrides the recipe path build.json records: an imported bundle's
-    sources sit elsewhere than where the artifact was built."""
+    sources sit elsewhere than where the artifact was built. The project root is `root`,
+    else the one the build recorded, found again beside the recipe."""
     record = read_record(artifact)
     expected = record.image.digest
     if expected is None:
@@ -50,7 +55,7 @@ def check(
             "directory the artifact was built in, or give the recipe with --recipe."
         )
     overrides = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in variables.items()}
-    spec = recipes.load(recipe_file, overrides)
+    spec = recipes.load(recipe_file, overrides, root or recorded_root(record, recipe_file))
     changed = f"sha256:{spec.digest}" != record.recipe.digest
     if changed:
         reporter.info(f"{recipe_file} changed since the build (its digest differs)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 
 from baker import __version__
@@ -72,6 +73,7 @@ def build_record(ctx: Context, state: BuildState) -> BuildRecord:
             file=display_path(spec.source),
             digest=f"sha256:{spec.digest}",
             rendered_digest=f"sha256:{spec.rendered_digest}",
+            root=os.path.relpath(spec.root, spec.source.parent),
         ),
         variables=spec.variables,
         source_date_epoch=ctx.source_date_epoch,

@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from baker.build import faults, keep
+from baker.build.options import Failure
 from baker.build.state import BuildState, Context, Outcome
 from baker.cache import Entry
+from baker.errors import BakerError
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class Step:
     # Runs even when a later step's cached output makes the steps before it unneeded: it is
     # cheap, and the state needs what it finds (a cloud base image's pin, say).
     always: ClassVar[bool] = False
+    # A failure here may leave the build machine running for a look (--on-error keep|ask),
+    # and running the step again on it makes sense.
+    keepable: ClassVar[bool] = False
 
     def describe(self, ctx: Context) -> str:
         """What the step does, for the progress line."""
@@ -112,7 +118,7 @@ def run(steps: Sequence[Step], ctx: Context, state: BuildState) -> None:
                 state.outcomes[step.name] = Outcome(key, "reused", seconds)
                 continue
             with report.step(step.name, step.describe(ctx)):
-                step.run(ctx, state, cleanup)
+                _run_step(step, ctx, state, cleanup)
                 if step.cached and key:
                     saved = step.save(ctx, state)
                     stored = ctx.opts.cache.store(
@@ -121,6 +127,32 @@ def run(steps: Sequence[Step], ctx: Context, state: BuildState) -> None:
                     cleanup.callback(stored.release)
                     step.load(ctx, state, stored)
             state.outcomes[step.name] = Outcome(key, "ran", round(time.monotonic() - started, 3))
+
+
+def _run_step(step: Step, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
+    """Run `step`; a failure is explained (a full disk, a machine that stopped) and, for a
+    provisioner or a test, handled as --on-error says: abort, keep the machine, or ask."""
+    while True:
+        try:
+            step.run(ctx, state, cleanup)
+            return
+        except (BakerError, OSError) as e:
+            error = faults.explain(e, ctx, state, step.name)
+            policy = ctx.opts.on_error
+            if not (step.keepable and state.machine is not None) or policy == "abort":
+                raise error from None
+            if not isinstance(error, BakerError):
+                raise error from None
+            choice = "keep"
+            if policy == "ask" and ctx.opts.decide is not None:
+                failure = Failure(step.name, str(error), keep.ssh_command(ctx, state) or "")
+                choice = ctx.opts.decide(failure)
+            if choice == "retry":
+                ctx.reporter.info(f"running the {step.name} step again on the same machine")
+                continue
+            if choice == "keep":
+                keep.keep(ctx, state, cleanup, error)
+            raise error from None
 
 
 def static_keys(steps: Sequence[Step], ctx: Context, state: BuildState) -> dict[str, str | None]:

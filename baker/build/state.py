@@ -95,6 +95,7 @@ class BuildState:
     machine: Machine | None = None
     guest: Guest | None = None
     machine_record: dict[str, Any] = field(default_factory=dict)
+    provisioned: int = 0  # how many provisioners have run on this machine
     # verify
     tests: TestResults | None = None
     junit: Path | None = None

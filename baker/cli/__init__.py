@@ -3,7 +3,7 @@ interrupted; errors are one sentence on stderr, never a traceback for a user's m
 
 Each module registers its commands on baker.cli.app.app when imported: build (build,
 validate, lock, rebuild), artifact (verify, inspect, diff, keygen), export (convert, export,
-import), cloud (publish), cache (cache list, cache prune).
+import), cloud (publish), cache (cache list, cache prune), clean.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import sys
 from typing import NoReturn
 
 import typer
+import typer.main
 
 # typer 0.29 vendors click: its usage errors (missing argument, unknown option) live here.
 from typer._click.exceptions import UsageError
 
 from baker import __version__
-from baker.cli import artifact, build, cache, cloud, export  # noqa: F401  (they register)
+from baker.cli import artifact, build, cache, clean, cloud, export  # noqa: F401  (they register)
 from baker.cli.app import app, err
 
 
@@ -35,6 +36,18 @@ def _on_signal(signum: int, _frame: object) -> NoReturn:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
+def _command_path(args: list[str]) -> str:
+    """`baker cache prune` for `baker cache prune --max-size`: the (sub)commands named."""
+    words, group = ["baker"], typer.main.get_command(app)
+    for arg in args:
+        commands = getattr(group, "commands", {})
+        if arg not in commands:
+            break
+        words.append(arg)
+        group = commands[arg]
+    return " ".join(words)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
@@ -44,7 +57,9 @@ def main() -> None:
         # One line, not click's framed box: what is wrong and where to look. (With no
         # arguments at all the help was shown, and is what there is to say.)
         if message := e.format_message().strip().rstrip("."):
-            path = e.ctx.command_path if e.ctx else "baker"
+            message = message.replace(". Did you mean ", " (did you mean ")
+            message += ")" if "(did you mean " in message else ""
+            path = e.ctx.command_path if e.ctx else _command_path(sys.argv[1:])
             err.print(f"baker: error: {message[0].lower()}{message[1:]}; see `{path} --help`.",
                       markup=False, highlight=False, soft_wrap=True)  # fmt: skip
         sys.exit(2)

@@ -83,4 +83,13 @@ VarOpt = Annotated[
 RecipeArg = Annotated[Path, typer.Argument(help="The recipe file (images/NAME.yaml).")]
 ArtifactArg = Annotated[Path, typer.Argument(help="An artifact directory (out/NAME).")]
 AccelOpt = Annotated[str, typer.Option(help="auto, kvm or tcg.")]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--root",
+        help="The project the recipe's files must be inside (default: the enclosing git "
+        "repository, else the recipe's directory).",
+        metavar="DIR",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

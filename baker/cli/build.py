@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from baker import recipe
-from baker.cli.app import AccelOpt, RecipeArg, VarOpt, command, reporter
+from baker.cli.app import AccelOpt, RecipeArg, RootOpt, VarOpt, command, err, reporter
 from baker.errors import InputError
+
+if TYPE_CHECKING:
+    from baker.build.options import Failure
 
 
 def _variables(var: list[str] | None) -> dict[str, str]:
@@ -26,6 +32,7 @@ def _accel(accel: str) -> str:
 def build(
     recipe_file: RecipeArg,
     var: VarOpt = None,
+    root: RootOpt = None,
     out: Annotated[Path, typer.Option(help="Where the artifact directory goes.")] = Path("out"),
     accel: AccelOpt = "auto",
     sign_key: Annotated[
@@ -40,25 +47,58 @@ def build(
         bool,
         typer.Option("--no-cache", help="Run every step; reuse nothing from the step cache."),
     ] = False,
+    on_error: Annotated[
+        str,
+        typer.Option(
+            "--on-error",
+            help="When a provisioner or test fails: abort (destroy the machine), keep it "
+            "running for a look, or ask (on a terminal: retry, shell, keep or abort).",
+        ),
+    ] = "abort",
 ) -> None:
     """Bake RECIPE into OUT/NAME/; prints the image digest as the last line."""
     # Bad input is reported before the heavier pipeline modules are even imported.
-    spec = recipe.load(recipe_file, _variables(var))
+    spec = recipe.load(recipe_file, _variables(var), root)
     _accel(accel)
+    if on_error not in ("abort", "keep", "ask"):
+        raise InputError(f"--on-error {on_error}: expected abort, keep or ask.")
     from baker.build.options import Options
     from baker.build.pipeline import build as run_build
 
     progress = reporter()
-    opts = Options(out=out, accel=accel, sign_key=sign_key, no_cache=no_cache)
+    policy: Literal["abort", "keep", "ask"] = on_error  # type: ignore[assignment]
+    if policy == "ask" and not (sys.stdin.isatty() and sys.stderr.isatty()):
+        progress.info("--on-error ask needs a terminal; a failure aborts the build")
+        policy = "abort"
+    opts = Options(out=out, accel=accel, sign_key=sign_key, no_cache=no_cache,
+                   on_error=policy, decide=_ask if policy == "ask" else None)  # fmt: skip
     result = run_build(spec, opts, progress)
     progress.info(f"published {result.artifact}")
     typer.echo(result.digest)
 
 
+def _ask(failure: Failure) -> str:
+    """--on-error ask: what to do about a failed step, asked on the terminal."""
+    err.print(f"baker: the {failure.step} step failed: {failure.error}", markup=False,
+              highlight=False, soft_wrap=True)  # fmt: skip
+    while True:
+        answer = typer.prompt(
+            "[r]etry the step on this machine, open a [s]hell on it, [k]eep it and stop, or "
+            "[a]bort", default="a", err=True,
+        ).strip().lower()[:1]  # fmt: skip
+        if answer == "s" and failure.ssh:
+            err.print(f"baker: {failure.ssh}   (exit the shell to come back here)")
+            subprocess.run(shlex.split(failure.ssh), check=False)
+            continue
+        choice = {"r": "retry", "k": "keep", "a": "abort"}.get(answer)
+        if choice:
+            return choice
+
+
 @command()
-def validate(recipe_file: RecipeArg, var: VarOpt = None) -> None:
+def validate(recipe_file: RecipeArg, var: VarOpt = None, root: RootOpt = None) -> None:
     """Check RECIPE (template, fields, file pins) without starting anything."""
-    spec = recipe.load(recipe_file, _variables(var))
+    spec = recipe.load(recipe_file, _variables(var), root)
     typer.echo(
         f"{recipe_file}: ok ({spec.name}, {len(spec.recipe.provisioners)} provisioners, "
         f"{len(spec.recipe.tests)} test files)"
@@ -69,6 +109,7 @@ def validate(recipe_file: RecipeArg, var: VarOpt = None) -> None:
 def lock(
     recipe_file: RecipeArg,
     var: VarOpt = None,
+    root: RootOpt = None,
     update: Annotated[bool, typer.Option("--update", help="Replace an existing lock.")] = False,
 ) -> None:
     """Resolve the base's full package set to exact versions and .deb hashes, into
@@ -78,17 +119,20 @@ def lock(
     from baker.cache import Cache
     from baker.image import debian
 
-    spec = recipe.load(recipe_file, _variables(var))
+    spec = recipe.load(recipe_file, _variables(var), root)
     path = lockfile.path_for(spec.source)
     if path.exists() and not update:
         raise InputError(f"{path} exists; `baker lock --update {recipe_file}` refreshes it.")
     base = spec.recipe.base
     progress = reporter()
-    with workdir(None) as work, progress.step("lock", "resolve packages (mmdebstrap)"):
-        locked = lockfile.resolve(
-            base, debian.wanted(base), debian.sources(base), Cache(), work,
-            lambda line: progress.output("mmdebstrap", line),
-        )  # fmt: skip
+    try:
+        with workdir(None) as work, progress.step("lock", "resolve packages (mmdebstrap)"):
+            locked = lockfile.resolve(
+                base, debian.wanted(base), debian.sources(base), Cache(), work,
+                lambda line: progress.output("mmdebstrap", line),
+            )  # fmt: skip
+    except lockfile.UnknownPackage as e:
+        raise InputError(f"{spec.where(e.field)}: {e}") from None
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(locked.dump())
     tmp.rename(path)
@@ -108,6 +152,7 @@ def rebuild(
         Path | None,
         typer.Option("--recipe", help="The recipe to rebuild from, if not where build.json says."),
     ] = None,
+    root: RootOpt = None,
 ) -> None:
     """Rebuild ARTIFACT's recipe from its recorded pins in a fresh work directory; with
     --check, exit 0 only if the new image has the same digest (else say which files differ)."""
@@ -115,7 +160,7 @@ def rebuild(
 
     if not check:
         raise InputError("baker rebuild needs --check (the only mode so far).")
-    outcome = rebuilding.check(artifact, reporter(), _accel(accel), recipe_file)
+    outcome = rebuilding.check(artifact, reporter(), _accel(accel), recipe_file, root)
     if outcome.reproduced:
         typer.echo(f"reproduced {outcome.actual}")
         return

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import paramiko
 
 from baker.edge import ssh
+from baker.edge.ssh import ConnectionLost
 from baker.errors import BuildError
 
 
@@ -35,10 +36,22 @@ class SshGuest:
         return ssh.run(self.client, command, on_line, timeout)
 
     def upload(self, data: bytes, remote: str, mode: int) -> None:
-        sftp = self.sftp()
-        with sftp.open(remote, "wb") as f:
-            f.write(data)
-        sftp.chmod(remote, mode)
+        try:
+            sftp = self.sftp()
+            with sftp.open(remote, "wb") as f:
+                f.write(data)
+            sftp.chmod(remote, mode)
+        except (EOFError, paramiko.SSHException, OSError) as e:
+            # A dropped connection shows as any of these, and EOFError would otherwise pass
+            # for an end of input further up.
+            if not self._connected():
+                raise ConnectionLost(
+                    f"the SSH connection to the build machine was lost while {remote} was uploaded."
+                ) from None
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            raise BuildError(
+                f"could not upload {remote} to the build machine ({reason})."
+            ) from None
 
     def read(self, remote: str) -> bytes:
         """The contents of the file `remote` on the machine."""
@@ -47,9 +60,17 @@ class SshGuest:
                 # Requests in flight together, not one round trip per 32 KiB.
                 f.prefetch()
                 return bytes(f.read())
-        except (OSError, paramiko.SSHException) as e:
+        except (EOFError, OSError, paramiko.SSHException) as e:
+            if not self._connected():
+                raise ConnectionLost(
+                    f"the SSH connection to the build machine was lost while {remote} was read."
+                ) from None
             reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
             raise BuildError(f"could not read {remote} on the build machine ({reason}).") from None
+
+    def _connected(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
 
     def close(self) -> None:
         if self._sftp is not None:

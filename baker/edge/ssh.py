@@ -183,6 +183,10 @@ def wait_for_ssh(
         time.sleep(0.25)
 
 
+class ConnectionLost(BuildError):
+    """The SSH connection went away while a command ran (the machine stopped, or its sshd)."""
+
+
 def run(
     client: paramiko.SSHClient,
     command: str,
@@ -190,14 +194,18 @@ def run(
     timeout: float,
 ) -> tuple[int, list[str]]:
     """Run `command`, handing each output line (stdout and stderr merged) to `on_line` as it
-    arrives. Returns the exit status and the last lines."""
+    arrives. Returns the exit status and the last lines; ConnectionLost if the connection
+    drops before the command's exit status arrives."""
     transport = client.get_transport()
     if transport is None or not transport.is_active():
-        raise BuildError("the SSH connection to the build machine is gone.")
-    chan = transport.open_session()
-    chan.set_combine_stderr(True)
-    chan.settimeout(1.0)
-    chan.exec_command(command)
+        raise ConnectionLost("the SSH connection to the build machine is gone.")
+    try:
+        chan = transport.open_session()
+        chan.set_combine_stderr(True)
+        chan.settimeout(1.0)
+        chan.exec_command(command)
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        raise ConnectionLost(f"the SSH connection to the build machine failed ({e}).") from None
     deadline = time.monotonic() + timeout
     buf = b""
     tail: list[str] = []
@@ -213,6 +221,8 @@ def run(
             chunk = chan.recv(65536)
         except TimeoutError:
             chunk = None
+        except (OSError, EOFError, paramiko.SSHException):
+            chunk = b""  # the connection broke: what status there is says so below
         if chunk:
             buf += chunk
             *lines, buf = buf.split(b"\n")
@@ -225,6 +235,13 @@ def run(
             raise BuildError(f"`{_short(command)}` ran longer than {timeout:.0f} s.")
     if buf:
         emit(buf)
+    # A connection that dies mid-command closes the channel without an exit status (a
+    # command killed by a signal has none either, but its connection lives on).
+    chan.status_event.wait(10)
+    if chan.exit_status == -1 and not transport.is_active():
+        raise ConnectionLost(
+            f"the SSH connection to the build machine was lost while `{_short(command)}` ran."
+        )
     return chan.recv_exit_status(), tail
 
 

@@ -25,6 +25,7 @@ from baker.artifact import (
     image_dir,
     read_record,
     read_sums,
+    recorded_root,
     render_sums,
     write_atomically,
 )
@@ -94,12 +95,11 @@ def hardware(record: BuildRecord) -> Hardware:
     }
     with contextlib.suppress(BakerError, OSError):
         if path.is_file() and f"sha256:{sha256_file(path)}" == record.recipe.digest:
-            backend = recipe.load(path, variables).recipe.backend
+            backend = recipe.load(path, variables, recorded_root(record, path)).recipe.backend
             cpus, memory = getattr(backend, "cpus", None), getattr(backend, "memory_mib", None)
             if isinstance(cpus, int) and isinstance(memory, int):  # a cloud backend has neither
                 return Hardware(cpus, memory, str(path))
-    # The same as LibvirtBackend(), which mypy refuses: it reads Field(1024, ...) as no default.
-    b = LibvirtBackend.model_validate({})
+    b = LibvirtBackend()
     return Hardware(b.cpus, b.memory_mib, "recipe defaults (the recipe is not at hand)")
 
 

@@ -1,11 +1,15 @@
 """The Debian root tree every local image starts from: the packages baker adds, the mirrors,
-and mmdebstrap writing it as a tar."""
+and mmdebstrap writing it as a tar; with a lock, from a local repository of exactly the
+locked files, fetched once into the package cache."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+import shutil
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +17,12 @@ from baker import lock
 from baker.cache import Cache
 from baker.edge import tools
 from baker.errors import BuildError
+from baker.hashing import sha256_file
+from baker.lock import UnknownPackage
 from baker.spec import Base
+
+# UnknownPackage is raised here (and by lock.resolve), and defined with the lock's apt words.
+__all__ = ["UnknownPackage", "build", "config", "mmdebstrap_argv", "sources", "wanted"]
 
 # What every baker image needs to boot on its own and be reached over SSH.
 BASE_PACKAGES = (
@@ -108,30 +117,68 @@ def build(
     locked: lock.Lock | None = None,
 ) -> None:
     """Write the root tree for `base` as a tar at `target`. With a lock, mmdebstrap installs
-    from a local repository of exactly the locked files (from the package cache): no network."""
+    from a local repository of exactly the locked files (from the package cache): no network.
+    A package of the recipe's that the mirror does not have raises UnknownPackage."""
     cfg = config(base, locked)
-    image_sources = sources(base)
-    mirrors = image_sources
-    hooks = []
+    repo = None
     if locked:
         main, security = host_mirrors()
-        fetched = lock.fetch_missing(
+        fetched = fetch_missing(
             locked, {"debian": base.mirror or main or "", "debian-security": security or ""},
             cache, on_line,
         )  # fmt: skip
         on_line(f"{len(locked.packages)} locked packages, {fetched} fetched, the rest cached")
         repo = workdir / "repo"
-        lock.make_repository(locked, cache, repo)
+        make_repository(locked, cache, repo)
+    watch = lock.AptWatch(on_line)
+    with watch.failing(base):
+        tools.run(
+            mmdebstrap_argv(base, target, sources(base), locked, repo),
+            env={"SOURCE_DATE_EPOCH": str(cfg["source_date_epoch"])},
+            on_line=watch,
+            what="mmdebstrap",
+        )
+
+
+def mmdebstrap_argv(
+    base: Base,
+    target: Path,
+    image_sources: list[str],
+    locked: lock.Lock | None = None,
+    repo: Path | None = None,
+) -> list[str]:
+    """mmdebstrap's command line for `base`, writing a tar at `target`; `image_sources` are
+    the apt lines the image keeps (sources()).
+
+    Unlocked: minbase (the Essential and Priority: required packages, apt, and wanted()) from
+    the mirror. Every unlocked image so far was made with exactly this argv: it must not change.
+
+    Locked, from the flat repository `repo` (make_repository): the essential variant plus
+    every locked package by name. Not minbase: a flat repository's priorities are those of the
+    .deb control files, not the archive's overrides (apt's control file says `important`, the
+    archive `required`), so minbase from it left out apt, gpgv, debian-archive-keyring,
+    libapt-pkg6.0 and the rest of apt's dependencies. mmdebstrap's minbase is its essential
+    variant with `?priority(required)` added to the one `apt-get install` of the --include
+    list; naming the lock's whole set there instead installs exactly that set: lock.resolve
+    read it from such an install, so it is closed under dependencies, and the repository holds
+    one version of each, so apt has nothing left to choose. (An apt-ftparchive override file
+    would need the archive's priorities, which the lock does not record.)"""
+    variant, include, mirrors, hooks = "minbase", wanted(base), image_sources, []
+    if locked:
+        if repo is None:
+            raise ValueError("a locked base is installed from a local repository")
+        variant = "essential"
+        include = tuple(sorted({p.name for p in locked.packages}))
         # copy://: apt copies the files into the chroot, which cannot see the work dir.
         mirrors = [f"deb [trusted=yes] copy://{repo} ./"]
         # The image's apt looks at the real archive, not at the build's local repository.
         text = "".join(f"{line}\n" for line in image_sources)
         hooks.append(f"--customize-hook=printf '%s' '{text}' >\"$1/etc/apt/sources.list\"")
-    argv = [
+    return [
         "mmdebstrap",
-        "--variant=minbase",
+        f"--variant={variant}",
         f"--architectures={base.arch}",
-        f"--include={','.join(wanted(base))}",
+        f"--include={','.join(include)}",
         '--aptopt=Acquire::Languages "none"',
         "--dpkgopt=path-exclude=/usr/share/man/*",
         "--dpkgopt=path-exclude=/usr/share/locale/*",
@@ -145,9 +192,58 @@ def build(
         str(target),
         *mirrors,
     ]
-    tools.run(
-        argv,
-        env={"SOURCE_DATE_EPOCH": str(cfg["source_date_epoch"])},
-        on_line=on_line,
-        what="mmdebstrap",
-    )
+
+
+def fetch_missing(
+    locked: lock.Lock, mirrors: dict[str, str], cache: Cache, on_line: Callable[[str], None]
+) -> int:
+    """Bring every locked .deb into the cache (verified); returns how many were fetched."""
+    fetched = 0
+    for p in locked.packages:
+        if cache.deb(p.sha256) is not None:
+            continue
+        base_url = mirrors.get(p.archive)
+        if not base_url:
+            raise BuildError(f"no mirror for the {p.archive} archive, needed for {p.name}.")
+        url = f"{base_url.rstrip('/')}/{p.path}"
+        on_line(f"fetching {p.name} {p.version}")
+        with cache.staging(cache.deb_path(p.sha256)) as tmp:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response, tmp.open("wb") as f:
+                    shutil.copyfileobj(response, f, 1 << 20)
+            except (urllib.error.URLError, OSError) as e:
+                raise BuildError(
+                    f"cannot fetch {p.name} {p.version} from the mirror ({e}); if the mirror "
+                    "no longer has it, `baker lock --update` pins current versions."
+                ) from None
+            if sha256_file(tmp) != p.sha256:
+                raise BuildError(f"{p.name} {p.version} from the mirror does not match its pin.")
+        fetched += 1
+    return fetched
+
+
+def make_repository(locked: lock.Lock, cache: Cache, repo: Path) -> None:
+    """A flat apt repository holding exactly the locked files, for mmdebstrap to install from."""
+    repo.mkdir()
+    for p in locked.packages:
+        deb = cache.deb(p.sha256)
+        if deb is None:
+            raise BuildError(f"{p.name} {p.version} is not in the package cache.")
+        # A fresh check at the moment of use: the cache is only a hint.
+        if sha256_file(deb) != p.sha256:
+            raise BuildError(f"the cached {p.name} {p.version} is corrupt ({deb}); remove it.")
+        target = repo / Path(p.path).name
+        if deb.stat().st_dev == repo.stat().st_dev:
+            os.link(deb, target)
+        else:
+            shutil.copyfile(deb, target)
+    packages = tools.run(["apt-ftparchive", "packages", "."], cwd=repo)
+    (repo / "Packages").write_text(packages)
+    # mmdebstrap picks the essential set by suite: the repository must say it.
+    release = tools.run(
+        ["apt-ftparchive", f"-oAPT::FTPArchive::Release::Suite={locked.suite}",
+         f"-oAPT::FTPArchive::Release::Codename={locked.suite}",
+         f"-oAPT::FTPArchive::Release::Architectures={locked.arch}", "release", "."],
+        cwd=repo,
+    )  # fmt: skip
+    (repo / "Release").write_text(release)

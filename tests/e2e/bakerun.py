@@ -65,3 +65,38 @@ def baker(*args: str | Path, cache: Path, work: Path, env: dict[str, str] | None
     if check:
         assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
+
+
+def qemu_processes(mentioning: Path) -> list[str]:
+    """The qemu processes whose command line names something under `mentioning`."""
+    out = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True,
+                         check=False).stdout  # fmt: skip
+    return [line for line in out.splitlines() if str(mentioning) in line]
+
+
+def forwarded_port(stderr: str) -> int | None:
+    """The loopback port the build machine's SSH was forwarded from, if it got that far."""
+    import re
+
+    found = re.findall(r"SSH answered after [\d.]+ s on (\d+)", stderr)
+    return int(found[-1]) if found else None
+
+
+def port_closed(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def assert_nothing_left(out: Path, work: Path, name: str, domains_before: set[str],
+                        stderr: str = "") -> None:  # fmt: skip
+    """No partial artifact, no work directory, no domain, no qemu, no forwarded port."""
+    assert not out.exists() or list(out.iterdir()) == [], f"left in out/: {list(out.iterdir())}"
+    assert list(work.iterdir()) == [], f"left in the work dir: {list(work.iterdir())}"
+    leaked = {d for d in domains() - domains_before if name in d}
+    assert not leaked, f"libvirt domains left: {leaked}"
+    assert qemu_processes(work) == [], f"qemu left running: {qemu_processes(work)}"
+    port = forwarded_port(stderr)
+    assert port is None or port_closed(port), f"port {port} still forwarded"

@@ -72,6 +72,8 @@ def web_image(out_root: Path, work_root: Path, signing_key: Path) -> Baked:
 def project(tmp_path_factory: pytest.TempPathFactory, work_root: Path) -> dict[str, Path]:
     """A copy of the web recipe and what it references, so its lock lands beside it."""
     root = tmp_path_factory.mktemp("project")
+    # A repository of its own, as a team's is: its root is the recipe's project root.
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
     shutil.copytree(ROOT / "provisioners", root / "provisioners")
     (root / "images").mkdir()
     shutil.copytree(ROOT / "images" / "testinfra", root / "images" / "testinfra")

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bakerun import BAKER, ROOT, domains, run_baker
+from bakerun import BAKER, ROOT, assert_nothing_left, domains, run_baker
 
 pytestmark = pytest.mark.e2e
 
@@ -26,13 +26,6 @@ def write_recipe(directory: Path, name: str, body: str) -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(f"name: {name}\n{BASE}{body}")
     return path
-
-
-def assert_nothing_left(out: Path, work: Path, name: str, domains_before: set[str]) -> None:
-    assert not out.exists() or list(out.iterdir()) == [], f"left in out/: {list(out.iterdir())}"
-    assert list(work.iterdir()) == [], f"left in the work dir: {list(work.iterdir())}"
-    leaked = {d for d in domains() - domains_before if name in d}
-    assert not leaked, f"libvirt domains left: {leaked}"
 
 
 @pytest.fixture
@@ -63,7 +56,7 @@ def test_failing_provisioner_names_the_step_and_cleans_up(
     assert "about to fail" in last
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
-    assert_nothing_left(out, work, name, before)
+    assert_nothing_left(out, work, name, before, proc.stderr)
 
 
 def test_failing_testinfra_test_fails_the_build_and_cleans_up(
@@ -90,7 +83,7 @@ def test_failing_testinfra_test_fails_the_build_and_cleans_up(
         "baker: error: 1 of 2 testinfra tests failed: test_wrong::test_hostname_is_not_what_it_is."
     )
     assert "Traceback" not in proc.stderr.split("testinfra |")[0]
-    assert_nothing_left(out, work, name, before)
+    assert_nothing_left(out, work, name, before, proc.stderr)
 
 
 def test_boot_over_budget_fails_the_build_and_publishes_nothing(
@@ -107,7 +100,7 @@ def test_boot_over_budget_fails_the_build_and_publishes_nothing(
         "baker: error: boot budget exceeded: the median time to SSH over 1 boot was "
     )
     assert last.endswith("over the recipe's boot_budget_s of 1 s.")
-    assert_nothing_left(out, work, name, before)
+    assert_nothing_left(out, work, name, before, proc.stderr)
 
 
 @pytest.mark.parametrize(
@@ -144,4 +137,44 @@ def test_interrupted_build_cleans_up(
     assert proc.returncode == 130, rest
     assert "interrupted" in rest.strip().splitlines()[-1]
     assert "Traceback" not in rest
-    assert_nothing_left(out, work, name, before)
+    assert_nothing_left(out, work, name, before, "".join(seen) + rest)
+
+
+def test_on_error_keep_leaves_a_machine_to_log_in_to_until_clean(
+    tmp_path: Path, dirs: tuple[Path, Path]
+) -> None:
+    import re
+    import shlex
+
+    from bakerun import forwarded_port, port_closed
+
+    out, work = dirs
+    name = "e2e-keep"
+    recipe = write_recipe(
+        tmp_path, name,
+        "provisioners:\n  - name: breaks\n    inline: |\n      echo left for a look >/root/note\n"
+        "      exit 4\n",
+    )  # fmt: skip
+    before = domains()
+    proc = run_baker("build", recipe, "--out", out, "--on-error", "keep", work=work)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("baker: error: provisioner breaks failed (exit 4)")
+    assert last.endswith("and end it with `baker clean`.")
+    (command,) = re.findall(r"log in with `(ssh [^`]+)`", last)
+    kept = {d for d in domains() - before if name in d}
+    assert len(kept) == 1
+    # The printed command logs in, with the host key checked against the kept known_hosts.
+    login = subprocess.run([*shlex.split(command), "-o", "BatchMode=yes", "cat /root/note"],
+                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert login.returncode == 0, login.stderr
+    assert login.stdout.strip() == "left for a look"
+    assert not out.exists()
+
+    cleaned = subprocess.run([str(BAKER), "clean"], env={**os.environ, "BAKER_WORK_DIR": str(work)},
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert f"removed domain {kept.pop()}: kept after a failure" in cleaned.stdout
+    port = forwarded_port(proc.stderr)
+    assert port is not None and port_closed(port)
+    assert_nothing_left(out, work, name, before, proc.stderr)

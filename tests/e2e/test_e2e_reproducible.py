@@ -87,3 +87,21 @@ def test_diff_of_base_and_web(base_image: Baked, web_image: Baked) -> None:
                            str(web_image.artifact)], capture_output=True, text=True,
                           check=True).stdout  # fmt: skip
     assert "nginx" in text
+
+
+def test_a_locked_build_installs_what_the_unlocked_one_does(
+    web_image: Baked, two_builds: tuple[Baked, Baked]
+) -> None:
+    """The lock pins what the recipe installs; it must not change it (apt and all)."""
+    locked, _ = two_builds
+
+    def names(artifact: Path) -> set[str]:
+        doc = json.loads((artifact / "sbom.cdx.json").read_text())
+        return {c["name"] for c in doc["components"]}
+
+    unlocked_names, locked_names = names(web_image.artifact), names(locked.artifact)
+    assert {"apt", "gpgv", "debian-archive-keyring", "nginx"} <= locked_names
+    assert locked_names == unlocked_names, (
+        f"only locked: {sorted(locked_names - unlocked_names)}; "
+        f"only unlocked: {sorted(unlocked_names - locked_names)}"
+    )

@@ -11,8 +11,10 @@ from baker.build.runner import Saved, Step
 from baker.build.state import BuildState, Context
 from baker.cache import Entry
 from baker.edge import tools
+from baker.errors import InputError
 from baker.hashing import code_digest, content_key
 from baker.image import debian
+from baker.lock import UnknownPackage
 
 ROOT_TAR = "root.tar"
 
@@ -33,14 +35,17 @@ class DebianBase(Step):
         return content_key("base", config, previous)
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
-        debian.build(
-            ctx.spec.recipe.base,
-            ctx.work / ROOT_TAR,
-            ctx.opts.cache,
-            ctx.work,
-            lambda line: ctx.reporter.output("mmdebstrap", line),
-            ctx.locked,
-        )
+        try:
+            debian.build(
+                ctx.spec.recipe.base,
+                ctx.work / ROOT_TAR,
+                ctx.opts.cache,
+                ctx.work,
+                lambda line: ctx.reporter.output("mmdebstrap", line),
+                ctx.locked,
+            )
+        except UnknownPackage as e:
+            raise InputError(f"{ctx.spec.where(e.field)}: {e}") from None
 
     def save(self, ctx: Context, state: BuildState) -> Saved:
         return Saved({ROOT_TAR: ctx.work / ROOT_TAR})

@@ -12,6 +12,7 @@ from baker.backends.base import Guest
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
 from baker.edge import ssh
+from baker.edge.ssh import ConnectionLost
 from baker.errors import BuildError
 from baker.hashing import content_key
 from baker.progress import Reporter
@@ -32,6 +33,7 @@ def describe(spec: Spec) -> list[dict[str, object]]:
 
 class Provision(Step):
     name = "provision"
+    keepable = True
 
     def describe(self, ctx: Context) -> str:
         return f"{len(ctx.spec.recipe.provisioners)} provisioners over SSH"
@@ -41,15 +43,35 @@ class Provision(Step):
         return content_key("provision", config, previous)
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
-        run_all(ctx.spec, need(state.guest, "a session"), ctx.reporter, ctx.source_date_epoch)
+        # Run again after a failure (--on-error ask), it picks up at the provisioner that
+        # failed: the ones before it did their work on this machine already.
+        state.provisioned = run_all(
+            ctx.spec,
+            need(state.guest, "a session"),
+            ctx.reporter,
+            ctx.source_date_epoch,
+            start=state.provisioned,
+            done=lambda n: setattr(state, "provisioned", n),
+        )
 
 
-def run_all(spec: Spec, guest: Guest, reporter: Reporter, source_date_epoch: int) -> None:
+def run_all(
+    spec: Spec,
+    guest: Guest,
+    reporter: Reporter,
+    source_date_epoch: int,
+    start: int = 0,
+    done: Callable[[int], None] = lambda _n: None,
+) -> int:
+    """Run the provisioners from number `start` on; `done(n)` after each; returns how many
+    have run."""
     steps = spec.recipe.provisioners
     if not steps:
-        return
+        return 0
     _check(guest, f"mkdir -p {STAGING}", "prepare the staging directory")
     for i, step in enumerate(steps):
+        if i < start:
+            continue
         name = spec.step_name(i, step)
         reporter.info(f"provisioner {i + 1}/{len(steps)}: {name}")
         staged = f"{STAGING}/{i + 1:02d}"
@@ -73,11 +95,17 @@ def run_all(spec: Spec, guest: Guest, reporter: Reporter, source_date_epoch: int
                 f"install -D -m {step.mode} -o {owner} -g {group or owner} "
                 f"{staged} {shlex.quote(str(dest))}"
             )
-        code, tail = guest.run(command, _shown(reporter, name), step.timeout_s)
+        try:
+            code, tail = guest.run(command, _shown(reporter, name), step.timeout_s)
+        except ConnectionLost as e:
+            raise ConnectionLost(f"{str(e).rstrip('.')} (provisioner {name})") from None
         if code != 0:
             last = " | ".join(line for line in tail[-8:] if line.strip()) or "no output"
-            raise BuildError(f"provisioner {name} failed (exit {code}); its last lines: {last}")
+            how = f"exit {code}" if code >= 0 else "killed by a signal"
+            raise BuildError(f"provisioner {name} failed ({how}); its last lines: {last}")
+        done(i + 1)
     _check(guest, f"rm -rf {STAGING}", "clean the staging directory")
+    return len(steps)
 
 
 def _shown(reporter: Reporter, name: str) -> Callable[[str], None]:

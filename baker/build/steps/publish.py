@@ -5,8 +5,6 @@ published copy is the user's to change."""
 from __future__ import annotations
 
 import contextlib
-import shutil
-from pathlib import Path
 
 from baker import artifact
 from baker.build.runner import Step
@@ -20,15 +18,10 @@ class Publish(Step):
         return f"{ctx.opts.out / ctx.spec.name}"
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
-        staged = ctx.work / "publish"
-        staged.mkdir()
-        files: dict[str, Path] = {}
-        for name, path in state.files.items():
-            if path.is_relative_to(ctx.work):
-                files[name] = path
-            else:
-                files[name] = Path(shutil.copyfile(path, staged / name))
-        state.artifact = artifact.publish(ctx.opts.out, ctx.spec.name, files, state.known_sha256)
+        cached = {name for name, path in state.files.items() if not path.is_relative_to(ctx.work)}
+        state.artifact = artifact.publish(
+            ctx.opts.out, ctx.spec.name, state.files, state.known_sha256, copy=cached
+        )
         if state.image is not None:
             state.result = state.image.digest
         elif state.cloud_image is not None:

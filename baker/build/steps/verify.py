@@ -28,6 +28,7 @@ PLUGIN = "baker.build.steps.testinfra_plugin"
 
 class Verify(Step):
     name = "verify"
+    keepable = True
 
     def describe(self, ctx: Context) -> str:
         return f"{len(ctx.spec.recipe.tests)} testinfra files"

@@ -1,0 +1,274 @@
+"""Faults a build meets, injected for real: the machine killed, signals at each long wait, a
+full work or output disk, libvirtd gone before and during a build, a corrupted cache entry,
+the guest's sshd killed. Each case checks the exit code, one clear last line, and that
+nothing is left: no libvirt domain, no qemu, no forwarded port, no work dir, no partial
+artifact. They reuse the session's cached base and disk (their recipes share that base)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bakerun import BAKER, ROOT, Baked, assert_nothing_left, domains, run_baker
+
+pytestmark = pytest.mark.e2e
+
+BASE = """\
+base:
+  suite: bookworm
+  arch: amd64
+  disk_size_mib: 2048
+"""
+SLEEPY = "provisioners:\n  - name: sleepy\n    inline: sleep {seconds}\n"
+TESTS = """\
+tests:
+  - path: test_base.py
+    sha256: 6b18b5f60358f1e2ef96dc0c4f6f7a28734a2be3e51e05b60ce8ddc2508b02b1
+"""
+
+
+def write_recipe(directory: Path, name: str, body: str) -> Path:
+    """A recipe beside a copy of the base image's test file (the files a recipe names are
+    inside its project)."""
+    shutil.copy(ROOT / "images/testinfra/test_base.py", directory / "test_base.py")
+    path = directory / f"{name}.yaml"
+    path.write_text(f"name: {name}\n{BASE}{body}")
+    return path
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, work_root: Path) -> tuple[Path, Path]:
+    work = work_root / f"fault-{tmp_path.name}"
+    work.mkdir(mode=0o711)
+    work.chmod(0o711)
+    return tmp_path / "out", work
+
+
+def last_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    return lines[-1]
+
+
+def build_until(
+    recipe: Path, out: Path, work: Path, marker: str, act, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Start a build; when `marker` appears on its stderr, call act(proc); return its exit
+    code and all it said on stderr."""
+    proc = subprocess.Popen(
+        [str(BAKER), "build", str(recipe), "--out", str(out)],
+        cwd=ROOT, env={**os.environ, "BAKER_WORK_DIR": str(work), **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if marker in line:
+            act(proc)
+            break
+    else:
+        pytest.fail(f"the build ended before {marker!r}: {''.join(seen)[-3000:]}")
+    _, rest = proc.communicate(timeout=600)
+    return proc.returncode, "".join(seen) + rest
+
+
+def domain_of(name: str) -> str:
+    (found,) = [d for d in domains() if d.startswith(f"baker-{name}-")]
+    return found
+
+
+def test_the_machine_killed_during_a_provisioner(tmp_path: Path, dirs) -> None:
+    out, work = dirs
+    name = "fault-qemu-killed"
+    recipe = write_recipe(tmp_path, name, SLEEPY.format(seconds=600))
+    before = domains()
+
+    def kill_qemu(_proc: subprocess.Popen[str]) -> None:
+        pid = int(Path(f"/run/libvirt/qemu/{domain_of(name)}.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+
+    code, stderr = build_until(recipe, out, work, "provisioner 1/1: sleepy", kill_qemu)
+    assert code == 1, stderr[-3000:]
+    last = last_line(stderr)
+    assert last.startswith("baker: error: the build machine stopped during the provision step")
+    assert "its console ended with:" in last
+    assert_nothing_left(out, work, name, before, stderr)
+
+
+@pytest.mark.parametrize(
+    ("sig", "marker", "delay"),
+    [
+        (signal.SIGINT, "==> boot:", 3.0),  # while it waits for SSH
+        (signal.SIGTERM, "==> capture:", 0.5),
+        (signal.SIGHUP, "boot 1/2:", 0.0),  # measuring: as the second boot starts
+    ],
+    ids=["SIGINT-waiting-for-ssh", "SIGTERM-capture", "SIGHUP-measure"],
+)
+def test_a_signal_at_each_long_wait(
+    tmp_path: Path, dirs, sig: signal.Signals, marker: str, delay: float
+) -> None:
+    out, work = dirs
+    name = f"fault-{sig.name.lower()}"
+    # Two measured boots, so the signal lands while the second one runs.
+    recipe = write_recipe(tmp_path, name, f"{TESTS}boot_runs: 2\n")
+    before = domains()
+
+    def send(proc: subprocess.Popen[str]) -> None:
+        time.sleep(delay)
+        proc.send_signal(sig)
+
+    code, stderr = build_until(recipe, out, work, marker, send)
+    assert code == 130
+    assert last_line(stderr) == "baker: error: interrupted; cleaned up."
+    assert_nothing_left(out, work, name, before, stderr)
+
+
+@contextlib.contextmanager
+def tmpfs(size: str) -> Iterator[Path]:
+    mount = Path(tempfile.mkdtemp(prefix="baker-e2e-small-", dir="/var/tmp"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0711", "tmpfs", mount],
+                   check=True)  # fmt: skip
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", mount], check=False)
+        mount.rmdir()
+
+
+def test_a_full_work_disk_is_named_with_what_the_build_needs(tmp_path: Path) -> None:
+    name = "fault-work-full"
+    recipe = write_recipe(tmp_path, name, "")
+    before = domains()
+    with tmpfs("48m") as small:
+        proc = run_baker("build", recipe, "--out", tmp_path / "out", work=small)
+        left = list(small.iterdir())
+    assert proc.returncode == 1
+    last = last_line(proc.stderr)
+    assert last.startswith(f"baker: error: the filesystem of the work directory ({small}")
+    assert "is full:" in last and "needs about 4.00 GiB there (BAKER_WORK_DIR" in last
+    assert left == []
+    assert not (tmp_path / "out").exists()
+    assert {d for d in domains() - before if name in d} == set()
+
+
+def test_a_full_output_disk_leaves_nothing_partial(base_image: Baked, work_root: Path) -> None:
+    before = domains()
+    with tmpfs("32m") as small:
+        # The session's cached base image: only the publish step has work to do.
+        proc = run_baker("build", "images/debian-12-base.yaml", "--out", small, work=work_root)
+        left = list(small.iterdir())
+    assert proc.returncode == 1
+    last = last_line(proc.stderr)
+    assert last.startswith(f"baker: error: the filesystem of the output directory ({small}")
+    assert "the publish step failed" in last
+    assert left == []  # no partial artifact, no staging directory
+    assert [p for p in work_root.iterdir() if p.name.startswith("baker-")] == []
+    assert domains() == before
+
+
+@contextlib.contextmanager
+def libvirtd_stopped() -> Iterator[None]:
+    subprocess.run(["pkill", "-x", "libvirtd"], check=False)
+    for _ in range(100):
+        if subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True).returncode != 0:
+            break
+        time.sleep(0.1)
+    try:
+        yield
+    finally:
+        restart_libvirtd()
+
+
+def restart_libvirtd() -> None:
+    if subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True).returncode != 0:
+        subprocess.run(["libvirtd", "-d"], check=True)
+    for _ in range(100):
+        if subprocess.run(["virsh", "-c", "qemu:///system", "version"],
+                          capture_output=True).returncode == 0:  # fmt: skip
+            return
+        time.sleep(0.2)
+    pytest.fail("libvirtd did not come back")
+
+
+def test_libvirtd_stopped_before_a_build(tmp_path: Path, dirs) -> None:
+    out, work = dirs
+    recipe = write_recipe(tmp_path, "fault-no-libvirtd", "")
+    with libvirtd_stopped():
+        proc = run_baker("build", recipe, "--out", out, work=work)
+    assert proc.returncode == 1
+    last = last_line(proc.stderr)
+    assert last.startswith("baker: error: cannot connect to libvirtd at qemu:///system (")
+    assert last.endswith("): is libvirtd running? (scripts/setup-host.sh starts it)")
+    assert list(work.iterdir()) == [] and not out.exists()
+
+
+def test_libvirtd_stopped_during_a_build(tmp_path: Path, dirs) -> None:
+    out, work = dirs
+    name = "fault-libvirtd-gone"
+    recipe = write_recipe(tmp_path, name, SLEEPY.format(seconds=15))
+    before = domains()
+    try:
+        code, stderr = build_until(
+            recipe,
+            out,
+            work,
+            "provisioner 1/1: sleepy",
+            lambda _p: subprocess.run(["pkill", "-x", "libvirtd"]),
+        )
+    finally:
+        restart_libvirtd()
+    assert code == 1
+    last = last_line(stderr)
+    assert last.startswith("baker: error: lost the connection to libvirtd (qemu:///system)")
+    assert_nothing_left(out, work, name, before, stderr)
+
+
+def test_a_corrupted_cache_entry_is_rebuilt_to_the_same_image(
+    base_image: Baked, session_cache: Path, work_root: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o755)
+    subprocess.run(["cp", "-a", "--sparse=always", session_cache / "steps", cache], check=True)
+
+    steps = json.loads((base_image.artifact / "build.json").read_text())["steps"]
+    shutil.rmtree(cache / "steps" / "image" / steps["image"]["key"])  # the image is made again
+    disk = cache / "steps" / "disk" / steps["disk"]["key"] / "base.raw"
+    with disk.open("r+b") as f:  # a flipped byte inside the root filesystem's data
+        f.seek(200 << 20)
+        byte = f.read(1)
+        f.seek(200 << 20)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    proc = run_baker("build", "images/debian-12-base.yaml", "--out", tmp_path / "out",
+                     work=work_root, env={**os.environ, "BAKER_CACHE_DIR": str(cache)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"cache entry disk/{steps['disk']['key'][:16]} is corrupt" in proc.stderr
+    assert "base.raw does not match its recorded sha256): dropped; rebuilding it" in proc.stderr
+    assert proc.stdout.split()[-1] == base_image.digest
+    assert "reused measure" in proc.stderr  # the same image: measured once
+
+
+def test_sshd_killed_mid_provisioner_is_an_error_not_a_hang(tmp_path: Path, dirs) -> None:
+    out, work = dirs
+    name = "fault-sshd-killed"
+    recipe = write_recipe(
+        tmp_path, name,
+        "provisioners:\n  - name: cut\n    timeout_s: 120\n    inline: |\n"
+        "      pkill -KILL sshd\n      sleep 600\n",
+    )  # fmt: skip
+    before = domains()
+    proc = run_baker("build", recipe, "--out", out, work=work)
+    assert proc.returncode == 1
+    last = last_line(proc.stderr)
+    assert last.startswith("baker: error: the SSH connection to the build machine was lost")
+    assert "(provisioner cut)" in last
+    assert_nothing_left(out, work, name, before, proc.stderr)
