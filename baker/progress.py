@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -48,7 +49,10 @@ class Reporter:
 
     def info(self, message: str) -> None:
         self._write_log(message)
-        self.console.print(f"[bold]baker[/bold]: {message}", highlight=False, markup=True)
+        # Not wrapped: a CI log keeps each message on one line, for people and for grep.
+        self.console.print(
+            f"[bold]baker[/bold]: {escape(message)}", highlight=False, markup=True, soft_wrap=True
+        )
 
     def output(self, source: str, line: str) -> None:
         """A line a step's tool or guest command printed: always logged, shown dimmed."""
@@ -77,7 +81,9 @@ class Reporter:
             self._progress.start()
             self._progress.add_task(f"{name}: {what}")
         else:
-            self.console.print(f"baker: ==> {name}: {what}", markup=False, highlight=False)
+            self.console.print(
+                f"baker: ==> {name}: {what}", markup=False, highlight=False, soft_wrap=True
+            )
         ok = False
         try:
             yield
@@ -117,7 +123,7 @@ class Meter:
             self._progress.start()
             self._task = self._progress.add_task(self.what, total=self.total or None)
         else:
-            console.print(f"baker: ==> {self.what}", markup=False, highlight=False)
+            console.print(f"baker: ==> {self.what}", markup=False, highlight=False, soft_wrap=True)
         return self
 
     def _columns(self) -> list[ProgressColumn]:
