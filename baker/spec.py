@@ -39,12 +39,18 @@ class _Model(BaseModel):
 class Base(_Model):
     """The starting disk: a Debian root filesystem from the mirror, made bootable."""
 
-    suite: Literal["bookworm"] = "bookworm"
+    suite: Literal["bookworm", "trixie"] = "bookworm"  # Debian 12 or 13
     arch: Literal["amd64"] = "amd64"
     packages: tuple[Package, ...] = ()
     # None: the Debian mirror the host's apt already uses.
     mirror: str | None = None
     disk_size_mib: int = Field(2048, ge=1024, le=1024 * 1024)
+    # hybrid: one disk that boots under BIOS and under UEFI (Secure Boot included), as
+    # Debian's cloud images do; bios or uefi: only that way.
+    boot: Literal["hybrid", "bios", "uefi"] = "hybrid"
+    # Instance initialization at launch (user, keys, hostname, user data) from the cloud's
+    # or hypervisor's datasource; off: the systemd-credential login only.
+    cloud_init: bool = True
 
 
 class LibvirtBackend(_Model):

@@ -12,6 +12,10 @@ PACKAGES=(
   qemu-system-x86 qemu-utils
   libvirt-daemon-system libvirt-dev pkg-config gcc
   mmdebstrap fdisk grub-pc-bin libarchive13 apt-utils libxml2-utils
+  # UEFI: the EFI system partition (FAT), and OVMF to boot and measure UEFI images.
+  dosfstools mtools ovmf
+  # NoCloud seed images for the tests, git for their throwaway projects.
+  genisoimage git
 )
 
 need_install() {

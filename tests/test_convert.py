@@ -171,6 +171,7 @@ def make_artifact(
         copyrights={},
         invocation_id="00000000-0000-4000-8000-000000000000",
         key=signing.load_private_key(key) if key else None,
+        distro="debian-12",
     )
     (directory / "SHA256SUMS").write_text(sha256sums(directory))
     return directory

@@ -14,7 +14,8 @@ import pytest
 
 from baker.errors import InputError
 from baker.evidence import sbom_cdx
-from baker.image import disk
+from baker.evidence.sbom import Subject
+from baker.image import disk, layout
 from baker.image.packages import Package
 from baker.inspect import disk as inspect_disk
 from baker.inspect import files as inspect_files
@@ -106,13 +107,15 @@ def _artifact(directory: Path, image: Path, packages: list[Package]) -> Path:
     digest = "sha256:" + _run("sha256sum", directory / "image.qcow2").split()[0]
     (directory / "sbom.cdx.json").write_bytes(
         sbom_cdx.document(
-            image_name="test",
-            image_file="image.qcow2",
-            image_digest=digest,
-            packages=packages,
-            licenses={},
-            source_date_epoch=SDE,
-            tool_version="0.1.0",
+            Subject(
+                image_name="test",
+                image_file="image.qcow2",
+                image_digest=digest,
+                packages=packages,
+                licenses={},
+                source_date_epoch=SDE,
+                tool_version="0.1.0",
+            )
         )
     )
     return directory
@@ -380,7 +383,7 @@ def test_no_linux_partition(images: dict[str, Path], workdir: Path) -> None:
     raw = workdir.parent / "bios-only.raw"
     with raw.open("wb") as f:
         f.truncate(8 << 20)
-    script = f"label: gpt\nstart=2048, size=2048, type={disk.BIOS_BOOT_TYPE}\n"
+    script = f"label: gpt\nstart=2048, size=2048, type={layout.BIOS_BOOT_TYPE}\n"
     subprocess.run(["sfdisk", "--quiet", raw], input=script, text=True, check=True)
     with pytest.raises(InputError, match="no root partition"):
         diff(images["a"], raw, workdir=workdir)
@@ -390,7 +393,7 @@ def test_root_partition_without_filesystem(images: dict[str, Path], workdir: Pat
     raw = workdir.parent / "empty-root.raw"
     with raw.open("wb") as f:
         f.truncate(8 << 20)
-    script = f"label: gpt\nstart=2048, type={disk.LINUX_ROOT_X86_64_TYPE}\n"
+    script = f"label: gpt\nstart=2048, type={layout.LINUX_ROOT_X86_64_TYPE}\n"
     subprocess.run(["sfdisk", "--quiet", raw], input=script, text=True, check=True)
     with pytest.raises(InputError, match="no ext4 filesystem"):
         diff(images["a"], raw, workdir=workdir)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from baker.image import disk
+from baker.image import bios, disk, layout
 
 SIZE_MIB = 1024
 SDE = 1686355200  # 2023-06-10, what the pipeline clamps to
@@ -128,7 +128,7 @@ def test_disk_ids_are_deterministic_and_distinct() -> None:
     assert disk.DiskIds.derive("base:abc") == a
     b = disk.DiskIds.derive("base:abd")
     assert all(x != y for x, y in zip(astuple(a), astuple(b), strict=True))
-    assert len(set(astuple(a))) == 5  # no two roles share an id
+    assert len(set(astuple(a))) == 6  # no two roles share an id
     for value in astuple(a):
         u = uuid.UUID(value)
         assert str(u) == value  # canonical lower-case form
@@ -148,19 +148,20 @@ def test_gpt_matches_ids_and_layout(raw: Path, ids: disk.DiskIds) -> None:
     table = json.loads(_run("sfdisk", "--json", raw))["partitiontable"]
     assert table["label"] == "gpt"
     assert table["id"] == ids.disk_guid.upper()
-    assert table["sectorsize"] == disk.SECTOR
-    assert table["firstlba"] == disk.BIOS_BOOT_START
+    assert table["sectorsize"] == layout.SECTOR
+    assert table["firstlba"] == layout.FIRST
     bios, root = table["partitions"]
     assert bios == {
         "node": f"{raw}1",
-        "start": disk.BIOS_BOOT_START,
-        "size": disk.BIOS_BOOT_SECTORS,
-        "type": disk.BIOS_BOOT_TYPE,
+        "start": layout.FIRST,
+        "size": layout.BIOS_BOOT_SECTORS,
+        "type": layout.BIOS_BOOT_TYPE,
         "uuid": ids.bios_boot_guid.upper(),
         "name": "bios-boot",
     }
-    assert root["start"] == disk.ROOT_START == disk.BIOS_BOOT_START + disk.BIOS_BOOT_SECTORS
-    assert root["type"] == disk.LINUX_ROOT_X86_64_TYPE
+    assert root["start"] * layout.SECTOR == disk.root_offset()
+    assert root["start"] == layout.FIRST + layout.BIOS_BOOT_SECTORS
+    assert root["type"] == layout.LINUX_ROOT_X86_64_TYPE
     assert root["uuid"] == ids.root_guid.upper()
     assert root["name"] == "root"
     # The rest of the disk, up to the last whole MiB before the backup GPT.
@@ -170,9 +171,9 @@ def test_gpt_matches_ids_and_layout(raw: Path, ids: disk.DiskIds) -> None:
 
 
 def test_mbr_holds_grub_boot_code_pointing_at_the_core_image(raw: Path) -> None:
-    mbr = _read(raw, 0, disk.SECTOR)
-    boot_img = (disk.GRUB_DIR / "boot.img").read_bytes()
-    assert struct.unpack_from("<Q", mbr, 0x5C)[0] == disk.BIOS_BOOT_START
+    mbr = _read(raw, 0, layout.SECTOR)
+    boot_img = (bios.GRUB_DIR / "boot.img").read_bytes()
+    assert struct.unpack_from("<Q", mbr, 0x5C)[0] == layout.FIRST
     assert mbr[0x64] == 0xFF  # boot from the drive the BIOS booted from
     assert mbr[0x66:0x68] == b"\x90\x90"  # the floppy probe is skipped
     assert mbr[510:512] == b"\x55\xaa"
@@ -185,15 +186,15 @@ def test_mbr_holds_grub_boot_code_pointing_at_the_core_image(raw: Path) -> None:
 
 
 def test_core_image_blocklist_points_after_its_first_sector(raw: Path) -> None:
-    part = _read(raw, disk.BIOS_BOOT_START * disk.SECTOR, disk.BIOS_BOOT_SECTORS * disk.SECTOR)
-    diskboot = (disk.GRUB_DIR / "diskboot.img").read_bytes()
+    part = _read(raw, layout.FIRST * layout.SECTOR, layout.BIOS_BOOT_SECTORS * layout.SECTOR)
+    diskboot = (bios.GRUB_DIR / "diskboot.img").read_bytes()
     start, length = struct.unpack_from("<QH", part, 0x200 - 12)
-    assert start == disk.BIOS_BOOT_START + 1
-    assert 0 < length < disk.BIOS_BOOT_SECTORS
+    assert start == layout.FIRST + 1
+    assert 0 < length < layout.BIOS_BOOT_SECTORS
     assert part[: 0x200 - 12] == diskboot[: 0x200 - 12]
     # The core image is `length` sectors after diskboot's one; nothing follows it.
-    assert any(part[disk.SECTOR : (1 + length) * disk.SECTOR])
-    assert not any(part[(1 + length) * disk.SECTOR :])
+    assert any(part[layout.SECTOR : (1 + length) * layout.SECTOR])
+    assert not any(part[(1 + length) * layout.SECTOR :])
 
 
 def test_root_filesystem_label_uuid_and_hash_seed(raw: Path, ids: disk.DiskIds) -> None:
@@ -205,7 +206,7 @@ def test_root_filesystem_label_uuid_and_hash_seed(raw: Path, ids: disk.DiskIds) 
     count = re.search(r"^Block count:\s+(\d+)$", stats, re.M)
     assert count is not None
     table = json.loads(_run("sfdisk", "--json", raw))["partitiontable"]
-    assert int(count.group(1)) == table["partitions"][1]["size"] * disk.SECTOR // 4096
+    assert int(count.group(1)) == table["partitions"][1]["size"] * layout.SECTOR // 4096
 
 
 def test_root_filesystem_holds_the_tree(raw: Path) -> None:

@@ -270,7 +270,10 @@ def test_a_bad_build_record_is_refused(aws_env: Proxy, tmp_path: Path) -> None:
         ("{not json", r"build\.json: not a baker build record"),
         (json.dumps({**good, "recipe": {"name": "demo"}}), r"\(recipe\.file: field required"),
         (json.dumps({**good, "image": {"boot": "bios"}}), r"\(image\.digest: missing\)"),
-        (json.dumps({**good, "image": {**good["image"], "boot": "pxe"}}), "expected bios or uefi"),
+        (
+            json.dumps({**good, "image": {**good["image"], "boot": "pxe"}}),
+            "expected bios, hybrid or uefi",
+        ),
     ):
         record.write_text(text)
         with pytest.raises(InputError, match=message):

@@ -317,9 +317,19 @@ SOURCES = [
 ]
 
 
-def test_unlocked_argv_is_unchanged() -> None:
-    """Every unlocked image digest so far came from exactly this command line."""
+def test_the_default_base_adds_uefi_boot_and_cloud_init() -> None:
     argv = debian.mmdebstrap_argv(Base(packages=("nginx",)), Path("/w/root.tar"), SOURCES)
+    (include,) = [a for a in argv if a.startswith("--include=")]
+    names = include.removeprefix("--include=").split(",")
+    assert names == sorted(names)
+    assert {"cloud-init", "grub-efi-amd64-signed", "shim-signed", "shim-helpers-amd64-signed",
+            "nginx"} <= set(names)  # fmt: skip
+
+
+def test_unlocked_argv_is_unchanged() -> None:
+    """Every unlocked BIOS image without cloud-init so far came from exactly this command."""
+    base = Base(packages=("nginx",), boot="bios", cloud_init=False)
+    argv = debian.mmdebstrap_argv(base, Path("/w/root.tar"), SOURCES)
     assert argv == [
         "mmdebstrap",
         "--variant=minbase",

@@ -120,8 +120,8 @@ BAD: list[tuple[str, str, str]] = [
     (
         "key-with-a-newline",
         'name: demo\nbase:\n  "two\\nlines": 1\n',
-        "$recipe:3: base.'two\\nlines': unknown field (known: arch, disk_size_mib, mirror, "
-        "packages, suite).",
+        "$recipe:3: base.'two\\nlines': unknown field (known: arch, boot, cloud_init, "
+        "disk_size_mib, mirror, packages, suite).",
     ),
     (
         "duplicate-key-under-an-alias",

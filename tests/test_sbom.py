@@ -107,7 +107,7 @@ def build(fn: Any, **overrides: Any) -> bytes:
         "tool_version": "0.1.0",
     }
     kwargs.update(overrides)
-    return fn(**kwargs)
+    return fn(sbom.Subject(**kwargs))
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,11 @@ class Timeouts:
         return cls(seconds, seconds, seconds)
 
 
+# EC2's boot mode for each of baker's: a hybrid disk starts under UEFI where the instance
+# type has it (Secure Boot, NitroTPM), else under BIOS.
+BOOT_MODES = {"bios": "legacy-bios", "hybrid": "uefi-preferred", "uefi": "uefi"}
+
+
 @dataclass(frozen=True)
 class Artifact:
     """What publish reads from an artifact directory."""
@@ -66,7 +71,7 @@ class Artifact:
     name: str
     digest: str  # sha256:<hex> of image.qcow2
     raw_digest: str | None  # sha256:<hex> of the raw disk, when the build recorded it
-    boot: str  # bios or uefi
+    boot: str  # bios, hybrid or uefi
 
     @classmethod
     def load(cls, directory: Path) -> Artifact:
@@ -77,8 +82,8 @@ class Artifact:
         info = record.image
         if info.digest is None:
             raise InputError(f"{path}: not a baker build record (image.digest: missing).")
-        if info.boot not in ("bios", "uefi"):
-            raise InputError(f"{path}: image.boot is {info.boot!r}, expected bios or uefi.")
+        if info.boot not in BOOT_MODES:
+            raise InputError(f"{path}: image.boot is {info.boot!r}, expected bios, hybrid or uefi.")
         return cls(directory, image, record.recipe.name, info.digest, info.raw_digest, info.boot)
 
     def check_digest(self) -> None:
@@ -281,7 +286,7 @@ def _register(ec2: Any, snapshot: str, art: Artifact, raw_digest: str, undo: _Un
                     }
                 ],
                 EnaSupport=True,
-                BootMode="legacy-bios" if art.boot == "bios" else "uefi",
+                BootMode=BOOT_MODES[art.boot],
                 TagSpecifications=[tag_spec("image", values)],
             )["ImageId"]
         )

@@ -5,6 +5,10 @@ images after they are built.
 Login uses systemd's own credential mechanism: an `ssh.authorized_keys.root` credential in an
 SMBIOS OEM string, which Debian 12's systemd writes to root's authorized_keys at boot. The
 host key is checked against the fingerprints the image prints on its console at first boot.
+
+Firmware: `bios` is SeaBIOS on qemu's pc machine; `uefi` is OVMF (Debian's `ovmf`) with
+Secure Boot enforcing and Microsoft's keys enrolled, on the q35 machine with SMM, as a
+hypervisor with Secure Boot on would start it; `uefi-insecure` is OVMF without Secure Boot.
 """
 
 from __future__ import annotations
@@ -12,18 +16,30 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import re
+import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import paramiko
 
 from baker.backends.accel import Accel
 from baker.edge import ssh, tools
+from baker.errors import BuildError
+
+Firmware = Literal["bios", "uefi", "uefi-insecure"]
+OVMF_DIR = Path("/usr/share/OVMF")
+# (code, variables template): the secure code needs SMM; the .ms variables enroll Microsoft's
+# keys and turn Secure Boot on.
+OVMF = {
+    "uefi": ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"),
+    "uefi-insecure": ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+}
 
 _FINGERPRINTS = re.compile(
     r"-----BEGIN SSH HOST KEY FINGERPRINTS-----(.*?)-----END SSH HOST KEY FINGERPRINTS-----",
@@ -85,6 +101,35 @@ class PlainMachine:
         return client, time.monotonic() - self.started
 
 
+def _firmware(firmware: Firmware, variables: Path) -> list[str]:
+    if firmware == "bios":
+        return []
+    code, template = OVMF[firmware]
+    for name in (code, template):
+        if not (OVMF_DIR / name).is_file():
+            raise BuildError(f"{OVMF_DIR / name} is missing (Debian package ovmf): run "
+                             "scripts/setup-host.sh.")  # fmt: skip
+    # Each boot gets fresh variables: a first boot, on a machine never booted before.
+    shutil.copyfile(OVMF_DIR / template, variables)
+    secure = ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+    return [
+        *(secure if firmware == "uefi" else []),
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_DIR / code}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
+    ]  # fmt: skip
+
+
+def _disk(image: Path, interface: str) -> list[str]:
+    if interface in ("virtio", "ide"):
+        return ["-drive", f"file={image},format=qcow2,if={interface},snapshot=on"]
+    # A SCSI controller of that model, the disk on it (VMware's pvscsi, LSI Logic).
+    return [
+        "-device", f"{interface},id=scsi0",
+        "-drive", f"file={image},format=qcow2,if=none,id=disk0,snapshot=on",
+        "-device", "scsi-hd,drive=disk0,bus=scsi0.0",
+    ]  # fmt: skip
+
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -103,23 +148,32 @@ def boot(
     memory_mib: int = 1024,
     cpus: int = 2,
     disk_interface: str = "virtio",
+    nic: str = "virtio-net-pci",
+    firmware: Firmware = "bios",
+    extra: Sequence[str] = (),
 ) -> Iterator[PlainMachine]:
-    """Boot `image` without ever writing it (snapshot=on); stopped and gone on exit."""
+    """Boot `image` without ever writing it (snapshot=on); stopped and gone on exit.
+    `disk_interface` is a -drive if= (virtio, ide) or a SCSI controller device (pvscsi,
+    lsi53c895a) the disk hangs from; `nic` a network device; `extra`, more qemu arguments (a
+    seed CD, say)."""
     private, public = ssh.generate_keypair("baker-check")
     port = ssh.free_port()
     console = workdir / f"console-{port}.log"
+    board = "pc" if firmware == "bios" else "q35,smm=on" if firmware == "uefi" else "q35"
     argv = [
         tools.require("qemu-system-x86_64"),
-        "-machine", f"pc,accel={accel}",
+        "-machine", f"{board},accel={accel}",
         "-m", str(memory_mib),
         "-smp", str(cpus),
         "-nodefaults", "-no-user-config", "-display", "none",
         "-serial", f"file:{console}",
-        "-drive", f"file={image},format=qcow2,if={disk_interface},snapshot=on",
+        *_firmware(firmware, workdir / f"vars-{port}.fd"),
+        *_disk(image, disk_interface),
         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
-        "-device", "virtio-net-pci,netdev=n0",
+        "-device", f"{nic},netdev=n0",
         "-device", "virtio-rng-pci",
         "-smbios", f"type=11,value=io.systemd.credential:ssh.authorized_keys.root={public}",
+        *extra,
     ]  # fmt: skip
     stderr = (workdir / f"qemu-{port}.err").open("wb")
     started = time.monotonic()  # the host clock from the moment the machine is started

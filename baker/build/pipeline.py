@@ -86,7 +86,11 @@ def _context(
         reporter=reporter,
         locked=locked,
         lock_file=lock_file,
-        source_date_epoch=locked.source_date_epoch if locked else debian.DEFAULT_SOURCE_DATE_EPOCH,
+        source_date_epoch=(
+            locked.source_date_epoch
+            if locked
+            else debian.default_source_date_epoch(spec.recipe.base)
+        ),
         sign_key=sign_key,
         started=dt.datetime.now(dt.UTC),
     )

@@ -61,7 +61,7 @@ def build_record(ctx: Context, state: BuildState) -> BuildRecord:
             size=state.image.size,
             virtual_size=recipe.base.disk_size_mib * 1024 * 1024,
             format="qcow2",
-            boot="bios",
+            boot=recipe.base.boot,
         )
     else:
         image = ImageRecord(ami=state.cloud_image.record if state.cloud_image else None)

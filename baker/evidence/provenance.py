@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from baker import __version__
-from baker.evidence.sbom import purl
+from baker.evidence.sbom import DISTRO, purl
 from baker.image.packages import Package
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -20,8 +20,8 @@ def _digest(value: str) -> dict[str, str]:
     return {algorithm: hexdigest}
 
 
-def _package(p: Package, debs: dict[str, str]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": p.name, "uri": purl(p)}
+def _package(p: Package, debs: dict[str, str], distro: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": p.name, "uri": purl(p, distro)}
     if p.name in debs:
         entry["digest"] = _digest(debs[p.name])  # the locked .deb's own hash
     return entry
@@ -49,6 +49,7 @@ def statement(
     record: dict[str, Any],
     packages: list[Package],
     invocation_id: str,
+    distro: str = DISTRO,
 ) -> dict[str, Any]:
     """The statement for one build, from its build record (build.json's content)."""
     recipe = record["recipe"]
@@ -60,7 +61,7 @@ def statement(
             for rel, digest in sorted(pins["files"].items())
         ),
         *_base(pins),
-        *(_package(p, pins.get("debs", {})) for p in packages),
+        *(_package(p, pins.get("debs", {}), distro) for p in packages),
     ]
     if pins.get("lock"):
         dependencies.insert(

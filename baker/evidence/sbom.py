@@ -11,26 +11,42 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from packageurl import PackageURL
 
 from baker.errors import BuildError
 from baker.image.packages import Package
 
-# Every image baker builds is Debian 12; the purl qualifier lets scanners pick the right
-# vulnerability feed without a separate operating-system component.
+# The purl qualifier that lets scanners pick the right vulnerability feed without a separate
+# operating-system component: debian-12 for bookworm, debian-13 for trixie.
 DISTRO = "debian-12"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What an SBOM describes: the image, the packages in it, and who made the document."""
+
+    image_name: str
+    image_file: str
+    image_digest: str
+    packages: list[Package]
+    licenses: dict[str, list[str]]  # binary package -> its DEP-5 licence short names
+    source_date_epoch: int
+    tool_version: str
+    distro: str = DISTRO
+
 
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 
 
-def purl(p: Package) -> str:
+def purl(p: Package, distro: str = DISTRO) -> str:
     return PackageURL(
         type="deb",
         namespace="debian",
         name=p.name,
         version=p.version,
-        qualifiers={"arch": p.architecture, "distro": DISTRO},
+        qualifiers={"arch": p.architecture, "distro": distro},
     ).to_string()
 
 

@@ -21,7 +21,7 @@ from packageurl import PackageURL
 
 from baker.errors import BuildError
 from baker.evidence.licenses import spdx_id
-from baker.evidence.sbom import deb_arch, image_hex, purl, sort_packages
+from baker.evidence.sbom import Subject, deb_arch, image_hex, purl, sort_packages
 from baker.image.packages import Package
 
 CDX_VERSION = "1.6"
@@ -35,20 +35,12 @@ PROP_IMAGE_FILE = "baker:image:file"
 _SERIAL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://baker.invalid/cyclonedx")
 
 
-def document(
-    *,
-    image_name: str,
-    image_file: str,
-    image_digest: str,
-    packages: list[Package],
-    licenses: dict[str, list[str]],
-    source_date_epoch: int,
-    tool_version: str,
-) -> bytes:
-    """CycloneDX 1.6 JSON of the image and its packages, schema-validated before it is returned.
-
-    `licenses` maps a binary package name to its DEP-5 licence short names.
-    """
+def document(subject: Subject) -> bytes:
+    """CycloneDX 1.6 JSON of the image and its packages, schema-validated before it is returned."""
+    image_name, image_file, image_digest = (
+        subject.image_name, subject.image_file, subject.image_digest,
+    )  # fmt: skip
+    licenses, tool_version = subject.licenses, subject.tool_version
     hexdigest = image_hex(image_digest)
     image = Component(
         # "file", not "operating-system": the hash is of image.qcow2's bytes, and that file is
@@ -60,7 +52,10 @@ def document(
         hashes=[HashType(alg=HashAlgorithm.SHA_256, content=hexdigest)],
         properties=[Property(name=PROP_IMAGE_FILE, value=image_file)],
     )
-    components = [_component(p, licenses.get(p.name, [])) for p in sort_packages(packages)]
+    components = [
+        _component(p, licenses.get(p.name, []), subject.distro)
+        for p in sort_packages(subject.packages)
+    ]
     baker = Component(
         type=ComponentType.APPLICATION,
         name="baker",
@@ -72,7 +67,7 @@ def document(
         metadata=BomMetaData(
             component=image,
             tools=ToolRepository(components=[baker]),
-            timestamp=datetime.fromtimestamp(source_date_epoch, tz=UTC),
+            timestamp=datetime.fromtimestamp(subject.source_date_epoch, tz=UTC),
         ),
         components=components,
     )
@@ -88,8 +83,8 @@ def document(
     return data
 
 
-def _component(p: Package, names: list[str]) -> Component:
-    ref = purl(p)
+def _component(p: Package, names: list[str], distro: str) -> Component:
+    ref = purl(p, distro)
     # "declared": read from the package's own copyright file, not concluded by any analysis.
     declared = LicenseAcknowledgement.DECLARED
     licences = []

@@ -30,7 +30,7 @@ from spdx_tools.spdx.writer.json.json_writer import write_document_to_stream
 
 from baker.errors import BuildError
 from baker.evidence.licenses import spdx_id
-from baker.evidence.sbom import deb_arch, image_hex, purl, sort_packages
+from baker.evidence.sbom import Subject, deb_arch, image_hex, purl, sort_packages
 from baker.image.packages import Package
 
 SPDX_VERSION = "SPDX-2.3"
@@ -38,20 +38,12 @@ SPDX_VERSION = "SPDX-2.3"
 _SPDX_ID_SAFE = re.compile(r"[a-z0-9.-]")
 
 
-def document(
-    *,
-    image_name: str,
-    image_file: str,
-    image_digest: str,
-    packages: list[Package],
-    licenses: dict[str, list[str]],
-    source_date_epoch: int,
-    tool_version: str,
-) -> bytes:
-    """SPDX 2.3 JSON of the image and its packages, validated before it is returned.
-
-    `licenses` maps a binary package name to its DEP-5 licence short names.
-    """
+def document(subject: Subject) -> bytes:
+    """SPDX 2.3 JSON of the image and its packages, validated before it is returned."""
+    image_name, image_file, image_digest = (
+        subject.image_name, subject.image_file, subject.image_digest,
+    )  # fmt: skip
+    licenses, tool_version = subject.licenses, subject.tool_version
     hexdigest = image_hex(image_digest)
     image_id = "SPDXRef-Image"
     image = SpdxPackage(
@@ -65,7 +57,10 @@ def document(
         checksums=[Checksum(ChecksumAlgorithm.SHA256, hexdigest)],
         primary_package_purpose=PackagePurpose.FILE,  # same reasoning as the CycloneDX type
     )
-    debs = [_package(p, licenses.get(p.name, [])) for p in sort_packages(packages)]
+    debs = [
+        _package(p, licenses.get(p.name, []), subject.distro)
+        for p in sort_packages(subject.packages)
+    ]
     relationships = [Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, image_id)]
     relationships += [Relationship(image_id, RelationshipType.CONTAINS, d.spdx_id) for d in debs]
     doc = Document(
@@ -77,7 +72,7 @@ def document(
                 f"https://baker.invalid/spdx/{quote(image_name, safe='')}/{hexdigest}"
             ),
             creators=[Actor(ActorType.TOOL, f"baker-{tool_version}")],
-            created=datetime.fromtimestamp(source_date_epoch, tz=UTC),
+            created=datetime.fromtimestamp(subject.source_date_epoch, tz=UTC),
         ),
         packages=[image, *debs],
         relationships=relationships,
@@ -104,7 +99,7 @@ def _package_id(p: Package) -> str:
     return f"SPDXRef-Deb-{_ref_part(p.name)}-Arch-{_ref_part(p.architecture)}"
 
 
-def _package(p: Package, names: list[str]) -> SpdxPackage:
+def _package(p: Package, names: list[str], distro: str) -> SpdxPackage:
     names = sorted(set(names))
     ids = [spdx_id(n) for n in names]
     declared: Any = SpdxNoAssertion()
@@ -125,7 +120,7 @@ def _package(p: Package, names: list[str]) -> SpdxPackage:
         license_declared=declared,
         license_comment=comment,
         external_references=[
-            ExternalPackageRef(ExternalPackageRefCategory.PACKAGE_MANAGER, "purl", purl(p))
+            ExternalPackageRef(ExternalPackageRefCategory.PACKAGE_MANAGER, "purl", purl(p, distro))
         ],
         primary_package_purpose=PackagePurpose.LIBRARY,
     )

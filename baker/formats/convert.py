@@ -82,13 +82,15 @@ def image_record(artifact: Path) -> Record:
 
 def hardware(record: BuildRecord) -> Hardware:
     """CPUs and memory for the OVF: the build record's if it has them, else the recipe's
-    backend when the recipe is still the one built, else the recipe defaults."""
+    backend when the recipe is still the one built, else the recipe defaults; EFI firmware
+    for an image that boots only under UEFI."""
     from baker import recipe
     from baker.spec import LibvirtBackend
 
+    efi = record.image.boot == "uefi"
     recorded = record.backend
     if {"cpus", "memory_mib"} <= set(recorded):
-        return Hardware(int(recorded["cpus"]), int(recorded["memory_mib"]), "build.json")
+        return Hardware(int(recorded["cpus"]), int(recorded["memory_mib"]), "build.json", efi)
     path = Path(record.recipe.file)
     variables = {
         k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in record.variables.items()
@@ -98,9 +100,9 @@ def hardware(record: BuildRecord) -> Hardware:
             backend = recipe.load(path, variables, recorded_root(record, path)).recipe.backend
             cpus, memory = getattr(backend, "cpus", None), getattr(backend, "memory_mib", None)
             if isinstance(cpus, int) and isinstance(memory, int):  # a cloud backend has neither
-                return Hardware(cpus, memory, str(path))
+                return Hardware(cpus, memory, str(path), efi)
     b = LibvirtBackend()
-    return Hardware(b.cpus, b.memory_mib, "recipe defaults (the recipe is not at hand)")
+    return Hardware(b.cpus, b.memory_mib, "recipe defaults (the recipe is not at hand)", efi)
 
 
 def convert(artifact: Path, formats: Sequence[str], reporter: Reporter) -> list[Converted]:

@@ -23,6 +23,7 @@ from baker.progress import Meter
 OVF_NS = "http://schemas.dmtf.org/ovf/envelope/1"
 RASD_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
 VSSD_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData"
+VMW_NS = "http://www.vmware.com/schema/ovf"
 VMDK_STREAM = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
 _DEBIAN_64 = 96  # CIM_OperatingSystem.OsType "Debian 64-bit"
 _OVA_MAX_USTAR = 8 << 30  # ustar's 11 octal digits of size
@@ -33,6 +34,7 @@ class Hardware:
     cpus: int
     memory_mib: int
     source: str  # where the figures came from, for the user
+    efi: bool = False  # the image boots under UEFI only (base.boot: uefi)
 
 
 def _rasd(fields: dict[str, str | int]) -> str:
@@ -44,7 +46,9 @@ def _rasd(fields: dict[str, str | int]) -> str:
 
 def ovf_descriptor(name: str, disk_file: str, disk_size: int, capacity: int, hw: Hardware) -> bytes:
     """An OVF 1.0 envelope: one disk (stream-optimized vmdk on an IDE controller, the bus every
-    importer and the image's initrd handle), CPUs, memory and one NIC on a NAT network."""
+    importer and the image's initrd handle), CPUs, memory and one VMXNET3 NIC on a NAT network
+    (Debian's cloud kernel, the image's, drives VMXNET3 but not the E1000); VMware's EFI
+    firmware for an image that boots under UEFI only."""
     items: list[dict[str, str | int]] = [
         {
             "AllocationUnits": "hertz * 10^6",
@@ -83,14 +87,19 @@ def ovf_descriptor(name: str, disk_file: str, disk_size: int, capacity: int, hw:
             "Connection": "NAT",
             "ElementName": "ethernet0",
             "InstanceID": 5,
-            "ResourceSubType": "E1000",
+            "ResourceSubType": "VmxNet3",
             "ResourceType": 10,
         },
     ]
     hardware = "".join(f"      <Item>\n{_rasd(item)}      </Item>\n" for item in items)
+    firmware = (
+        '      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>\n'
+        if hw.efi
+        else ""
+    )
     text = f"""<?xml version="1.0" encoding="UTF-8"?>
 <Envelope ovf:version="1.0" xml:lang="en-US" xmlns="{OVF_NS}" xmlns:ovf="{OVF_NS}"
-    xmlns:rasd="{RASD_NS}" xmlns:vssd="{VSSD_NS}"
+    xmlns:rasd="{RASD_NS}" xmlns:vssd="{VSSD_NS}" xmlns:vmw="{VMW_NS}"
     xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
   <References>
     <File ovf:href={quoteattr(disk_file)} ovf:id="file1" ovf:size="{disk_size}"/>
@@ -114,14 +123,14 @@ def ovf_descriptor(name: str, disk_file: str, disk_size: int, capacity: int, hw:
       <Description>Debian GNU/Linux 64-bit</Description>
     </OperatingSystemSection>
     <VirtualHardwareSection>
-      <Info>Virtual hardware requirements (BIOS boot)</Info>
+      <Info>Virtual hardware requirements ({"UEFI" if hw.efi else "BIOS"} boot)</Info>
       <System>
         <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>
         <vssd:InstanceID>0</vssd:InstanceID>
         <vssd:VirtualSystemIdentifier>{escape(name)}</vssd:VirtualSystemIdentifier>
         <vssd:VirtualSystemType>vmx-07</vssd:VirtualSystemType>
       </System>
-{hardware}    </VirtualHardwareSection>
+{hardware}{firmware}    </VirtualHardwareSection>
   </VirtualSystem>
 </Envelope>
 """

@@ -36,8 +36,24 @@ BASE_PACKAGES = (
     "udev",
 )
 
-# Debian 12.0's release day: the default clamp for file times until a lock gives a date.
-DEFAULT_SOURCE_DATE_EPOCH = 1686355200
+# UEFI boot: Debian's signed shim and GRUB, read from the image onto its EFI system partition.
+UEFI_PACKAGES = ("grub-efi-amd64-signed", "shim-helpers-amd64-signed", "shim-signed")
+CLOUD_INIT_PACKAGES = ("cloud-init",)
+
+# Each suite's Debian version, for the purl's distro qualifier, and its x.0 release day: the
+# default clamp for file times until a lock gives a date.
+VERSIONS = {"bookworm": "12", "trixie": "13"}
+RELEASE_DAYS = {"bookworm": 1686355200, "trixie": 1754697600}
+
+
+def distro(base: Base) -> str:
+    """The purl distro qualifier of the image's packages: debian-12, debian-13."""
+    return f"debian-{VERSIONS[base.suite]}"
+
+
+def default_source_date_epoch(base: Base) -> int:
+    return RELEASE_DAYS[base.suite]
+
 
 GUEST_DIR = Path(__file__).resolve().parents[1] / "guest"
 
@@ -88,8 +104,14 @@ def guest_digest() -> str:
 
 
 def wanted(base: Base) -> tuple[str, ...]:
-    """The packages asked for: baker's own set and the recipe's (dependencies come on top)."""
-    return lock.requested(base, BASE_PACKAGES)
+    """The packages asked for: baker's own set for the boot mode and instance initialization
+    asked for, and the recipe's (dependencies come on top)."""
+    ours: tuple[str, ...] = BASE_PACKAGES
+    if base.boot != "bios":
+        ours += UEFI_PACKAGES
+    if base.cloud_init:
+        ours += CLOUD_INIT_PACKAGES
+    return lock.requested(base, ours)
 
 
 def config(base: Base, locked: lock.Lock | None = None) -> dict[str, object]:
@@ -100,7 +122,9 @@ def config(base: Base, locked: lock.Lock | None = None) -> dict[str, object]:
         "arch": base.arch,
         "packages": list(wanted(base)),
         "sources": sources(base),
-        "source_date_epoch": locked.source_date_epoch if locked else DEFAULT_SOURCE_DATE_EPOCH,
+        "source_date_epoch": (
+            locked.source_date_epoch if locked else default_source_date_epoch(base)
+        ),
         "guest": guest_digest(),
     }
     if locked:

@@ -1,43 +1,37 @@
 """Making a bootable disk from a root tar, without mounting anything.
 
-Layout (GPT, 512-byte sectors): a 1 MiB BIOS boot partition holding GRUB's core image, then
-the ext4 root filesystem, written by `mkfs.ext4 -d root.tar` straight at its offset. GRUB's
-boot sector and core image are patched in place, as grub-bios-setup would, so the disk boots
-on any BIOS hypervisor (plain qemu, libvirt, VMware) with no -kernel. Every identifier (disk
-and partition GUIDs, filesystem UUID, directory hash seed) is derived from a seed, and every
-time is clamped, so the same tar and seed give the same bytes.
+The GPT and its partitions follow baker.image.layout for the boot mode; the ext4 root
+filesystem is written by `mkfs.ext4 -d root.tar` straight at its offset; BIOS boot is GRUB's
+core image patched into place (baker.image.bios), UEFI boot an EFI system partition with
+Debian's signed shim and GRUB (baker.image.esp). Every identifier (disk and partition GUIDs,
+filesystem UUID, directory hash seed) is derived from a seed and every time is clamped, so
+the same tar, seed and boot mode give the same bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from baker.edge import tools
 from baker.errors import BuildError
+from baker.image import bios, esp
+from baker.image.layout import (
+    FIRST,
+    ROOT_LABEL,
+    ROOT_PARTITION,
+    SECTOR,
+    BootMode,
+    Partition,
+    find,
+    partitions,
+    root_offset,
+)
 
-SECTOR = 512
-BIOS_BOOT_START = 2048  # sectors: the usual 1 MiB alignment
-BIOS_BOOT_SECTORS = 2048
-ROOT_START = BIOS_BOOT_START + BIOS_BOOT_SECTORS
-ROOT_LABEL = "baker-root"
-BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
-LINUX_ROOT_X86_64_TYPE = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
-GRUB_DIR = Path("/usr/lib/grub/i386-pc")
-GRUB_MODULES = ("biosdisk", "part_gpt", "ext2", "linux", "boot", "serial", "terminal", "echo")
-KERNEL_CMDLINE = f"root=LABEL={ROOT_LABEL} ro console=tty0 console=ttyS0,115200n8"
-
-# Offsets in GRUB's i386-pc boot.img and diskboot.img (grub/include/grub/i386/pc/boot.h).
-_KERNEL_SECTOR = 0x5C
-_BOOT_DRIVE = 0x64
-_DRIVE_CHECK = 0x66
-_BPB = slice(0x03, 0x5A)
-_MBR_CODE_END = 0x1B8  # from here on: disk signature and partition table
-_BLOCKLIST = 0x200 - 12  # the first blocklist entry at the end of diskboot.img
+__all__ = ["DiskIds", "assemble", "boot_config", "root_offset", "to_qcow2"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +41,7 @@ class DiskIds:
     root_guid: str
     fs_uuid: str
     hash_seed: str
+    esp_guid: str
 
     @classmethod
     def derive(cls, seed: str) -> DiskIds:
@@ -54,18 +49,46 @@ class DiskIds:
             digest = hashlib.sha256(f"baker:{seed}:{label}".encode()).digest()
             return str(uuid.UUID(bytes=digest[:16], version=4))
 
-        return cls(one("disk"), one("bios-boot"), one("root"), one("fs"), one("hash-seed"))
+        return cls(
+            one("disk"), one("bios-boot"), one("root"), one("fs"), one("hash-seed"), one("esp")
+        )
+
+    def guid(self, part: Partition) -> str:
+        return {"bios-boot": self.bios_boot_guid, "esp": self.esp_guid}.get(
+            part.name, self.root_guid
+        )
+
+
+def boot_config(boot: BootMode) -> dict[str, str]:
+    """What of the boot loaders decides a disk's bytes, for the content keys."""
+    config = {}
+    if find(boot, "bios-boot"):
+        config["bios"] = bios.grub_config()
+    if find(boot, "esp"):
+        config["uefi"] = esp.grub_config()
+    return config
 
 
 def assemble(
-    root_tar: Path, raw: Path, size_mib: int, ids: DiskIds, source_date_epoch: int
+    root_tar: Path,
+    raw: Path,
+    size_mib: int,
+    ids: DiskIds,
+    source_date_epoch: int,
+    boot: BootMode = "bios",
 ) -> None:
-    """Write a bootable raw disk of `size_mib` MiB at `raw` holding the tree in `root_tar`."""
+    """Write a raw disk of `size_mib` MiB at `raw` holding the tree in `root_tar`, bootable
+    the way `boot` says."""
     with raw.open("wb") as f:
         f.truncate(size_mib * 1024 * 1024)
-    root_sectors = _partition(raw, ids)
-    _make_root_fs(raw, root_tar, root_sectors, ids, source_date_epoch)
-    _install_grub(raw, raw.parent / f".{raw.name}.core.img")
+    root_sectors = _partition(raw, ids, boot)
+    _make_root_fs(raw, root_tar, root_sectors, ids, source_date_epoch, root_offset(boot))
+    if part := find(boot, "bios-boot"):
+        assert part.sectors is not None
+        bios.install(raw, raw.parent / f".{raw.name}.core.img", part.start, part.sectors)
+    if part := find(boot, "esp"):
+        assert part.sectors is not None
+        esp.write(raw, part.start, part.sectors, root_tar, source_date_epoch)
 
 
 def to_qcow2(raw: Path, qcow2: Path) -> None:
@@ -73,42 +96,33 @@ def to_qcow2(raw: Path, qcow2: Path) -> None:
     tools.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", raw, qcow2])
 
 
-def root_offset() -> int:
-    return ROOT_START * SECTOR
-
-
-def _partition(raw: Path, ids: DiskIds) -> int:
-    script = "\n".join(
-        [
-            "label: gpt",
-            f"label-id: {ids.disk_guid}",
-            "unit: sectors",
-            "sector-size: 512",
-            f"first-lba: {BIOS_BOOT_START}",
-            "",
-            f"start={BIOS_BOOT_START}, size={BIOS_BOOT_SECTORS}, type={BIOS_BOOT_TYPE}, "
-            f'uuid={ids.bios_boot_guid}, name="bios-boot"',
-            f'start={ROOT_START}, type={LINUX_ROOT_X86_64_TYPE}, uuid={ids.root_guid}, name="root"',
-            "",
-        ]
-    )
+def _partition(raw: Path, ids: DiskIds, boot: BootMode) -> int:
+    lines = ["label: gpt", f"label-id: {ids.disk_guid}", "unit: sectors", "sector-size: 512",
+             f"first-lba: {FIRST}", ""]  # fmt: skip
+    for part in partitions(boot):
+        size = f", size={part.sectors}" if part.sectors is not None else ""
+        # "NAME<n> :" numbers the entry: the GPT's order need not be the disk's.
+        lines.append(
+            f"{raw.name}{part.number} : start={part.start}{size}, type={part.type}, "
+            f'uuid={ids.guid(part)}, name="{part.name}"'
+        )
     tools.run(
         ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", "--wipe", "always", raw],
-        stdin=script.encode(),
+        stdin=("\n".join(lines) + "\n").encode(),
     )
     table = json.loads(tools.run(["sfdisk", "--json", raw]))["partitiontable"]
-    root = table["partitions"][1]
-    if root["start"] != ROOT_START:
+    root = next(p for p in table["partitions"] if p["node"].endswith(f"{ROOT_PARTITION}"))
+    if root["start"] * SECTOR != root_offset(boot):
         raise BuildError(f"sfdisk placed the root partition at sector {root['start']}.")
     return int(root["size"])
 
 
-def _make_root_fs(raw: Path, tar: Path, sectors: int, ids: DiskIds, sde: int) -> None:
+def _make_root_fs(raw: Path, tar: Path, sectors: int, ids: DiskIds, sde: int, offset: int) -> None:
     blocks_k = sectors * SECTOR // 1024
     blocks_k -= blocks_k % 4  # whole 4 KiB blocks
     extended = ",".join(
         [
-            f"offset={root_offset()}",
+            f"offset={offset}",
             f"hash_seed={ids.hash_seed}",
             "root_owner=0:0",
             "nodiscard",
@@ -136,67 +150,3 @@ def _make_root_fs(raw: Path, tar: Path, sectors: int, ids: DiskIds, sde: int) ->
         ],
         env={"SOURCE_DATE_EPOCH": str(sde), "E2FSPROGS_FAKE_TIME": str(sde)},
     )
-
-
-def grub_config() -> str:
-    # Embedded in the core image: no menu, no timeout, no files under /boot/grub. The kernel
-    # and initrd are found through Debian's /vmlinuz and /initrd.img links, which kernel
-    # upgrades inside the image keep current.
-    return "\n".join(
-        [
-            "serial --unit=0 --speed=115200",
-            "terminal_input serial console",
-            "terminal_output serial console",
-            f"linux /vmlinuz {KERNEL_CMDLINE}",
-            "initrd /initrd.img",
-            "boot",
-            "",
-        ]
-    )
-
-
-def _install_grub(raw: Path, core: Path) -> None:
-    cfg = core.with_suffix(".cfg")
-    cfg.write_text(grub_config())
-    try:
-        # "(,gpt2)": the second partition of whichever disk the BIOS booted from.
-        tools.run(
-            [
-                "grub-mkimage",
-                "-O",
-                "i386-pc",
-                "-d",
-                GRUB_DIR,
-                "-o",
-                core,
-                "-c",
-                cfg,
-                "-p",
-                "(,gpt2)/boot/grub",
-                *GRUB_MODULES,
-            ],
-        )
-        core_img = bytearray(core.read_bytes())
-    finally:
-        core.unlink(missing_ok=True)
-        cfg.unlink(missing_ok=True)
-    nsectors = -(-len(core_img) // SECTOR)
-    if nsectors > BIOS_BOOT_SECTORS:
-        raise BuildError(f"GRUB's core image ({len(core_img)} bytes) outgrows its partition.")
-    _, length = struct.unpack_from("<QH", core_img, _BLOCKLIST)
-    if length != nsectors - 1:
-        raise BuildError(f"unexpected GRUB core image layout (blocklist length {length}).")
-    # diskboot.img loads the rest of the core image from the sectors right after its own.
-    struct.pack_into("<Q", core_img, _BLOCKLIST, BIOS_BOOT_START + 1)
-
-    boot = bytearray((GRUB_DIR / "boot.img").read_bytes())
-    with raw.open("r+b") as f:
-        mbr = f.read(SECTOR)
-        boot[_BPB] = mbr[_BPB]
-        struct.pack_into("<Q", boot, _KERNEL_SECTOR, BIOS_BOOT_START)
-        boot[_BOOT_DRIVE] = 0xFF  # use the drive the BIOS booted from
-        boot[_DRIVE_CHECK : _DRIVE_CHECK + 2] = b"\x90\x90"  # hard disk: skip the floppy probe
-        f.seek(0)
-        f.write(bytes(boot[:_MBR_CODE_END]))
-        f.seek(BIOS_BOOT_START * SECTOR)
-        f.write(bytes(core_img))

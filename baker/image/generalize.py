@@ -44,6 +44,7 @@ RULES: tuple[Rule, ...] = (
     Rule("var/cache/apt/archives/*.deb", "apt caches"),
     Rule("var/lib/apt/lists/**", "apt caches", files_only=True),
     Rule("var/cache/ldconfig/aux-cache", "ldconfig's cache of inode numbers and times"),
+    Rule("var/lib/cloud/*", "cloud-init's state of the build machine's boots"),
     Rule("tmp/*", "temporary files"),
     Rule("var/tmp/*", "temporary files"),
     Rule("root/.bash_history", "shell history"),
@@ -54,6 +55,10 @@ RULES: tuple[Rule, ...] = (
 )
 
 EMPTIED = ("etc/machine-id",)  # kept as empty files: systemd's "first boot" marker
+
+# Run in the build machine just before it powers off: what the image's own tools provide to
+# make it generic again (the rules above then cover what they leave).
+IN_GUEST = ("if command -v cloud-init >/dev/null; then cloud-init clean --logs --seed; fi",)
 
 
 def _compile(pattern: str) -> re.Pattern[str]:

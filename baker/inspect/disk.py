@@ -21,7 +21,7 @@ from typing import Any
 
 from baker.edge import tools
 from baker.errors import BuildError, InputError
-from baker.image.disk import LINUX_ROOT_X86_64_TYPE
+from baker.image.layout import LINUX_ROOT_X86_64_TYPE
 
 # Taken when no partition has baker's root type: images made by other tools mark their root
 # as plain Linux data (GPT), as another architecture's discoverable root, or as MBR type 83.

@@ -29,6 +29,8 @@ from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
 from baker.evidence import provenance, sbom_cdx, sbom_spdx, signing
 from baker.evidence.licenses import licenses_from_copyright
+from baker.evidence.sbom import Subject
+from baker.image import debian
 from baker.image.packages import Package
 
 
@@ -60,6 +62,7 @@ class Attest(Step):
                 copyrights=state.copyrights,
                 invocation_id=str(uuid.uuid4()),
                 key=ctx.sign_key,
+                distro=debian.distro(ctx.spec.recipe.base),
             )
         )
 
@@ -73,26 +76,30 @@ def write(
     copyrights: dict[str, str],
     invocation_id: str,
     key: ec.EllipticCurvePrivateKey | None,
+    distro: str,
 ) -> dict[str, Path]:
-    """Write the evidence files into `work`; returns artifact name -> path."""
+    """Write the evidence files into `work`; returns artifact name -> path. `distro` is the
+    packages' purl qualifier (debian-12)."""
     digest = record["image"]["digest"]
     licenses = {name: licenses_from_copyright(text) for name, text in copyrights.items()}
-    common = {
-        "image_name": record["recipe"]["name"],
-        "image_file": image.name,
-        "image_digest": digest,
-        "packages": packages,
-        "licenses": licenses,
-        "source_date_epoch": record["source_date_epoch"],
-        "tool_version": __version__,
-    }
-    files = {
-        SBOM_CDX: sbom_cdx.document(**common),
-        SBOM_SPDX: sbom_spdx.document(**common),
-    }
+    subject = Subject(
+        image_name=record["recipe"]["name"],
+        image_file=image.name,
+        image_digest=digest,
+        packages=packages,
+        licenses=licenses,
+        source_date_epoch=record["source_date_epoch"],
+        tool_version=__version__,
+        distro=distro,
+    )
+    files = {SBOM_CDX: sbom_cdx.document(subject), SBOM_SPDX: sbom_spdx.document(subject)}
     statement = dump_json(
         provenance.statement(
-            image_file=image.name, record=record, packages=packages, invocation_id=invocation_id
+            image_file=image.name,
+            record=record,
+            packages=packages,
+            invocation_id=invocation_id,
+            distro=distro,
         )
     )
     files[PROVENANCE] = statement

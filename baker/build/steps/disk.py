@@ -25,7 +25,8 @@ class BaseDisk(Step):
     def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
         config = {
             "size_mib": ctx.spec.recipe.base.disk_size_mib,
-            "grub": disk.grub_config(),
+            # The build machine boots under BIOS, whatever the published image boots with.
+            "boot": disk.boot_config("bios"),
             "source_date_epoch": ctx.source_date_epoch,
             "tools": tools.versions("mke2fs", "sfdisk", "grub-mkimage"),
             "baker": code_digest(),

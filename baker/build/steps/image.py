@@ -31,9 +31,12 @@ class Image(Step):
         config = {
             "size_mib": ctx.spec.recipe.base.disk_size_mib,
             "ids": f"image:{ctx.spec.name}",
-            "grub": disk.grub_config(),
+            "boot": ctx.spec.recipe.base.boot,
+            "loaders": disk.boot_config(ctx.spec.recipe.base.boot),
             "source_date_epoch": ctx.source_date_epoch,
-            "tools": tools.versions("mke2fs", "sfdisk", "grub-mkimage", "qemu-img"),
+            "tools": tools.versions(
+                "mke2fs", "sfdisk", "grub-mkimage", "qemu-img", "mkfs.fat", "mcopy"
+            ),
             "baker": code_digest(),
         }
         return content_key("image", config, previous)
@@ -47,6 +50,7 @@ class Image(Step):
             ctx.spec.recipe.base.disk_size_mib,
             disk.DiskIds.derive(f"image:{ctx.spec.name}"),
             ctx.source_date_epoch,
+            ctx.spec.recipe.base.boot,
         )
         tar.unlink()
         disk.to_qcow2(raw, image)

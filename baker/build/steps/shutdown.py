@@ -8,6 +8,8 @@ import contextlib
 
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
+from baker.errors import BuildError
+from baker.image import generalize
 from baker.image.packages import parse_status
 
 TIMEOUT_S = 120
@@ -18,11 +20,17 @@ class Shutdown(Step):
     name = "shutdown"
 
     def describe(self, ctx: Context) -> str:
-        return "clean power-off"
+        return "generalize, clean power-off"
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
         machine = need(state.machine, "the build machine")
         guest = need(state.guest, "a session")
+        for command in generalize.IN_GUEST:
+            code, tail = guest.run(command, lambda line: ctx.reporter.output("generalize", line),
+                                   TIMEOUT_S)  # fmt: skip
+            if code != 0:
+                last = " | ".join(tail[-5:]) or "no output"
+                raise BuildError(f"`{command}` failed on the build machine (exit {code}): {last}")
         if ctx.backend.hands_back == "cloud-image":
             state.dpkg_status = guest.read(DPKG_STATUS).decode(errors="replace")
             state.packages = parse_status(state.dpkg_status)

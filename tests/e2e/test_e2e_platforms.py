@@ -1,0 +1,217 @@
+"""Images that run where teams run them: the default (hybrid) image boots under SeaBIOS, under
+OVMF and under OVMF with Secure Boot enforcing; cloud-init takes a NoCloud seed's user, key
+and hostname; the root grows into a larger disk; VMware's disk and NIC work and Hyper-V's
+drivers are there; a Debian 13 image, UEFI only and without cloud-init, builds and boots."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import paramiko
+import pytest
+from bakerun import Baked, baker
+
+from baker.backends import plainqemu
+from baker.edge import ssh
+
+pytestmark = pytest.mark.e2e
+
+SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+
+
+def sh(client: paramiko.SSHClient, command: str) -> str:
+    _, out, err = client.exec_command(command, timeout=120)
+    code = out.channel.recv_exit_status()
+    assert code == 0, f"{command!r} exited {code}: {err.read().decode()}"
+    return out.read().decode()
+
+
+@pytest.mark.parametrize("firmware", ["bios", "uefi-insecure", "uefi"])
+def test_the_hybrid_image_boots_under_each_firmware(
+    base_image: Baked, tmp_path: Path, firmware: plainqemu.Firmware
+) -> None:
+    image = base_image.artifact / "image.qcow2"
+    with plainqemu.boot(image, tmp_path, "tcg", firmware=firmware) as machine:
+        client, _ = machine.wait_for_ssh(timeout=300)
+        with client:
+            efi = sh(client, "test -d /sys/firmware/efi && echo efi || echo bios").strip()
+            assert efi == ("bios" if firmware == "bios" else "efi")
+            if firmware != "bios":
+                # The variable's four attribute bytes, then 1 when Secure Boot is enforcing.
+                state = sh(client, f"od -An -tu1 -j4 -N1 {SECURE_BOOT_VAR}").strip()
+                assert state == ("1" if firmware == "uefi" else "0")
+            assert sh(client, "systemctl is-system-running").strip() == "running"
+
+
+def test_boot_json_measures_each_firmware(base_image: Baked) -> None:
+    boot = json.loads((base_image.artifact / "boot.json").read_text())
+    assert set(boot["firmware"]) == {"bios", "uefi"}
+    for figures in boot["firmware"].values():
+        assert figures["runs"] == len(figures["each_run"]) == 3
+        assert figures["time_to_ssh_s"] > 0 and figures["within_budget"] is True
+    assert boot["time_to_ssh_s"] == boot["firmware"]["bios"]["time_to_ssh_s"]
+    record = json.loads((base_image.artifact / "build.json").read_text())
+    assert record["image"]["boot"] == "hybrid"
+
+
+def _seed(directory: Path, public_key: str) -> Path:
+    """A NoCloud seed, as a user would make one: user-data and meta-data on an ISO9660
+    volume labelled cidata."""
+    src = directory / "seed"
+    src.mkdir()
+    (src / "meta-data").write_text("instance-id: i-baker-test\nlocal-hostname: baked-host\n")
+    (src / "user-data").write_text(
+        "#cloud-config\nusers:\n  - name: tester\n    shell: /bin/bash\n"
+        f"    ssh_authorized_keys:\n      - {public_key}\n"
+    )
+    iso = directory / "seed.iso"
+    subprocess.run(
+        [
+            "genisoimage",
+            "-quiet",
+            "-output",
+            str(iso),
+            "-volid",
+            "cidata",
+            "-joliet",
+            "-rock",
+            str(src / "user-data"),
+            str(src / "meta-data"),
+        ],
+        check=True,
+    )
+    return iso
+
+
+def test_a_nocloud_seed_gives_a_user_a_key_and_a_hostname(
+    base_image: Baked, tmp_path: Path
+) -> None:
+    private, public = ssh.generate_keypair("tester")
+    seed = _seed(tmp_path, public)
+    image = base_image.artifact / "image.qcow2"
+    with plainqemu.boot(
+        image, tmp_path, "tcg", extra=["-drive", f"file={seed},media=cdrom,format=raw"]
+    ) as machine:
+        root, _ = machine.wait_for_ssh(timeout=300)
+        with root:
+            sh(root, "cloud-init status --wait >/dev/null || true")
+        tester = ssh.connect(
+            machine.endpoint,
+            ssh.private_key(private),
+            user="tester",
+            console_fingerprints=machine.host_fingerprints,
+            timeout=30,
+        )
+        with tester:
+            assert sh(tester, "id -un").strip() == "tester"
+            assert sh(tester, "hostname").strip() == "baked-host"
+            assert "status: done" in sh(tester, "cloud-init status")
+
+
+def test_without_a_datasource_cloud_init_stays_out_of_the_way(
+    base_image: Baked, tmp_path: Path
+) -> None:
+    image = base_image.artifact / "image.qcow2"
+    with plainqemu.boot(image, tmp_path, "tcg") as machine:
+        client, _ = machine.wait_for_ssh(timeout=300)
+        with client:
+            assert "status: disabled" in sh(client, "cloud-init status || true")
+            assert sh(client, "hostname").strip() == "debian"
+
+
+def test_the_root_filesystem_grows_into_a_larger_disk(base_image: Baked, tmp_path: Path) -> None:
+    larger = tmp_path / "larger.qcow2"
+    subprocess.run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            str(base_image.artifact / "image.qcow2"),
+            str(larger),
+            "20G",
+        ],
+        check=True,
+    )
+    with plainqemu.boot(larger, tmp_path, "tcg") as machine:
+        client, _ = machine.wait_for_ssh(timeout=300)
+        with client:
+            sh(client, "systemctl is-system-running --wait >/dev/null || true")
+            partition = int(sh(client, "lsblk -bno SIZE /dev/vda2").strip())
+            filesystem = int(sh(client, "df -B1 --output=size / | tail -1").strip())
+    assert partition > 19 << 30
+    assert filesystem > 18 << 30
+
+
+def test_vmware_hardware_works_and_hyperv_drivers_are_there(
+    base_image: Baked, tmp_path: Path
+) -> None:
+    image = base_image.artifact / "image.qcow2"
+    # The disk on VMware's paravirtual SCSI controller, the NIC VMware's VMXNET3: what an
+    # imported OVA gets (its descriptor asks for VMXNET3).
+    with plainqemu.boot(image, tmp_path, "tcg", disk_interface="pvscsi", nic="vmxnet3") as machine:
+        client, _ = machine.wait_for_ssh(timeout=300)
+        with client:
+            assert sh(client, "findmnt -no SOURCE /").strip() == "/dev/sda2"
+            drivers = sh(client, "ls /sys/class/net/*/device/driver -d | xargs -n1 readlink")
+            assert "vmxnet3" in drivers
+            modules = ["hv_vmbus", "hv_storvsc", "hv_netvsc", "vmw_pvscsi", "vmxnet3", "ata_piix"]
+            sh(client, f"modinfo {' '.join(modules)} >/dev/null")
+            initrd = sh(client, "lsinitramfs /initrd.img")
+            for storage in ("hv_storvsc", "vmw_pvscsi", "ata_piix", "virtio_blk"):
+                assert f"/{storage}.ko" in initrd, f"{storage} is not in the initrd"
+
+
+TRIXIE = """\
+name: debian-13-uefi
+base:
+  suite: trixie
+  boot: uefi
+  cloud_init: false
+provisioners:
+  - name: motd
+    inline: printf 'baked by baker (trixie)\\n' >/etc/motd
+boot_runs: 1
+"""
+
+
+def test_debian_13_uefi_only_without_cloud_init(
+    tmp_path: Path, work_root: Path, session_cache: Path
+) -> None:
+    (tmp_path / "images").mkdir()
+    recipe = tmp_path / "images" / "debian-13-uefi.yaml"
+    recipe.write_text(TRIXIE)
+    out = tmp_path / "out"
+    built = baker("build", recipe, "--out", out, cache=session_cache, work=work_root)
+    artifact = out / "debian-13-uefi"
+    record = json.loads((artifact / "build.json").read_text())
+    assert record["pins"]["base"]["suite"] == "trixie" and record["image"]["boot"] == "uefi"
+    assert set(json.loads((artifact / "boot.json").read_text())["firmware"]) == {"uefi"}
+    cdx = json.loads((artifact / "sbom.cdx.json").read_text())
+    purls = [c["purl"] for c in cdx["components"]]
+    assert all("distro=debian-13" in p for p in purls)
+    names = {c["name"] for c in cdx["components"]}
+    assert "cloud-init" not in names and {"shim-signed", "grub-efi-amd64-signed"} <= names
+    assert built.stdout.split()[-1].startswith("sha256:")
+    with plainqemu.boot(artifact / "image.qcow2", tmp_path, "tcg", firmware="uefi") as machine:
+        client, _ = machine.wait_for_ssh(timeout=300)
+        with client:
+            assert 'VERSION_ID="13"' in sh(client, "cat /etc/os-release")
+            assert "trixie" in sh(client, "cat /etc/motd")
+    # The OVA asks VMware for EFI firmware.
+    converted = baker("convert", artifact, "--format", "ova", cache=session_cache, work=work_root)
+    assert converted.returncode == 0
+    ovf = subprocess.run(
+        ["tar", "-xOf", str(artifact / "image.ova"), "debian-13-uefi.ovf"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert 'vmw:key="firmware" vmw:value="efi"' in ovf
+    assert "<rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType>" in ovf
