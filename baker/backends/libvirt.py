@@ -199,8 +199,8 @@ class LibvirtMachine:
     def connect(self, timeout: float) -> SshGuest:
         client, waited = ssh.wait_for_ssh(
             self.endpoint,
-            lambda: ssh.connect(
-                self.endpoint, self.keys.client_key(), host_key=self.keys.host_key(), timeout=5
+            lambda sock: ssh.connect(
+                self.endpoint, self.keys.client_key(), host_key=self.keys.host_key(), sock=sock
             ),
             timeout,
             self.alive,

@@ -88,11 +88,12 @@ class PlainMachine:
         """Log in as root once sshd answers; returns the client and the seconds since start."""
         client, _ = ssh.wait_for_ssh(
             self.endpoint,
-            lambda: ssh.connect(
+            lambda sock: ssh.connect(
                 self.endpoint,
                 self.login_key,
                 console_fingerprints=self.host_fingerprints,
                 timeout=5,
+                sock=sock,
             ),
             timeout,
             self.alive,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import logging
+import select
 import shlex
 import socket
 import time
@@ -116,10 +118,11 @@ def connect(
     policy: paramiko.MissingHostKeyPolicy | None = None,
     user: str = "root",
     timeout: float = 10,
+    sock: socket.socket | None = None,
 ) -> paramiko.SSHClient:
     """Log in as `user` with `pkey`, accepting only `host_key`, or else a key whose
     fingerprint the machine printed on its console, or else what `policy` decides; by
-    default never an unchecked key."""
+    default never an unchecked key. `sock`: a connection already open (answering())."""
     client = paramiko.SSHClient()
     if host_key is not None:
         name = endpoint.host if endpoint.port == 22 else f"[{endpoint.host}]:{endpoint.port}"
@@ -138,38 +141,103 @@ def connect(
             timeout=timeout,
             banner_timeout=timeout,
             auth_timeout=timeout,
+            sock=sock,
         )
     except BaseException:
         client.close()
+        if sock is not None:
+            sock.close()
         raise
     return client
 
 
+# A new connection attempt this often while earlier ones still wait: a SYN sent before the
+# guest had its address may sit unanswered for seconds (slirp, cloud networks) while a newer
+# one goes straight through.
+PROBE_EVERY_S = 0.25
+PROBE_KEEP = 40
+
+
+def answering(
+    endpoint: Endpoint, timeout: float, alive: Callable[[], bool]
+) -> socket.socket | None:
+    """A connection on which sshd has sent its banner (peeked, not read: paramiko reads it),
+    or None after `timeout` seconds or once `alive()` says the machine stopped.
+
+    Attempts overlap instead of waiting one by one: waiting out a banner timeout on a
+    connection made too early cost up to its whole timeout on every boot."""
+    deadline = time.monotonic() + timeout
+    pending: list[socket.socket] = []
+    next_attempt = 0.0
+    winner: socket.socket | None = None
+    try:
+        while winner is None and time.monotonic() < deadline:
+            now = time.monotonic()
+            if now >= next_attempt:
+                # Asked between attempts, not before the first (a cloud's answer costs a call).
+                if next_attempt and not alive():
+                    return None
+                attempt = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                attempt.setblocking(False)
+                if attempt.connect_ex((endpoint.host, endpoint.port)) in (0, errno.EINPROGRESS):
+                    pending.append(attempt)
+                else:
+                    attempt.close()
+                while len(pending) > PROBE_KEEP:
+                    pending.pop(0).close()
+                next_attempt = now + PROBE_EVERY_S
+            wait = max(0.0, min(next_attempt, deadline) - time.monotonic())
+            ready, _, _ = select.select(pending, [], [], wait) if pending else ([], [], [])
+            if not pending:
+                time.sleep(wait)
+            for attempt in ready:
+                try:
+                    head = attempt.recv(4, socket.MSG_PEEK)
+                except OSError:
+                    head = b""
+                if head == b"SSH-":
+                    winner = attempt
+                    break
+                if not b"SSH-".startswith(head) or not head:
+                    pending.remove(attempt)  # refused, reset or not sshd: try again
+                    attempt.close()
+    finally:
+        for attempt in pending:
+            if attempt is not winner:
+                attempt.close()
+    if winner is not None:
+        winner.setblocking(True)
+    return winner
+
+
 def wait_for_ssh(
     endpoint: Endpoint,
-    login: Callable[[], paramiko.SSHClient],
+    login: Callable[[socket.socket], paramiko.SSHClient],
     timeout: float,
     alive: Callable[[], bool],
     console_tail: Callable[[], str],
 ) -> tuple[paramiko.SSHClient, float]:
-    """Connect the moment sshd answers (no fixed boot wait). Returns (client, seconds until
-    the first command ran)."""
+    """Connect the moment sshd answers (no fixed boot wait): `login` is given a connection
+    whose banner has arrived. Returns (client, seconds until the first command ran)."""
     start = time.monotonic()
     last_error = "no answer"
     while True:
-        try:
-            client = login()
-            # A login is not enough: the first command proves the guest is usable.
-            _, out, _ = client.exec_command("true", timeout=30)
-            out.channel.recv_exit_status()
-            return client, time.monotonic() - start
-        except paramiko.BadHostKeyException as e:
-            raise BuildError(
-                f"the machine at {endpoint.host}:{endpoint.port} presented host key "
-                f"{e.key.fingerprint}, not the expected one: refusing to connect."
-            ) from None
-        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as e:
-            last_error = str(e) or type(e).__name__
+        sock = answering(endpoint, max(0.0, timeout - (time.monotonic() - start)), alive)
+        if sock is not None:
+            try:
+                client = login(sock)
+                # A login is not enough: the first command proves the guest is usable.
+                _, out, _ = client.exec_command("true", timeout=30)
+                out.channel.recv_exit_status()
+                return client, time.monotonic() - start
+            except paramiko.BadHostKeyException as e:
+                raise BuildError(
+                    f"the machine at {endpoint.host}:{endpoint.port} presented host key "
+                    f"{e.key.fingerprint}, not the expected one: refusing to connect."
+                ) from None
+            except (TimeoutError, paramiko.SSHException, OSError, EOFError) as e:
+                sock.close()
+                last_error = str(e) or type(e).__name__
         elapsed = time.monotonic() - start
         if not alive():
             raise BuildError(
@@ -180,7 +248,7 @@ def wait_for_ssh(
                 f"SSH on {endpoint.host}:{endpoint.port} did not answer within {timeout:.0f} s "
                 f"({last_error}); the console ended with: {console_tail()}"
             )
-        time.sleep(0.25)
+        time.sleep(PROBE_EVERY_S)
 
 
 class ConnectionLost(BuildError):

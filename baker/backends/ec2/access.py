@@ -109,8 +109,9 @@ def login(
     pkey: paramiko.PKey,
     policy: paramiko.MissingHostKeyPolicy,
     timeout: float = 10,
+    sock: socket.socket | None = None,
 ) -> paramiko.SSHClient:
-    return ssh.connect(endpoint, pkey, policy=policy, user=user, timeout=timeout)
+    return ssh.connect(endpoint, pkey, policy=policy, user=user, timeout=timeout, sock=sock)
 
 
 # --- who may reach port 22 ---------------------------------------------------------------------

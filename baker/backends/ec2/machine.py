@@ -104,7 +104,9 @@ class Ec2Machine:
         seen = RememberHostKey()
         client, waited = ssh.wait_for_ssh(
             self.endpoint,
-            lambda: login(self.endpoint, self.config.ssh_user, keys.client_key(), seen),
+            lambda sock: login(
+                self.endpoint, self.config.ssh_user, keys.client_key(), seen, sock=sock
+            ),
             self.config.ssh_timeout_s,
             self.alive,
             self.console_tail,
@@ -152,8 +154,8 @@ class Ec2Machine:
         keys = self._pinned()
         client, waited = ssh.wait_for_ssh(
             self.endpoint,
-            lambda: ssh.connect(
-                self.endpoint, keys.client_key(), host_key=keys.host_key(), timeout=10
+            lambda sock: ssh.connect(
+                self.endpoint, keys.client_key(), host_key=keys.host_key(), timeout=10, sock=sock
             ),
             timeout,
             self.alive,
