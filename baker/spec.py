@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     StringConstraints,
     Tag,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -36,6 +37,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+HostKeyType = Literal["ed25519", "ecdsa", "rsa"]
+
+
 class Base(_Model):
     """The starting disk: a Debian root filesystem from the mirror, made bootable."""
 
@@ -51,6 +55,18 @@ class Base(_Model):
     # Instance initialization at launch (user, keys, hostname, user data) from the cloud's
     # or hypervisor's datasource; off: the systemd-credential login only.
     cloud_init: bool = True
+    # The host key types each machine makes at first boot: ed25519 and ECDSA in milliseconds;
+    # add rsa for clients that know no other (a 3072-bit key costs seconds under emulation).
+    ssh_host_keys: tuple[HostKeyType, ...] = ("ed25519", "ecdsa")
+
+    @field_validator("ssh_host_keys")
+    @classmethod
+    def _once_each(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        if not kinds:
+            raise PydanticCustomError("no_host_keys", "at least one key type, or sshd can't start")
+        if len(set(kinds)) != len(kinds):
+            raise PydanticCustomError("duplicate", "each key type once")
+        return kinds
 
 
 class LibvirtBackend(_Model):

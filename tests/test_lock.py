@@ -327,7 +327,8 @@ def test_the_default_base_adds_uefi_boot_and_cloud_init() -> None:
 
 
 def test_unlocked_argv_is_unchanged() -> None:
-    """Every unlocked BIOS image without cloud-init so far came from exactly this command."""
+    """Every unlocked BIOS image without cloud-init of this baker comes from exactly this
+    command: a change here is a change of every image, and must be meant."""
     base = Base(packages=("nginx",), boot="bios", cloud_init=False)
     argv = debian.mmdebstrap_argv(base, Path("/w/root.tar"), SOURCES)
     assert argv == [
@@ -341,12 +342,20 @@ def test_unlocked_argv_is_unchanged() -> None:
         "--dpkgopt=path-exclude=/usr/share/locale/*",
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-        f'--customize-hook={debian.GUEST_DIR / "customize.sh"} "$1"',
+        f'--essential-hook={debian.GUEST_DIR / "initramfs.sh"} "$1"',
+        f'--customize-hook={debian.GUEST_DIR / "customize.sh"} "$1" ed25519,ecdsa',
         "--format=tar",
         "bookworm",
         "/w/root.tar",
         *SOURCES,
     ]
+
+
+def test_rsa_host_keys_are_a_recipe_choice() -> None:
+    base = Base(ssh_host_keys=("ed25519", "rsa"))
+    argv = debian.mmdebstrap_argv(base, Path("/w/root.tar"), SOURCES)
+    assert f'--customize-hook={debian.GUEST_DIR / "customize.sh"} "$1" ed25519,rsa' in argv
+    assert debian.config(base)["ssh_host_keys"] != debian.config(Base())["ssh_host_keys"]
 
 
 def test_locked_argv_installs_the_whole_locked_set() -> None:
@@ -364,7 +373,8 @@ def test_locked_argv_installs_the_whole_locked_set() -> None:
         "--dpkgopt=path-exclude=/usr/share/locale/*",
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-        f'--customize-hook={debian.GUEST_DIR / "customize.sh"} "$1"',
+        f'--essential-hook={debian.GUEST_DIR / "initramfs.sh"} "$1"',
+        f'--customize-hook={debian.GUEST_DIR / "customize.sh"} "$1" ed25519,ecdsa',
         "--customize-hook=printf '%s' '" + "".join(f"{s}\n" for s in SOURCES)
         + "' >\"$1/etc/apt/sources.list\"",
         "--format=tar",

@@ -56,6 +56,24 @@ BAD: list[tuple[str, str | bytes | None, dict[str, str], str]] = [
         "$recipe:1: name: expected a string (got 12).",
     ),
     (
+        "host-key-type-twice",
+        "name: demo\nbase:\n  ssh_host_keys: [ed25519, ecdsa, ed25519]\n",
+        {},
+        "$recipe:3: base.ssh_host_keys: each key type once (got ['ed25519', 'ecdsa', 'ed25519']).",
+    ),
+    (
+        "no-host-key-type",
+        "name: demo\nbase:\n  ssh_host_keys: []\n",
+        {},
+        "$recipe:3: base.ssh_host_keys: at least one key type, or sshd can't start (got []).",
+    ),
+    (
+        "unknown-host-key-type",
+        "name: demo\nbase:\n  ssh_host_keys: [dsa]\n",
+        {},
+        "$recipe:3: base.ssh_host_keys.0: expected 'ed25519', 'ecdsa' or 'rsa' (got 'dsa').",
+    ),
+    (
         "below-minimum",
         "name: demo\nbase:\n  disk_size_mib: 512\n",
         {},

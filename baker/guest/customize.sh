@@ -1,13 +1,25 @@
 #!/bin/sh
-# mmdebstrap customize hook: $1 is the new root. Makes the tree a bootable, generic base.
+# mmdebstrap customize hook: $1 is the new root, $2 the SSH host key types to make at first
+# boot (comma-separated). Makes the tree a bootable, generic base.
 set -eu
 root="$1"
+host_keys="$2"
 here="$(dirname "$(readlink -f "$0")")"
 tar -C "$here/rootfs" --owner=0 --group=0 --numeric-owner -cf - . \
   | tar -C "$root" --no-overwrite-dir -xpf -
 chroot "$root" systemctl enable --quiet \
   systemd-networkd.service systemd-resolved.service \
   baker-ssh-hostkeys.service baker-build-access.service
+# Not needed at a VM image's boot: e2scrub_reap removes leftovers of online ext4 scrubs (LVM
+# snapshots) that a baker image never has, and cost ~1 s of every boot under emulation.
+if [ -e "$root/usr/lib/systemd/system/e2scrub_reap.service" ] \
+  || [ -e "$root/lib/systemd/system/e2scrub_reap.service" ]; then
+  chroot "$root" systemctl disable --quiet e2scrub_reap.service
+fi
+# The host keys sshd uses, and so the ones made at first boot (make-host-keys).
+for kind in $(printf '%s' "$host_keys" | tr ',' ' '); do
+  printf 'HostKey /etc/ssh/ssh_host_%s_key\n' "$kind"
+done >"$root/etc/ssh/sshd_config.d/host-keys.conf"
 # Instance initialization, when the image has cloud-init: its datasources and what it leaves
 # to the image (network, host keys, growing the root).
 if [ -x "$root/usr/bin/cloud-init" ]; then

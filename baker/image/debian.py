@@ -126,6 +126,7 @@ def config(base: Base, locked: lock.Lock | None = None) -> dict[str, object]:
             locked.source_date_epoch if locked else default_source_date_epoch(base)
         ),
         "guest": guest_digest(),
+        "ssh_host_keys": list(base.ssh_host_keys),
     }
     if locked:
         cfg["lock"] = locked.digest
@@ -175,7 +176,8 @@ def mmdebstrap_argv(
     the apt lines the image keeps (sources()).
 
     Unlocked: minbase (the Essential and Priority: required packages, apt, and wanted()) from
-    the mirror. Every unlocked image so far was made with exactly this argv: it must not change.
+    the mirror. The unlocked argv is the one every unlocked image of this baker was made with:
+    a change to it is a change of every image, made on purpose (tests/test_lock.py).
 
     Locked, from the flat repository `repo` (make_repository): the essential variant plus
     every locked package by name. Not minbase: a flat repository's priorities are those of the
@@ -209,7 +211,8 @@ def mmdebstrap_argv(
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         # Licences stay: the SBOM reads them.
         "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-        f'--customize-hook={GUEST_DIR / "customize.sh"} "$1"',
+        f'--essential-hook={GUEST_DIR / "initramfs.sh"} "$1"',
+        f'--customize-hook={GUEST_DIR / "customize.sh"} "$1" {",".join(base.ssh_host_keys)}',
         *hooks,
         "--format=tar",
         base.suite,

@@ -26,7 +26,10 @@ ESP_LABEL = "EFI"
 BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 LINUX_ROOT_X86_64_TYPE = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
-KERNEL_CMDLINE = f"root=LABEL={ROOT_LABEL} ro console=tty0 console=ttyS0,115200n8"
+# quiet: the kernel's and systemd's boot chatter is most of what a serial console prints, and
+# each character is an emulated port write (errors, panics and the host key fingerprints
+# still show).
+KERNEL_CMDLINE = f"root=LABEL={ROOT_LABEL} ro console=tty0 console=ttyS0,115200n8 quiet"
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,13 @@ def test_base_boots_plainly_generalized_and_fresh_each_time(
                 assert re.fullmatch(r"[0-9a-f]{32}", machine_id)
                 host_key = sh(client, "ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub")
                 assert host_key.split()[1] in machine.host_fingerprints()
+                # ed25519 and ECDSA by default (no RSA), both printed on the console.
+                keys = sh(client, "ls /etc/ssh/ | grep '^ssh_host_.*_key$'").split()
+                assert keys == ["ssh_host_ecdsa_key", "ssh_host_ed25519_key"]
+                assert len(machine.host_fingerprints()) == 2
+                # What a VM image's boot does without: e2scrub_reap, the console chatter.
+                assert sh(client, "systemctl is-enabled e2scrub_reap || true").strip() == "disabled"
+                assert " quiet" in sh(client, "cat /proc/cmdline")
                 assert sh(client, "systemctl is-system-running").strip() == "running"
                 assert "baked by baker" in sh(client, "cat /etc/motd")
                 # Nothing of the build machine is left.
