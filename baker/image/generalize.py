@@ -56,8 +56,9 @@ RULES: tuple[Rule, ...] = (
 
 EMPTIED = ("etc/machine-id",)  # kept as empty files: systemd's "first boot" marker
 
-# Run in the build machine just before it powers off: what the image's own tools provide to
-# make it generic again (the rules above then cover what they leave).
+# Run in a cloud build machine just before it powers off, since the cloud makes its image from
+# the disk as it is: what the image's own tools provide to make it generic again. A local
+# disk needs none of it: the rules above remove all of it (var/lib/cloud/*, var/log/**).
 IN_GUEST = ("if command -v cloud-init >/dev/null; then cloud-init clean --logs --seed; fi",)
 
 

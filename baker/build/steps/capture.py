@@ -44,7 +44,6 @@ class Capture(Step):
         config = {
             "rules": [r.pattern for r in generalize.RULES],
             "emptied": list(generalize.EMPTIED),
-            "in_guest": list(generalize.IN_GUEST),
             "name": ctx.spec.name,
             "source_date_epoch": ctx.source_date_epoch,
             "tools": tools.versions("tar", "qemu-img"),

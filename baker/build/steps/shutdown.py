@@ -25,7 +25,10 @@ class Shutdown(Step):
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
         machine = need(state.machine, "the build machine")
         guest = need(state.guest, "a session")
-        for command in generalize.IN_GUEST:
+        # A local disk is generalized at capture by the rules, which cover all these
+        # commands remove; only a cloud's image, made from the disk as it is, needs them.
+        in_guest = generalize.IN_GUEST if ctx.backend.hands_back == "cloud-image" else ()
+        for command in in_guest:
             code, tail = guest.run(command, lambda line: ctx.reporter.output("generalize", line),
                                    TIMEOUT_S)  # fmt: skip
             if code != 0:
