@@ -140,7 +140,7 @@ def test_version() -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["build"], "missing argument 'recipe_file'; see `baker build --help`."),
+        (["build"], "missing argument 'RECIPE...'; see `baker build --help`."),
         (["build", "x.yaml", "--on-eror", "keep"],
          "no such option: --on-eror (Possible options: --on-error); see `baker build --help`."),
         (["bild"],
@@ -174,3 +174,34 @@ def test_on_error_takes_three_words(tmp_path: Path) -> None:
     proc = _baker("build", recipe, "--on-error", "shrug", env=_nothing_made(tmp_path))
     assert proc.returncode == 2
     assert _one_error_line(proc) == "--on-error shrug: expected abort, keep or ask."
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--jobs", "0"], "--jobs 0: expected 1 or more builds at once."),
+        (["--on-error", "ask"],
+         "--on-error ask takes one recipe: several builds share no terminal."),
+    ],
+    ids=["no-jobs", "ask-with-several"],
+)  # fmt: skip
+def test_several_recipes_bad_options(tmp_path: Path, extra: list[str], expected: str) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text(HARMLESS.replace("name: harmless", f"name: {name}"))
+    proc = _baker("build", tmp_path / "a.yaml", tmp_path / "b.yaml", *extra,
+                  env=_nothing_made(tmp_path))  # fmt: skip
+    assert proc.returncode == 2
+    assert _one_error_line(proc) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml", "b.yaml"]
+
+
+def test_two_recipes_that_make_one_image_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    for path in (tmp_path / "harmless.yaml", tmp_path / "one" / "harmless.yaml"):
+        path.write_text(HARMLESS)
+    a, b = tmp_path / "harmless.yaml", tmp_path / "one" / "harmless.yaml"
+    proc = _baker("build", a, b, "--jobs", "2", env=_nothing_made(tmp_path))
+    assert proc.returncode == 2
+    assert _one_error_line(proc) == (
+        f"{a} and {b} both make the image 'harmless'; give one another name."
+    )

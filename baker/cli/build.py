@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from baker import recipe
+from baker.cli import parallel
 from baker.cli.app import AccelOpt, RecipeArg, RootOpt, VarOpt, command, err, reporter
 from baker.errors import InputError
 
@@ -30,7 +31,10 @@ def _accel(accel: str) -> str:
 
 @command()
 def build(
-    recipe_file: RecipeArg,
+    recipe_files: Annotated[
+        list[Path],
+        typer.Argument(help="The recipe file(s) (images/NAME.yaml).", metavar="RECIPE..."),
+    ],
     var: VarOpt = None,
     root: RootOpt = None,
     out: Annotated[Path, typer.Option(help="Where the artifact directory goes.")] = Path("out"),
@@ -55,13 +59,35 @@ def build(
             "running for a look, or ask (on a terminal: retry, shell, keep or abort).",
         ),
     ] = "abort",
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", "-j", help="With several recipes: how many to build at once."),
+    ] = 1,
 ) -> None:
-    """Bake RECIPE into OUT/NAME/; prints the image digest as the last line."""
+    """Bake RECIPE into OUT/NAME/; prints the image digest as the last line. Several recipes:
+    each is built as its own build, --jobs at a time, and each gets a line NAME DIGEST."""
     # Bad input is reported before the heavier pipeline modules are even imported.
-    spec = recipe.load(recipe_file, _variables(var), root)
+    specs = [recipe.load(f, _variables(var), root) for f in recipe_files]
     _accel(accel)
     if on_error not in ("abort", "keep", "ask"):
         raise InputError(f"--on-error {on_error}: expected abort, keep or ask.")
+    if jobs < 1:
+        raise InputError(f"--jobs {jobs}: expected 1 or more builds at once.")
+    if len(specs) > 1:
+        if on_error == "ask":
+            raise InputError("--on-error ask takes one recipe: several builds share no terminal.")
+        if clash := parallel.names_unique([(s.source, s.name) for s in specs]):
+            raise InputError(clash)
+        from baker.artifact import check_out_dir
+
+        check_out_dir(out)  # once here, not as many times as there are builds
+        options = [f"--out={out}", f"--accel={accel}", f"--on-error={on_error}",
+                   *(f"--var={v}" for v in var or []), *([f"--root={root}"] if root else []),
+                   *([f"--sign-key={sign_key}"] if sign_key else []),
+                   *(["--no-cache"] if no_cache else [])]  # fmt: skip
+        _build_many([(s.name, f) for s, f in zip(specs, recipe_files, strict=True)], options, jobs)
+        return
+    (spec,) = specs
     from baker.build.options import Options
     from baker.build.pipeline import build as run_build
 
@@ -75,6 +101,17 @@ def build(
     result = run_build(spec, opts, progress)
     progress.info(f"published {result.artifact}")
     typer.echo(result.digest)
+
+
+def _build_many(recipes: list[tuple[str, Path]], options: list[str], jobs: int) -> None:
+    done = parallel.run_all(
+        [parallel.Job(name, parallel.child_argv(path, options)) for name, path in recipes],
+        jobs,
+        lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True),
+    )
+    for job in done:
+        typer.echo(f"{job.name} {job.digest or f'failed (exit {job.code})'}")
+    parallel.summary(done)
 
 
 def _ask(failure: Failure) -> str:
