@@ -5,10 +5,14 @@ VENV := .venv/bin
 # The local signing key: made once by `baker keygen`, never committed (see .gitignore).
 KEY := keys/baker.key
 
-.PHONY: setup bake bake-web test test-unit lint
+.PHONY: setup bench-setup bake bake-web test test-unit lint
 
 setup:
 	@scripts/setup-host.sh
+
+# What bench/ needs beyond the tests: Packer, for bench/vs_packer.py.
+bench-setup:
+	@scripts/setup-host.sh --bench
 
 $(KEY):
 	$(VENV)/baker keygen keys

@@ -2,7 +2,8 @@
 # Installs and starts everything baker needs on a fresh Debian 12 machine, idempotently:
 # the Debian packages (e2fsprogs from bookworm-backports, for `mkfs.ext4 -d root.tar`),
 # libvirtd and virtlogd (there is no systemd here), and the project's venv.
-# Used by `make bake` and `make test`; safe to run again, and fast when nothing is missing.
+# Used by `make bake` and `make test` (`make bench-setup` adds the peers bench/ runs against);
+# safe to run again, and fast when nothing is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,10 @@ PACKAGES=(
   # NoCloud seed images for the tests, git for their throwaway projects.
   genisoimage git
 )
+# `setup-host.sh --bench`: the peers bench/ compares against too (bench/vs_packer.py).
+if [ "${1:-}" = "--bench" ]; then
+  PACKAGES+=(packer)
+fi
 
 need_install() {
   local p
