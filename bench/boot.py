@@ -9,8 +9,11 @@
   ablate IMAGE --into DIR     from a baker image, variants that each undo one boot change
                               (rsa: an RSA host key made at first boot too; e2scrub: the
                               e2scrub_reap unit back; verbose: no `quiet`; initrd-most: the
-                              initrd with "most" modules; before: all four undone), for
-                              compare; IMAGE itself is "after".
+                              initrd with "most" modules; keys-late: host keys made after
+                              basic.target again; sshd-t: ssh.service's `sshd -t` back;
+                              before: all of them undone), for compare; IMAGE itself is
+                              "after". Also no-cloud-init: cloud-init disabled, to show
+                              what it costs a boot where no datasource answers.
 
 `--probe sequential` waits for SSH the way baker did before (one attempt at a time, each up to
 a 5 s banner timeout) to show what the overlapping probe is worth.
@@ -42,7 +45,8 @@ from baker.build.steps import measure
 from baker.edge import ssh
 from baker.image import bios, esp, layout
 
-CHANGES = ("rsa", "e2scrub", "verbose", "initrd-most")
+CHANGES = ("rsa", "e2scrub", "verbose", "initrd-most", "keys-late", "sshd-t")
+HOSTKEYS_UNIT = "etc/systemd/system/baker-ssh-hostkeys.service"
 OLD_CMDLINE = layout.KERNEL_CMDLINE.removesuffix(" quiet")
 
 
@@ -98,7 +102,7 @@ def compare(images: list[tuple[Path, str]], runs: int, firmware: list[str], prob
         for _, label in images:
             units: dict[str, list[float]] = {}
             for r in results[(label, fw)]:
-                for row in r["slowest_units"]:
+                for row in r.get("slowest_units", []):
                     units.setdefault(row["unit"], []).append(row["seconds"])
             top = sorted(units.items(), key=lambda kv: -statistics.median(kv[1]))[:6]
             print(f"{label} ({fw}) slowest: " + ", ".join(
@@ -114,12 +118,14 @@ def _run(*argv: str | Path) -> None:
 
 @contextlib.contextmanager
 def _mounted_root(raw: Path) -> Iterator[Path]:
-    loop = subprocess.run(["losetup", "--find", "--show", "--partscan", str(raw)],
+    # The root partition by its offset: without udev, no partition device nodes appear.
+    offset = str(layout.root_offset("hybrid"))
+    loop = subprocess.run(["losetup", "--find", "--show", "--offset", offset, str(raw)],
                           check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
     root = Path(tempfile.mkdtemp(prefix="baker-ablate-"))
     mounts: list[Path] = []
     try:
-        _run("mount", f"{loop}p{layout.ROOT_PARTITION}", root)
+        _run("mount", loop, root)
         mounts.append(root)
         for fs in ("proc", "sys", "dev"):
             _run("mount", "--bind", f"/{fs}", root / fs)
@@ -141,6 +147,14 @@ def _undo(change: str, raw: Path, root: Path, scratch: Path) -> None:
     elif change == "initrd-most":
         (root / "etc/initramfs-tools/conf.d/baker.conf").write_text("MODULES=most\n")
         _run("chroot", root, "update-initramfs", "-u", "-k", "all")
+    elif change == "keys-late":
+        unit = root / HOSTKEYS_UNIT
+        text = unit.read_text().replace("DefaultDependencies=no\n", "")
+        unit.write_text(text.replace("After=local-fs.target\n", ""))
+    elif change == "sshd-t":
+        (root / "etc/systemd/system/ssh.service.d/baker-start.conf").unlink()
+    elif change == "no-cloud-init":
+        (root / "etc/cloud/cloud-init.disabled").touch()
     elif change == "verbose":
         layout.KERNEL_CMDLINE = bios.KERNEL_CMDLINE = esp.KERNEL_CMDLINE = OLD_CMDLINE
         bios_part = layout.find("hybrid", "bios-boot")
@@ -157,7 +171,9 @@ def _undo(change: str, raw: Path, root: Path, scratch: Path) -> None:
 def ablate(image: Path, into: Path) -> None:
     into.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(image, into / "after.qcow2")
-    for name, changes in [*((c, (c,)) for c in CHANGES), ("before", CHANGES)]:
+    variants = [*((c, (c,)) for c in CHANGES), ("before", CHANGES),
+                ("no-cloud-init", ("no-cloud-init",))]  # fmt: skip
+    for name, changes in variants:
         with tempfile.TemporaryDirectory(prefix="baker-ablate-", dir="/var/tmp") as tmp:
             raw = Path(tmp) / "disk.raw"
             _run("qemu-img", "convert", "-O", "raw", image, raw)
@@ -168,7 +184,7 @@ def ablate(image: Path, into: Path) -> None:
             if "verbose" in changes:
                 _undo("verbose", raw, Path(tmp), Path(tmp))
             _run("qemu-img", "convert", "-O", "qcow2", raw, into / f"{name}.qcow2")
-        print(f"{into / name}.qcow2: {', '.join(changes)} undone", flush=True)
+        print(f"{into / name}.qcow2: {', '.join(changes)}", flush=True)
 
 
 def main() -> None:
