@@ -55,6 +55,11 @@ class Base(_Model):
     # Instance initialization at launch (user, keys, hostname, user data) from the cloud's
     # or hypervisor's datasource; off: the systemd-credential login only.
     cloud_init: bool = True
+    # cloud: Debian's cloud kernel (virtio, Xen, Hyper-V, VMware's pvscsi and VMXNET3, NVMe;
+    # what clouds and most hypervisors give a VM). generic: Debian's full kernel, for
+    # hardware the cloud kernel has no driver for (AHCI/SATA disks, e1000 NICs: VirtualBox,
+    # VMware's SATA and e1000 defaults, bare metal).
+    kernel: Literal["cloud", "generic"] = "cloud"
     # The host key types each machine makes at first boot: ed25519 and ECDSA in milliseconds;
     # add rsa for clients that know no other (a 3072-bit key costs seconds under emulation).
     ssh_host_keys: tuple[HostKeyType, ...] = ("ed25519", "ecdsa")

@@ -351,6 +351,12 @@ def test_unlocked_argv_is_unchanged() -> None:
     ]
 
 
+def test_the_generic_kernel_replaces_the_cloud_one() -> None:
+    names = debian.wanted(Base(kernel="generic"))
+    assert "linux-image-amd64" in names and "linux-image-cloud-amd64" not in names
+    assert "linux-image-cloud-amd64" in debian.wanted(Base())
+
+
 def test_rsa_host_keys_are_a_recipe_choice() -> None:
     base = Base(ssh_host_keys=("ed25519", "rsa"))
     argv = debian.mmdebstrap_argv(base, Path("/w/root.tar"), SOURCES)

@@ -538,6 +538,17 @@ def test_real_base_recipe_loads() -> None:
     assert spec.files["testinfra/test_base.py"][0] == REPO / "images/testinfra/test_base.py"
 
 
+def test_the_debian_13_base_differs_from_the_12_only_in_suite_and_name() -> None:
+    twelve = recipe.load(REPO / "images/debian-12-base.yaml")
+    thirteen = recipe.load(REPO / "images/debian-13-base.yaml")
+    assert thirteen.name == "debian-13-base" and thirteen.recipe.base.suite == "trixie"
+    assert thirteen.recipe.base.model_dump() == {
+        **twelve.recipe.base.model_dump(),
+        "suite": "trixie",
+    }
+    assert set(thirteen.files) == set(twelve.files)
+
+
 def test_real_web_recipe_loads_and_takes_overrides() -> None:
     path = REPO / "images/debian-12-web.yaml"
     spec = recipe.load(path)

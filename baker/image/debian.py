@@ -28,7 +28,6 @@ __all__ = ["UnknownPackage", "build", "config", "mmdebstrap_argv", "sources", "w
 BASE_PACKAGES = (
     "dbus",
     "iproute2",
-    "linux-image-cloud-amd64",
     "openssh-server",
     "systemd",
     "systemd-resolved",
@@ -36,6 +35,8 @@ BASE_PACKAGES = (
     "udev",
 )
 
+# base.kernel: the kernel package of each flavour.
+KERNELS = {"cloud": "linux-image-cloud-amd64", "generic": "linux-image-amd64"}
 # UEFI boot: Debian's signed shim and GRUB, read from the image onto its EFI system partition.
 UEFI_PACKAGES = ("grub-efi-amd64-signed", "shim-helpers-amd64-signed", "shim-signed")
 CLOUD_INIT_PACKAGES = ("cloud-init",)
@@ -106,7 +107,7 @@ def guest_digest() -> str:
 def wanted(base: Base) -> tuple[str, ...]:
     """The packages asked for: baker's own set for the boot mode and instance initialization
     asked for, and the recipe's (dependencies come on top)."""
-    ours: tuple[str, ...] = BASE_PACKAGES
+    ours: tuple[str, ...] = (*BASE_PACKAGES, KERNELS[base.kernel])
     if base.boot != "bios":
         ours += UEFI_PACKAGES
     if base.cloud_init:
