@@ -16,7 +16,8 @@
                               what it costs a boot where no datasource answers.
 
 `--probe sequential` waits for SSH the way baker did before (one attempt at a time, each up to
-a 5 s banner timeout) to show what the overlapping probe is worth.
+a 5 s banner timeout); `--probe both` boots each image with each, alternated, to show what the
+overlapping probe is worth.
 
 Usage (as root, from the repository root, on a quiet machine: other VMs skew every figure):
 
@@ -71,15 +72,21 @@ def _sequential(endpoint: ssh.Endpoint, timeout: float, alive: Any) -> socket.so
     return None
 
 
+OVERLAPPING = ssh.answering
+PROBES = {"overlapping": OVERLAPPING, "sequential": _sequential}
+
+
 def compare(images: list[tuple[Path, str]], runs: int, firmware: list[str], probe: str) -> None:
-    if probe == "sequential":
-        ssh.answering = _sequential  # type: ignore[assignment]
+    if probe == "both":  # each image once with each probe, alternated
+        images = [(i, f"{label}/{p}") for i, label in images for p in PROBES]
     accel = choose("auto")
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="baker-bench-boot-", dir="/var/tmp") as tmp:
         for n in range(runs):
             for fw in firmware:
                 for image, label in images:
+                    chosen = label.rpartition("/")[2] if probe == "both" else probe
+                    ssh.answering = PROBES[chosen]  # type: ignore[assignment]
                     run = measure.one_run(image, Path(tmp), accel, 300, fw)  # type: ignore[arg-type]
                     results.setdefault((label, fw), []).append(run)
                     print(f"run {n + 1}/{runs} {label} ({fw}): SSH after "
@@ -194,7 +201,7 @@ def main() -> None:
     c.add_argument("images", nargs="+", help="IMAGE or IMAGE=LABEL")
     c.add_argument("--runs", type=int, default=5)
     c.add_argument("--firmware", choices=("bios", "uefi", "both"), default="bios")
-    c.add_argument("--probe", choices=("overlapping", "sequential"), default="overlapping")
+    c.add_argument("--probe", choices=("overlapping", "sequential", "both"), default="overlapping")
     a = sub.add_parser("ablate")
     a.add_argument("image", type=Path)
     a.add_argument("--into", type=Path, required=True)

@@ -4,7 +4,7 @@ Both start from the same disk: baker's own cached base disk for bench/packer/rec
 (the default Debian 12 base), given to Packer as a qcow2. Both do the same two steps: upload
 provisioners/files/image-release.service, run bench/packer/setup.sh (a user, the motd, the
 unit enabled). Packer is tuned as a knowledgeable user would: a disk image (no installer),
-boot_wait 0 s, headless, the same accelerator, 2 CPUs and 1 GiB, virtio disk and NIC, its
+boot_wait none ("-1s"), headless, the same accelerator, 2 CPUs and 1 GiB, virtio disk and NIC, its
 usual compaction of the output qcow2, `systemctl poweroff` to stop. Root's key reaches the
 machine as SMBIOS OEM strings, read by the base disk's build-access unit (the base disk is
 baker's build disk, whose host key comes the same way), and as systemd's
@@ -78,7 +78,7 @@ def packer_template(base: Path, out: Path, key: Path, keys: BuildKeys, accel: st
                 "net_device": "virtio-net",
                 "disk_size": "2048M",
                 "skip_resize_disk": True,
-                "boot_wait": "0s",
+                "boot_wait": "-1s",  # Packer 1.6 reads "0s" as unset (10 s); -1s is none
                 "communicator": "ssh",
                 "ssh_username": "root",
                 "ssh_private_key_file": str(key),
