@@ -102,7 +102,7 @@ def test_the_machine_killed_during_a_provisioner(tmp_path: Path, dirs) -> None:
     [
         (signal.SIGINT, "==> boot:", 3.0),  # while it waits for SSH
         (signal.SIGTERM, "==> capture:", 0.5),
-        (signal.SIGHUP, "boot 1/2:", 0.0),  # measuring: as the second boot starts
+        (signal.SIGHUP, "boot 1/2 (bios):", 0.0),  # measuring: as the second boot starts
     ],
     ids=["SIGINT-waiting-for-ssh", "SIGTERM-capture", "SIGHUP-measure"],
 )
