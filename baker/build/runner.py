@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from baker import interrupts
 from baker.build import faults, keep
 from baker.build.options import Failure
 from baker.build.state import BuildState, Context, Outcome
@@ -95,6 +96,7 @@ def run(steps: Sequence[Step], ctx: Context, state: BuildState) -> None:
             cleanup.callback(entry.release)
         previous: str | None = None
         for i, step in enumerate(steps):
+            interrupts.check()
             key = keys[step.name] if step.name in keys else step.key(ctx, state, previous)
             if key is not None:
                 previous = key

@@ -18,7 +18,7 @@ import typer.main
 # typer 0.29 vendors click: its usage errors (missing argument, unknown option) live here.
 from typer._click.exceptions import UsageError
 
-from baker import __version__
+from baker import __version__, interrupts
 from baker.cli import artifact, build, cache, clean, cloud, export  # noqa: F401  (they register)
 from baker.cli.app import app, err
 
@@ -33,6 +33,7 @@ def _on_signal(signum: int, _frame: object) -> NoReturn:
     # Raised at the point the build is at, so every cleanup on the way out still runs. A
     # KeyboardInterrupt, like Ctrl-C: libraries' `except Exception` (paramiko's, waiting on
     # a channel) would swallow or re-dress anything less and leave the build running.
+    interrupts.note(signum)  # in case Python drops the exception (baker.interrupts)
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 

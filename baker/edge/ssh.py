@@ -18,6 +18,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from baker import interrupts
 from baker.errors import BuildError
 
 # paramiko logs every refused attempt with a traceback; while the guest boots those are
@@ -172,6 +173,7 @@ def answering(
     winner: socket.socket | None = None
     try:
         while winner is None and time.monotonic() < deadline:
+            interrupts.check()
             now = time.monotonic()
             if now >= next_attempt:
                 # Asked between attempts, not before the first (a cloud's answer costs a call).

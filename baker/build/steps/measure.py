@@ -17,6 +17,7 @@ from typing import Any
 
 import paramiko
 
+from baker import interrupts
 from baker.backends import plainqemu
 from baker.backends.accel import Accel
 from baker.backends.plainqemu import Firmware
@@ -194,6 +195,7 @@ def boot_runs(
     """Boot `image` `runs` times under `firmware` and measure each boot."""
     results = []
     for i in range(runs):
+        interrupts.check()
         result = one_run(image, workdir, accel, timeout, firmware, units=i == 0)
         reporter.info(
             f"boot {i + 1}/{runs} ({firmware}): SSH after {result['time_to_ssh_s']:.1f} s "
