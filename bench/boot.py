@@ -163,7 +163,7 @@ def _undo(change: str, raw: Path, root: Path, scratch: Path) -> None:
     elif change == "no-cloud-init":
         (root / "etc/cloud/cloud-init.disabled").touch()
     elif change == "verbose":
-        layout.KERNEL_CMDLINE = bios.KERNEL_CMDLINE = esp.KERNEL_CMDLINE = OLD_CMDLINE
+        layout.KERNEL_CMDLINE = OLD_CMDLINE  # read by layout.grub_boot_lines()
         bios_part = layout.find("hybrid", "bios-boot")
         if bios_part is not None and bios_part.sectors is not None:
             bios.install(raw, scratch / "core.img", bios_part.start, bios_part.sectors)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from baker.edge import tools
 from baker.errors import BuildError
-from baker.image.layout import KERNEL_CMDLINE, ROOT_PARTITION, SECTOR
+from baker.image.layout import ROOT_PARTITION, SECTOR, grub_boot_lines
 
 GRUB_DIR = Path("/usr/lib/grub/i386-pc")
 GRUB_MODULES = ("biosdisk", "part_gpt", "ext2", "linux", "boot", "serial", "terminal", "echo")
@@ -25,20 +25,8 @@ _BLOCKLIST = 0x200 - 12  # the first blocklist entry at the end of diskboot.img
 
 
 def grub_config() -> str:
-    # Embedded in the core image: no menu, no timeout, no files under /boot/grub. The kernel
-    # and initrd are found through Debian's /vmlinuz and /initrd.img links, which kernel
-    # upgrades inside the image keep current.
-    return "\n".join(
-        [
-            "serial --unit=0 --speed=115200",
-            "terminal_input serial console",
-            "terminal_output serial console",
-            f"linux /vmlinuz {KERNEL_CMDLINE}",
-            "initrd /initrd.img",
-            "boot",
-            "",
-        ]
-    )
+    # Embedded in the core image: no menu, no timeout, no files under /boot/grub.
+    return "\n".join([*grub_boot_lines(), ""])
 
 
 def install(raw: Path, core: Path, start: int, sectors: int) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from baker.edge import tools
 from baker.errors import BuildError
-from baker.image.layout import ESP_LABEL, KERNEL_CMDLINE, ROOT_LABEL, SECTOR
+from baker.image.layout import ESP_LABEL, ROOT_LABEL, SECTOR, grub_boot_lines
 
 # ESP path -> where the image's packages put it.
 BINARIES = {
@@ -35,16 +35,7 @@ PACKAGES = ("shim-signed", "shim-helpers-amd64-signed", "grub-efi-amd64-signed")
 
 def grub_config() -> str:
     return "\n".join(
-        [
-            f"search --no-floppy --label {ROOT_LABEL} --set=root",
-            "serial --unit=0 --speed=115200",
-            "terminal_input serial console",
-            "terminal_output serial console",
-            f"linux /vmlinuz {KERNEL_CMDLINE}",
-            "initrd /initrd.img",
-            "boot",
-            "",
-        ]
+        [f"search --no-floppy --label {ROOT_LABEL} --set=root", *grub_boot_lines(), ""]
     )
 
 

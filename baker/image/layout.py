@@ -32,6 +32,20 @@ LINUX_ROOT_X86_64_TYPE = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
 KERNEL_CMDLINE = f"root=LABEL={ROOT_LABEL} ro console=tty0 console=ttyS0,115200n8 quiet"
 
 
+def grub_boot_lines() -> list[str]:
+    """What both boot paths' GRUB configurations (bios.py, esp.py) end with: the serial
+    console, then Debian's /vmlinuz and /initrd.img links (kept current by kernel upgrades
+    inside the image) booted with KERNEL_CMDLINE."""
+    return [
+        "serial --unit=0 --speed=115200",
+        "terminal_input serial console",
+        "terminal_output serial console",
+        f"linux /vmlinuz {KERNEL_CMDLINE}",
+        "initrd /initrd.img",
+        "boot",
+    ]
+
+
 @dataclass(frozen=True)
 class Partition:
     number: int
