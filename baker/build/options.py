@@ -14,6 +14,7 @@ from typing import Literal
 
 from baker import leftovers
 from baker.cache import Cache
+from baker.edge import mounts
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ def workdir(root: Path | None) -> Iterator[Path]:
     finally:
         owner = leftovers.read_owner(path)
         if owner is None or not owner.kept:
+            # A step's own cleanup unmounts what it mounted; this catches a mount a stop
+            # signal cut off half-way, which rmtree would otherwise reach into.
+            mounts.release_under(path)
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -6,13 +6,15 @@ the tool said, so no step has to.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from baker.errors import BuildError
 
@@ -59,15 +61,17 @@ def run(
     full_env = {**os.environ, **(env or {})}
     what = what or Path(args[0]).name
     if on_line is None:
-        done = subprocess.run(
-            args, input=stdin, capture_output=True, env=full_env, cwd=cwd, check=False
-        )
-        out, err = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
-        if done.returncode != 0:
-            raise BuildError(f"{what} failed (exit {done.returncode}): {_tail(err or out)}")
+        with _child(
+            args, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd,
+        ) as proc:  # fmt: skip
+            raw_out, raw_err = proc.communicate(stdin)
+        out, err = raw_out.decode(errors="replace"), raw_err.decode(errors="replace")
+        if proc.returncode != 0:
+            raise BuildError(f"{what} failed (exit {proc.returncode}): {_tail(err or out)}")
         return out
     lines: list[str] = []
-    with subprocess.Popen(
+    with _child(
         args,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -88,6 +92,22 @@ def run(
     if code != 0:
         raise BuildError(f"{what} failed (exit {code}): {_tail(chr(10).join(lines))}")
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _child(args: list[str], **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process that is killed and waited for when its caller is interrupted.
+
+    subprocess.run waits only a quarter of a second after a KeyboardInterrupt: a tool still
+    finishing (a mount taking effect, a file being written) would then act after the cleanup
+    that was to undo it had already run."""
+    with subprocess.Popen(args, **popen) as proc:
+        try:
+            yield proc
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
 
 
 def _tail(text: str, n: int = 8) -> str:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from baker.edge import tools
+from baker.edge import mounts, tools
 from baker.errors import BuildError, InputError
 from baker.image.layout import LINUX_ROOT_X86_64_TYPE
 
@@ -114,29 +114,13 @@ def open_image(image: Path, name: str, work: Path, stack: contextlib.ExitStack) 
     fmt = str(info.get("format") or "raw")
     # The probed format is passed on explicitly, so qemu-img never re-guesses it differently.
     tools.run(["qemu-img", "convert", "-q", "-f", fmt, "-O", "raw", "--", _qemu(image), raw])
-    stack.callback(_detach_loops, raw)
     table = partition_table(raw, image)
     start, size = _root_partition(table, image)
     fs_type = _fs_type(raw, start, size)
     if fs_type not in _EXT_TYPES:
         found = f"found {fs_type}" if fs_type else "found nothing it recognises"
         raise InputError(f"{image}: its root partition holds no ext4 filesystem ({found}).")
-    mountpoint = work / f"{name}.mnt"
-    mountpoint.mkdir()
-    # Registered before mounting: an interrupt can land after the mount took effect.
-    stack.callback(_unmount, mountpoint)
-    # noload: the journal is never replayed, so a read-only mount writes nothing at all.
-    tools.run(
-        [
-            "mount",
-            "-t",
-            "ext4",
-            "-o",
-            f"ro,noload,loop,offset={start},sizelimit={size}",
-            raw,
-            mountpoint,
-        ]
-    )
+    mountpoint = stack.enter_context(mounts.read_only(raw, work / f"{name}.mnt", start, size))
     # dumpe2fs reads "file?offset=" names as NAME=value tags, so it is pointed at the loop
     # device the mount set up instead.
     device = tools.run(["findmnt", "-n", "-o", "SOURCE", "--mountpoint", mountpoint]).strip()
@@ -194,34 +178,11 @@ def _superblock(device: str) -> dict[str, str]:
     return fields
 
 
-def _unmount(mountpoint: Path) -> None:
-    if mountpoint.is_mount():
-        try:
-            tools.run(["umount", mountpoint])
-        except BuildError:
-            # Still busy (something outside holds a file open): detach it from the tree now,
-            # so the directory can go; the kernel frees the loop device when the last user
-            # lets go.
-            tools.run(["umount", "--lazy", mountpoint])
-    mountpoint.rmdir()
-
-
-def _detach_loops(raw: Path) -> None:
-    # `mount -o loop` frees its device on unmount, but not always after a failed mount; a
-    # device left on our file would pin it after the directory is removed.
-    if not raw.exists():
-        return
-    out = tools.run(["losetup", "--noheadings", "--output", "NAME", "--associated", raw])
-    for device in out.split():
-        with contextlib.suppress(BuildError):
-            tools.run(["losetup", "--detach", device])
-
-
 def _remove(work: Path) -> None:
-    mounted = [p for p in work.iterdir() if p.is_mount()] if work.exists() else []
-    if mounted:
-        # Removing files under a live mount would reach into the image (or fail on it).
-        raise BuildError(f"{mounted[0]} is still mounted; unmount it and remove {work}.")
+    # Removing files under a live mount would reach into the image (or fail on it).
+    mounts.release_under(work)
+    if mounts.mounted_under(work):
+        raise BuildError(f"{work} still has a mount in it; unmount it and remove {work}.")
     shutil.rmtree(work)
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from baker.backends.base import DiskImage
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
-from baker.edge import tools
+from baker.edge import mounts, tools
 from baker.hashing import code_digest, content_key
 from baker.image import disk, generalize
 from baker.image.packages import parse_status
@@ -74,7 +73,7 @@ def to_tar(machine_disk: Path, tar: Path, workdir: Path, source_date_epoch: int)
     raw = workdir / "captured.raw"
     tools.run(["qemu-img", "convert", "-q", "-O", "raw", machine_disk, raw])
     try:
-        with _mounted(raw, disk.root_offset(), workdir / "mnt") as root:
+        with mounts.read_only(raw, workdir / "mnt", disk.root_offset()) as root:
             names = list(generalize.walk(root))
             dpkg_status = (root / "var/lib/dpkg/status").read_text(errors="replace")
             copyrights = _copyrights(root, dpkg_status)
@@ -132,15 +131,3 @@ def _copyrights(root: Path, dpkg_status: str) -> dict[str, str]:
         except OSError:
             continue
     return out
-
-
-@contextlib.contextmanager
-def _mounted(raw: Path, offset: int, mountpoint: Path) -> Iterator[Path]:
-    mountpoint.mkdir()
-    # noload: never replay or write the journal; the machine shut down cleanly.
-    tools.run(["mount", "-t", "ext4", "-o", f"ro,noload,loop,offset={offset}", raw, mountpoint])
-    try:
-        yield mountpoint
-    finally:
-        tools.run(["umount", mountpoint])
-        mountpoint.rmdir()
