@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 import typer.main
@@ -37,6 +37,15 @@ def _on_signal(signum: int, _frame: object) -> NoReturn:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
+def _unraisable(hook: Any) -> None:
+    # A KeyboardInterrupt raised inside one of Python's own hooks (logging's at-fork lock
+    # release, as a subprocess starts) is "ignored" with a traceback on stderr. The signal
+    # was noted (baker.interrupts) and is acted on at the next check: say nothing here.
+    if hook.exc_type is KeyboardInterrupt:
+        return
+    sys.__unraisablehook__(hook)
+
+
 def _command_path(args: list[str]) -> str:
     """`baker cache prune` for `baker cache prune --max-size`: the (sub)commands named."""
     words, group = ["baker"], typer.main.get_command(app)
@@ -50,8 +59,10 @@ def _command_path(args: list[str]) -> str:
 
 
 def main() -> None:
+    signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
+    sys.unraisablehook = _unraisable
     try:
         code = app(standalone_mode=False)
     except UsageError as e:
