@@ -154,7 +154,10 @@ class Meter:
         mark = "done" if exc_type is None else "FAILED"
         elapsed = time.monotonic() - self._started
         self.reporter.console.print(
-            f"baker: {mark} {self.what} ({elapsed:.1f} s)", markup=False, highlight=False
+            f"baker: {mark} {self.what} ({elapsed:.1f} s)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
 
 

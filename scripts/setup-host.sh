@@ -17,6 +17,9 @@ PACKAGES=(
   dosfstools mtools ovmf
   # NoCloud seed images for the tests, git for their throwaway projects.
   genisoimage git
+  # The registry tests: a real registry (distribution 2.8), skopeo as an independent
+  # client, htpasswd for its logins. The tests start the registry themselves.
+  docker-registry skopeo apache2-utils
 )
 # `setup-host.sh --bench`: the peers bench/ compares against too (bench/vs_packer.py).
 if [ "${1:-}" = "--bench" ]; then

@@ -3,7 +3,7 @@ interrupted; errors are one sentence on stderr, never a traceback for a user's m
 
 Each module registers its commands on baker.cli.app.app when imported: build (build,
 validate, lock, rebuild), artifact (verify, inspect, diff, keygen), export (convert, export,
-import), cloud (publish), cache (cache list, cache prune), clean.
+import), cloud (publish), registry (push, pull, promote), cache (cache list, cache prune), clean.
 """
 
 from __future__ import annotations
@@ -19,7 +19,15 @@ import typer.main
 from typer._click.exceptions import UsageError
 
 from baker import __version__, interrupts
-from baker.cli import artifact, build, cache, clean, cloud, export  # noqa: F401  (they register)
+from baker.cli import (  # noqa: F401  (they register)
+    artifact,
+    build,
+    cache,
+    clean,
+    cloud,
+    export,
+    registry,
+)
 from baker.cli.app import app, err
 
 
