@@ -17,6 +17,7 @@ import registry_server
 import requests
 
 from baker import artifact
+from baker.errors import InputError
 from baker.registry import client as client_mod
 from baker.registry import containerdisk, oci, promote, push, referrers
 from baker.registry.client import connect
@@ -308,10 +309,17 @@ def test_a_registry_that_is_down_is_one_line(tmp_path: Path) -> None:
 
 
 def test_a_tampered_artifact_is_not_pushed(logged_in, tmp_path: Path) -> None:
+    """A file that does not match SHA256SUMS is found while it is sent (hashed as it goes),
+    and its upload is cancelled: nothing of it is stored under its claimed digest."""
     art = make_artifact(tmp_path / "tampered")
     (art / artifact.BOOT).write_text("{}")
-    with pytest.raises(Exception, match="does not match SHA256SUMS"):
-        push.artifact_files(art)
+    ref = parse(f"{logged_in.host}/team/tampered:v1")
+    c = connect(ref, ca_bundle=logged_in.ca)
+    with pytest.raises(InputError, match=r"boot\.json: does not match SHA256SUMS"):
+        push.push(c, art, ref)
+    claimed = artifact.read_sums(art)[artifact.BOOT]
+    assert not c.has_blob("team/tampered", f"sha256:{claimed}")
+    assert c.get_manifest("team/tampered", "v1") is None
 
 
 @pytest.fixture

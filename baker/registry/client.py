@@ -1,9 +1,10 @@
 """Talking to one OCI registry: blobs and manifests, streamed and checked.
 
-The oras package (oras.provider.Registry) gives the HTTP session, reference parsing, and the
-authentication users have set up: Docker/Podman config files (credentials, helpers) and the
-registry token flow. What is added here, because oras-py lacks it or does it in ways a disk
-image cannot afford:
+The oras package gives reference parsing and the authentication users have set up (oras.auth:
+Docker/Podman config files, credential helpers, the registry token flow). Its Registry
+class is not used: importing it costs ~0.9 s (it validates with jsonschema, whose format
+checkers compile grammars at import), more than a whole re-push. What is added here,
+because oras-py lacks it or does it in ways a disk image cannot afford:
 - blobs are uploaded in bounded chunks that resume from the registry's recorded offset after
   a dropped connection (oras-py reads a whole file for a monolithic upload and restarts a
   chunked one), and mounted across repositories instead of uploaded again;
@@ -17,6 +18,7 @@ image cannot afford:
 from __future__ import annotations
 
 import hashlib
+import http.cookiejar
 import json
 import os
 from collections.abc import Callable
@@ -26,7 +28,6 @@ from urllib.parse import urlencode, urljoin
 
 import oras.auth  # type: ignore[import-untyped]
 import oras.auth.utils  # type: ignore[import-untyped]
-import oras.provider  # type: ignore[import-untyped]
 import oras.utils  # type: ignore[import-untyped]
 import requests
 
@@ -34,7 +35,7 @@ from baker.errors import BuildError, InputError
 from baker.registry import oci
 from baker.registry.ref import Ref
 
-CHUNK = 16 * 1024 * 1024
+CHUNK = 64 * 1024 * 1024
 _RESUMES = 5
 _TIMEOUT = (10, 300)  # connect, read
 _ACCEPT = ", ".join(
@@ -44,6 +45,38 @@ _ACCEPT = ", ".join(
 
 class RegistryError(BuildError):
     """The registry refused, failed or could not be reached (exit 1)."""
+
+
+class DigestMismatch(RegistryError):
+    """What was uploaded is not the digest it was to have."""
+
+
+class _Hashed:
+    """The sha256 of a blob's bytes as they are sent: chunks taken in order; a resume that
+    skips ahead (the registry had bytes whose answer was lost) or back is filled by reading
+    the content again from where the hash stands."""
+
+    def __init__(self, read_at: Callable[[int, int], bytes]) -> None:
+        self.read_at, self.h, self.at = read_at, hashlib.sha256(), 0
+
+    def take(self, offset: int, chunk: bytes) -> None:
+        if offset < self.at:
+            self.h, self.at = hashlib.sha256(), 0
+        self._fill(offset)
+        self.h.update(chunk)
+        self.at = offset + len(chunk)
+
+    def digest(self, size: int) -> str:
+        self._fill(size)
+        return f"sha256:{self.h.hexdigest()}"
+
+    def _fill(self, to: int) -> None:
+        while self.at < to:
+            data = self.read_at(self.at, min(CHUNK, to - self.at))
+            if not data:
+                break
+            self.h.update(data)
+            self.at += len(data)
 
 
 def auth_files() -> list[str]:
@@ -89,11 +122,13 @@ class Client:
         self.host = host
         self.scheme = scheme
         verify: bool | str = str(ca_bundle) if ca_bundle else True
-        self.oras = oras.provider.Registry(
-            hostname=host, insecure=scheme == "http", tls_verify=verify
-        )
-        self.session: requests.Session = self.oras.session
+        self.session = requests.Session()
         self.session.verify = verify
+        # Some registries set cookies and then treat the client as a browser (CSRF checks).
+        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        self.auth = oras.auth.get_auth_backend(
+            "token", self.session, scheme == "http", tls_verify=verify
+        )
         self._basic: str | None = None  # base64 user:password, once a Basic challenge asked
 
     def ping(self) -> None:
@@ -145,7 +180,7 @@ class Client:
         return r
 
     def _auth_header(self) -> dict[str, str]:
-        token = getattr(self.oras.auth, "token", None)
+        token = getattr(self.auth, "token", None)
         if token:
             return {"Authorization": f"Bearer {token}"}
         return {"Authorization": f"Basic {self._basic}"} if self._basic else {}
@@ -154,7 +189,7 @@ class Client:
         """Answer a 401: Basic with the configured credentials, Bearer with oras's token
         flow (a token for the scope this challenge names). False: nothing more to try."""
         scheme = challenge.headers.get("Www-Authenticate", "").split(" ", 1)[0].lower()
-        auth = self.oras.auth
+        auth = self.auth
         if not getattr(auth, "_auth_config", None):
             auth._auth_config = oras.auth.utils.load_configs(auth_files()) if auth_files() else {}
             for name in oras.utils.iter_localhosts(self.host):
@@ -219,15 +254,15 @@ class Client:
         on_bytes: Callable[[int], None] = lambda n: None,
     ) -> int:
         """Upload a blob of `size` bytes whose content `read_at(offset, n)` gives, in chunks,
-        resuming after a dropped connection from the offset the registry has. Returns the
-        bytes sent; 0 when the registry already has the blob."""
+        resuming after a dropped connection from the offset the registry has. The content is
+        hashed as it goes (one read of a disk, not two): if it is not `digest`, the upload is
+        cancelled before it completes (DigestMismatch). Returns the bytes sent; 0 when the
+        registry already has the blob."""
         if self.has_blob(repo, digest):
             return 0
-        loc = self._location(
-            self._check(
-                self.request("POST", self.url(repo, "blobs/uploads/")), "starting an upload"
-            )
-        )
+        start = self.request("POST", self.url(repo, "blobs/uploads/"))
+        loc = self._location(self._check(start, "starting an upload"))
+        hashed = _Hashed(read_at)
         offset = sent = resumes = 0
         while offset < size:
             chunk = read_at(offset, min(CHUNK, size - offset))
@@ -246,10 +281,14 @@ class Client:
                     raise
                 loc, offset = self._upload_status(loc)
                 continue
+            hashed.take(offset, chunk)
             loc = self._location(r)
             offset += len(chunk)
             sent += len(chunk)
             on_bytes(len(chunk))
+        if hashed.digest(size) != digest:
+            self.request("DELETE", loc)
+            raise DigestMismatch(f"the content is not {digest}")
         self._check(
             self.request("PUT", self._with_digest(loc, digest)), "completing an upload", (201,)
         )
@@ -279,9 +318,10 @@ class Client:
         desc: dict[str, Any],
         dest: Path,
         on_bytes: Callable[[int], None] = lambda n: None,
-    ) -> None:
+    ) -> str:
         """Stream a blob into `dest`, hashing as it comes; refused unless its digest and size
-        are the descriptor's (a longer stream is cut off at the promised size)."""
+        are the descriptor's (a longer stream is cut off at the promised size). Returns its
+        sha256 hex, so what was just hashed is not hashed again."""
         digest, size = desc["digest"], desc["size"]
         r = self.request("GET", self.url(repo, f"blobs/{digest}"), stream=True)
         with r:
@@ -304,6 +344,7 @@ class Client:
                 f"{self.host}/{repo}: blob {digest} does not match its digest "
                 f"(got sha256:{h.hexdigest()}, {got} bytes)."
             )
+        return h.hexdigest()
 
     # -- manifests -----------------------------------------------------------------------
 

@@ -68,10 +68,11 @@ def pull(
 
     staging = Path(tempfile.mkdtemp(prefix=f".{into.name}.pull-", dir=into.parent))
     try:
+        hashes = {}
         for name, desc in wanted:
             on_progress(f"{name} ({desc['size']} bytes)")
-            client.fetch_blob(repo, desc, staging / name, on_bytes)
-        findings = verify.verify(staging, pub)
+            hashes[name] = client.fetch_blob(repo, desc, staging / name, on_bytes)
+        findings = verify.verify(staging, pub, hashes)
         if failed := [f for f in findings if f.ok is False]:
             raise BuildError(
                 f"{ref}: refused, it does not verify: {failed[0].name}: {failed[0].detail}."

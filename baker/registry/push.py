@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from baker import artifact
-from baker.errors import InputError
+from baker.errors import BakerError, InputError
 from baker.hashing import sha256_file
 from baker.registry import oci, referrers
-from baker.registry.client import Client
+from baker.registry.client import Client, DigestMismatch
 from baker.registry.ref import Ref
 
 
@@ -37,21 +37,27 @@ class _File:
 
 
 def artifact_files(directory: Path) -> list[_File]:
-    """The artifact's files, each with the digest SHA256SUMS gives it (checked: what goes
-    up must be what the artifact claims, or the pull that checks it would fail later)."""
+    """The artifact's files, each with the digest SHA256SUMS gives it. They are not hashed
+    here: each is hashed as it is sent, and one that does not match is refused then (a disk
+    is read once, and not at all when the registry has it already)."""
     artifact.image_dir(directory)
     try:
         sums = artifact.read_sums(directory)
-    except Exception as e:  # a malformed SHA256SUMS is the user's input at fault
+    except BakerError as e:  # a missing or malformed SHA256SUMS is the user's input at fault
         raise InputError(f"{directory}: {e}") from None
     files = []
     for path in sorted(directory.iterdir()):
         if not path.is_file() or path.name.startswith("."):
             continue
-        hexdigest = sha256_file(path)
-        if path.name != artifact.SUMS and sums.get(path.name) != hexdigest:
-            raise InputError(f"{path}: does not match SHA256SUMS; run `baker verify {directory}`.")
+        if path.name == artifact.SUMS:
+            hexdigest = sha256_file(path)
+        elif path.name in sums:
+            hexdigest = sums[path.name]
+        else:
+            raise InputError(f"{path}: not listed in SHA256SUMS; run `baker verify {directory}`.")
         files.append(_File(path.name, path, f"sha256:{hexdigest}", path.stat().st_size))
+    if missing := sorted(set(sums) - {f.name for f in files}):
+        raise InputError(f"{directory}: SHA256SUMS lists {missing[0]}, which is not there.")
     return files
 
 
@@ -97,7 +103,12 @@ def push(
     config = next(f for f in files if f.name == artifact.BUILD)
     for f in [config, *layers, *evidence]:
         on_progress(f"{f.name} ({f.size} bytes)")
-        sent += client.upload_file(repo, f.path, f.digest, on_bytes)
+        try:
+            sent += client.upload_file(repo, f.path, f.digest, on_bytes)
+        except DigestMismatch:
+            raise InputError(
+                f"{f.path}: does not match SHA256SUMS; run `baker verify {directory}`."
+            ) from None
     digest = oci.digest_of(manifest)
     if ref.digest and ref.digest != digest:
         raise InputError(f"REF {ref}: this artifact's manifest is {digest}, not {ref.digest}.")
