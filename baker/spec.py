@@ -248,6 +248,15 @@ class PerAccel(_Model):
     tcg: float = Field(gt=0)
 
 
+class Nightly(_Model):
+    """Regression gates for `baker nightly`: a night that is slower to boot or larger than
+    the median of the last `window` good nights by more than these percentages fails."""
+
+    max_boot_regression_pct: float | None = Field(None, gt=0)
+    max_size_regression_pct: float | None = Field(None, gt=0)
+    window: int = Field(7, ge=1, le=100)
+
+
 class Recipe(_Model):
     name: Name
     description: str = ""
@@ -258,6 +267,7 @@ class Recipe(_Model):
     tests: tuple[TestFile, ...] = ()
     boot_budget_s: Annotated[float, Field(gt=0)] | PerAccel | None = None
     boot_runs: int = Field(3, ge=1, le=20)
+    nightly: Nightly = Nightly()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ PACKAGES=(
   # The registry tests: a real registry (distribution 2.8), skopeo as an independent
   # client, htpasswd for its logins. The tests start the registry themselves.
   docker-registry skopeo apache2-utils
+  # baker nightly's tests: a real PostgreSQL server for the history (started by the tests),
+  # headless Chromium to look at the report site.
+  postgresql chromium fonts-dejavu-core
 )
 # `setup-host.sh --bench`: the peers bench/ compares against too (bench/vs_packer.py).
 if [ "${1:-}" = "--bench" ]; then

@@ -1,0 +1,1 @@
+"""Nightly rebuilds: what changed since last night, the history of every night, the report site."""

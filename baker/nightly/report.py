@@ -1,0 +1,163 @@
+"""The report site: static HTML from the history, readable offline (no CDN, no JavaScript).
+
+index.html says last night's news first (what was built, what failed, which upgrades fixed
+CVEs), then one row an image; NAME.html draws boot time (with each night's min-max band),
+size and package count over the nights as SVG, and lists each night's drift report with
+links to that night's SBOMs, copied beside the page.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from baker import artifact
+from baker.hashing import TEMPLATES_DIR
+from baker.nightly import drift
+from baker.nightly.history import History
+from baker.nightly.svg import Point, chart
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def _when(night: str) -> str:
+    """A night's id as a chart label: month, day and time (nights can come hours apart)."""
+    return night[5:16].replace("T", " ")
+
+
+def _size(n: int | None) -> str:
+    return f"{n / 1e6:.1f} MB" if n else "—"
+
+
+def write(history: History, night: str, directory: Path) -> Path:
+    """Write the site for every recipe in `history` into `directory`; returns index.html."""
+    directory.mkdir(parents=True, exist_ok=True)
+    env = _env()
+    images, news = [], []
+    counts = {"built": 0, "unchanged": 0, "failed": 0}
+    for name in history.recipes():
+        rows = history.all(name)
+        tonight = [r for r in rows if r["night"] == night]
+        last = tonight[-1] if tonight else rows[-1]
+        good = [r for r in rows if r["status"] in ("built", "unchanged")]
+        latest = good[-1] if good else last
+        if tonight:
+            counts[last["status"]] = counts.get(last["status"], 0) + 1
+            news += _news(name, last)
+        changed = next((r["night"] for r in reversed(rows) if r["status"] == "built"), None)
+        images.append(
+            {
+                "name": name,
+                "page": f"{name}.html",
+                "status": last["status"],
+                "error": last.get("error"),
+                "digest": latest.get("digest"),
+                "size": _size(latest.get("size")),
+                "boot": f"{latest['boot_median_s']:.1f} s" if latest.get("boot_median_s") else "—",
+                "changed": changed,
+                "signer": latest.get("signer"),
+            }
+        )
+        _image_page(env, directory, name, rows)
+    index = directory / "index.html"
+    index.write_text(
+        env.get_template("report/index.html.j2").render(
+            night=night, images=images, news=news, counts=counts
+        )
+    )
+    return index
+
+
+def _news(name: str, row: dict[str, Any]) -> list[str]:
+    if row["status"] == "failed":
+        return [f"{name} failed: {row.get('error') or 'see the CI log'}"]
+    if row["status"] != "built":
+        return []
+    d = row.get("drift")
+    if not d:
+        return [f"{name} built for the first time"]
+    pkgs = d.get("packages") or {}
+    ups = pkgs.get("upgraded") or []
+    parts = []
+    if ups:
+        cves = sorted({c for u in ups for c in u.get("cves") or []})
+        fixing = f", fixing {', '.join(cves[:8])}" + (" …" if len(cves) > 8 else "") if cves else ""
+        parts.append(f"{len(ups)} packages upgraded{fixing}")
+    for key, verb in (("added", "added"), ("removed", "removed")):
+        if pkgs.get(key):
+            parts.append(f"{len(pkgs[key])} packages {verb}")
+    if d.get("files_changed"):
+        paths = ", ".join(f["path"] for f in (d.get("files") or [])[:3])
+        more = " …" if d["files_changed"] > 3 else ""
+        parts.append(f"{d['files_changed']} files changed ({paths}{more})")
+    return [f"{name} rebuilt: {'; '.join(parts) or 'same packages and files, new bytes'}"]
+
+
+def _image_page(
+    env: jinja2.Environment, directory: Path, name: str, rows: list[dict[str, Any]]
+) -> None:
+    good = [r for r in rows if r["status"] in ("built", "unchanged") and r.get("digest")]
+    boot = [
+        Point(_when(r["night"]), r["boot_median_s"], r.get("boot_min_s"), r.get("boot_max_s"))
+        for r in good
+        if r.get("boot_median_s") is not None
+    ]
+    size = [Point(_when(r["night"]), round(r["size"] / 1e6, 1)) for r in good if r.get("size")]
+    pkgs = [Point(_when(r["night"]), r["packages"]) for r in good if r.get("packages")]
+    charts = [
+        {
+            "svg": chart(f"{name}: time to SSH", " s", boot),
+            "caption": "time to SSH (median, min-max of runs)",
+        },
+        {"svg": chart(f"{name}: image size", " MB", size), "caption": "image size"},
+        {"svg": chart(f"{name}: packages", "", pkgs), "caption": "packages"},
+    ]
+    nights = []
+    for r in reversed(rows):
+        nights.append(
+            {
+                "night": r["night"],
+                "status": r["status"],
+                "error": r.get("error"),
+                "digest": r.get("digest"),
+                "drift_text": drift.render(name, r["drift"]) if r.get("drift") else "",
+                "sboms": _sboms(directory, name, r),
+            }
+        )
+    page = env.get_template("report/image.html.j2").render(name=name, charts=charts, nights=nights)
+    (directory / f"{name}.html").write_text(page)
+
+
+def _holds(directory: Path, row: dict[str, Any]) -> bool:
+    """Whether the artifact directory still holds that night's image (OUT/NAME moves on)."""
+    try:
+        return artifact.read_record(directory).image.digest == row.get("digest")
+    except Exception:
+        return False
+
+
+def _sboms(directory: Path, name: str, row: dict[str, Any]) -> list[tuple[str, str]]:
+    """That night's SBOMs, copied beside the page once (the artifact moves on; they stay)."""
+    if row["status"] != "built" or not row.get("artifact"):
+        return []
+    night_dir = directory / name / row["night"].replace(":", "")
+    links = []
+    for label, file in (("CycloneDX", artifact.SBOM_CDX), ("SPDX", artifact.SBOM_SPDX)):
+        target = night_dir / file
+        source = Path(row["artifact"]) / file
+        if not target.exists() and source.is_file() and _holds(Path(row["artifact"]), row):
+            night_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        if target.exists():
+            links.append((label, str(target.relative_to(directory))))
+    return links

@@ -1,0 +1,202 @@
+"""`baker nightly`: rebuild what changed, say what changed and why, remember every night.
+
+For each recipe the night decides what determines its image: a committed lock pins it (the
+team pins by hand); an unlocked recipe installs what the mirror serves, so the mirror's
+InRelease digest is compared with the last good night's (baker.nightly.mirror) and, when it
+moved, the build runs without the step cache. Every recipe is then built as its own
+`baker build` (N at a time, baker.cli.parallel); with nothing changed every step comes from
+the step cache and the digest is last night's: "unchanged", in seconds. A changed image is
+compared with the last good one (the drift report) and held to the recipe's regression
+gates; it replaces OUT/NAME only if it passed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+from baker import artifact, lock, recipe
+from baker.cli import parallel
+from baker.errors import InputError
+from baker.evidence import verify
+from baker.hashing import sha256_file
+from baker.nightly import drift, gates, mirror
+from baker.nightly.history import History
+from baker.spec import Spec
+
+
+@dataclass
+class Night:
+    recipe: Path
+    spec: Spec
+    mirror_state: str | None = None
+    lock_digest: str | None = None
+    no_cache: bool = False
+    status: str = "failed"  # built, unchanged, failed
+    digest: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    drift: dict[str, Any] | None = None
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+def run(
+    recipes: list[Path],
+    out: Path,
+    history: History,
+    build_options: list[str],
+    jobs: int,
+    say: Callable[[str], None],
+) -> tuple[str, list[Night]]:
+    """One night over `recipes`; returns its id (the start, UTC) and each recipe's outcome."""
+    night_id = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    nights = [_plan(path, history) for path in recipes]
+    if clash := parallel.names_unique([(n.recipe, n.spec.name) for n in nights]):
+        raise InputError(clash)
+    out.mkdir(parents=True, exist_ok=True)
+    tonight = Path(tempfile.mkdtemp(prefix=".nightly-", dir=out))
+    errors: dict[str, str] = {}
+
+    def sink(line: str) -> None:
+        say(line)
+        name, _, rest = line.partition("] ")
+        if rest.startswith("baker: error: "):
+            errors[name.lstrip("[")] = rest.removeprefix("baker: error: ")
+
+    try:
+        job_list = [
+            parallel.Job(
+                n.spec.name,
+                [
+                    sys.executable,
+                    "-m",
+                    "baker",
+                    "build",
+                    str(n.recipe),
+                    f"--out={tonight}",
+                    *build_options,
+                    *(["--no-cache"] if n.no_cache else []),
+                ],
+            )
+            for n in nights
+        ]
+        done = {j.name: j for j in parallel.run_all(job_list, jobs, sink)}
+        for n in nights:
+            job = done[n.spec.name]
+            n.seconds = job.seconds
+            if job.code != 0:
+                n.error = errors.get(n.spec.name, f"the build exited {job.code}")
+            else:
+                _judge(n, job.digest, tonight / n.spec.name, out / n.spec.name, history)
+            n.row = _row(night_id, n, out / n.spec.name if n.status != "failed" else None)
+            history.record(n.row)
+    finally:
+        shutil.rmtree(tonight, ignore_errors=True)
+    return night_id, nights
+
+
+def _plan(path: Path, history: History) -> Night:
+    spec = recipe.load(path)
+    n = Night(path, spec)
+    lock_file = lock.path_for(spec.source)
+    if lock_file.exists():
+        n.lock_digest = f"sha256:{sha256_file(lock_file)}"
+        return n
+    n.mirror_state = mirror.state(spec.recipe.base)
+    last = history.last_good(spec.name)
+    # The mirror moved since the last good night: tonight's packages, not the cached base.
+    n.no_cache = bool(last and n.mirror_state and last.get("mirror_state") != n.mirror_state)
+    return n
+
+
+def _judge(n: Night, digest: str, built: Path, current: Path, history: History) -> None:
+    """Tonight's build against the last good one: unchanged, or built and gated."""
+    n.digest = digest
+    last = history.last_good(n.spec.name)
+    if last and last.get("digest") == digest and current.is_dir():
+        n.status = "unchanged"
+        return
+    if current.is_dir():
+        n.drift = drift.report(current, built)
+    broken = gates.check(
+        n.spec.recipe.nightly,
+        history.good(n.spec.name, n.spec.recipe.nightly.window),
+        drift.boot_median(built),
+        (built / artifact.IMAGE).stat().st_size,
+    )
+    if broken:
+        n.error = "; ".join(broken)
+        return
+    if current.exists():
+        shutil.rmtree(current)
+    built.rename(current)
+    n.status = "built"
+
+
+def _row(night_id: str, n: Night, directory: Path | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "night": night_id,
+        "recipe": n.spec.name,
+        "status": n.status,
+        "digest": n.digest,
+        "lock_digest": n.lock_digest,
+        "mirror_state": n.mirror_state,
+        "duration_s": round(n.seconds, 1),
+        "error": n.error,
+        "drift": n.drift,
+    }
+    if directory is None or not directory.is_dir():
+        return row
+    record = artifact.read_record(directory)
+    boot = _json(directory / artifact.BOOT)
+    each = [r.get("time_to_ssh_s") for r in boot.get("each_run") or [] if isinstance(r, dict)]
+    runs = [float(r) for r in each if isinstance(r, int | float)]
+    row.update(
+        packages=len(drift.packages(directory / artifact.SBOM_CDX)),
+        size=(directory / artifact.IMAGE).stat().st_size,
+        boot_median_s=boot.get("time_to_ssh_s"),
+        boot_min_s=min(runs) if runs else None,
+        boot_max_s=max(runs) if runs else None,
+        boot=boot.get("firmware") or {},
+        tests_passed=record.tests.tests - record.tests.failures - record.tests.errors,
+        tests_failed=record.tests.failures + record.tests.errors,
+        signer=verify.signer(directory),
+        artifact=str(directory.resolve()),
+    )
+    return row
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def junit(night_id: str, nights: list[Night], path: Path) -> None:
+    """One test case per recipe: failed with its error, or passed (built or unchanged)."""
+    suite = ElementTree.Element(
+        "testsuite",
+        name=f"baker nightly {night_id}",
+        tests=str(len(nights)),
+        failures=str(sum(n.status == "failed" for n in nights)),
+    )
+    for n in nights:
+        case = ElementTree.SubElement(
+            suite, "testcase", classname="baker.nightly", name=n.spec.name, time=f"{n.seconds:.1f}"
+        )
+        if n.status == "failed":
+            ElementTree.SubElement(case, "failure", message=n.error or "failed")
+        else:
+            ElementTree.SubElement(case, "system-out").text = f"{n.status} {n.digest}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ElementTree.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
