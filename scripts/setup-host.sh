@@ -23,6 +23,8 @@ PACKAGES=(
   # baker nightly's tests: a real PostgreSQL server for the history (started by the tests),
   # headless Chromium to look at the report site.
   postgresql chromium fonts-dejavu-core
+  # The farm's tests: the Redis broker (started by the tests on 127.0.0.1).
+  redis-server
 )
 # `setup-host.sh --bench`: the peers bench/ compares against too (bench/vs_packer.py).
 if [ "${1:-}" = "--bench" ]; then

@@ -3,10 +3,14 @@ path: no registry installable here has it (Debian's docker-registry is distribut
 which predates the API). It keeps blobs and manifests in memory and does what the
 distribution spec says for what baker uses: blob HEAD/GET, chunked and monolithic uploads
 with status and cross-repository mounts, manifests by tag and digest, `OCI-Subject` on a
-manifest with a subject, and GET /v2/<name>/referrers/<digest>. No logins, plain HTTP."""
+manifest with a subject, and GET /v2/<name>/referrers/<digest>. Plain HTTP; no logins, or
+with `login=(user, password)` the registry token flow (Docker's token spec): every request
+without the token is answered 401 with a Bearer challenge naming /token, which hands the
+token out for that Basic login only."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -28,7 +32,10 @@ class Store:
         self.lock = threading.Lock()
 
 
-def _handler(store: Store) -> type[BaseHTTPRequestHandler]:
+TOKEN = "standin-token"
+
+
+def _handler(store: Store, login: tuple[str, str] | None) -> type[BaseHTTPRequestHandler]:
     route = re.compile(
         r"/v2/(?P<repo>.+?)/(?P<kind>blobs/uploads|blobs|manifests|referrers)/?(?P<rest>[^/]*)$"
     )
@@ -53,7 +60,28 @@ def _handler(store: Store) -> type[BaseHTTPRequestHandler]:
         def _body(self) -> bytes:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
+        def _authorized(self) -> bool:
+            if login is None:
+                return True
+            url = urlsplit(self.path)
+            if url.path == "/token":
+                basic = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+                if self.headers.get("Authorization") == f"Basic {basic}":
+                    self._reply(200, json.dumps({"token": TOKEN}).encode())
+                else:
+                    self._reply(401)
+                return False
+            if self.headers.get("Authorization") == f"Bearer {TOKEN}":
+                return True
+            host = self.headers.get("Host")
+            challenge = f'Bearer realm="http://{host}/token",service="standin",scope="repository:x:pull,push"'
+            self._body()
+            self._reply(401, b"", {"WWW-Authenticate": challenge})
+            return False
+
         def _route(self) -> tuple[str, str, str, dict[str, list[str]]] | None:
+            if not self._authorized():
+                return None
             url = urlsplit(self.path)
             if url.path == "/v2/":
                 self._reply(200, b"{}")
@@ -191,15 +219,16 @@ def _handler(store: Store) -> type[BaseHTTPRequestHandler]:
             self._reply(201, b"", headers)
 
         def do_DELETE(self) -> None:
-            self._reply(202)
+            if self._authorized():
+                self._reply(202)
 
     return Handler
 
 
 class StandIn:
-    def __init__(self) -> None:
+    def __init__(self, login: tuple[str, str] | None = None) -> None:
         self.store = Store()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.store))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.store, login))
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -348,3 +348,50 @@ def test_a_registry_with_the_referrers_api_gets_no_referrers_tag(standin, tmp_pa
     assert at.digest == digest and sent == 0
     assert standin.tags("prod/api") == {"stable"}
     assert len(referrers.listed(c, "prod/api", digest)) == 4
+
+
+def test_pull_refuses_before_fetching_when_the_disk_cannot_hold_it(
+    logged_in, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from baker.registry import pull
+
+    art = make_artifact(tmp_path / "big")
+    ref = parse(f"{logged_in.host}/team/big:v1")
+    c = connect(ref, ca_bundle=logged_in.ca)
+    push.push(c, art, ref)
+    fetched: list[str] = []
+    monkeypatch.setattr(c, "fetch_blob", lambda *a, **k: fetched.append("x") or "")
+    monkeypatch.setattr(pull.shutil, "disk_usage", lambda p: type("U", (), {"free": 100})())
+    into = tmp_path / "into"
+    with pytest.raises(client_mod.BuildError, match="has 0 MB free"):
+        pull.pull(c, ref, into, tmp_path / "unused.pub")
+    assert fetched == [] and not into.exists()
+
+
+def test_token_authentication_with_the_login_from_the_auth_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry token flow (a Bearer challenge, a token for the Basic login from the
+    Docker-style auth file), against the stand-in: distribution 2.8 needs a separate token
+    server for it."""
+    import base64
+
+    from registry_standin import StandIn
+
+    reg = StandIn(login=("robot", "pw"))
+    try:
+        art = make_artifact(tmp_path / "token")
+        auth = tmp_path / "auth.json"
+        login = base64.b64encode(b"robot:pw").decode()
+        auth.write_text(json.dumps({"auths": {reg.host: {"auth": login}}}))
+        env = {"REGISTRY_AUTH_FILE": str(auth), "HOME": str(tmp_path)}
+        proc = baker("push", art, f"{reg.host}/team/token:v1", env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert reg.tags("team/token") == {"v1"}
+        proc = baker(
+            "push", art, f"{reg.host}/team/token:v2", env={**env, "REGISTRY_AUTH_FILE": ""}
+        )
+        assert proc.returncode == 1
+        assert "access denied (401)" in proc.stderr.strip().splitlines()[-1]
+    finally:
+        reg.stop()

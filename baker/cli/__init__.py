@@ -3,8 +3,8 @@ interrupted; errors are one sentence on stderr, never a traceback for a user's m
 
 Each module registers its commands on baker.cli.app.app when imported: build (build,
 validate, lock, rebuild), artifact (verify, inspect, diff, keygen), export (convert, export,
-import), cloud (publish), registry (push, pull, promote), nightly, cache (cache list, cache
-prune), clean.
+import), cloud (publish), registry (push, pull, promote), nightly, farm (worker, submit),
+cache (cache list, cache prune), clean.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from baker.cli import (  # noqa: F401  (they register)
     clean,
     cloud,
     export,
+    farm,
     nightly,
     registry,
 )

@@ -35,6 +35,9 @@ def nightly(
         Path | None, typer.Option(help="Sign each image with this key.", envvar="BAKER_SIGN_KEY")
     ] = None,
     accel: AccelOpt = "auto",
+    broker: Annotated[
+        str | None, typer.Option(help="Build on the farm through this Redis broker (baker worker).")
+    ] = None,
 ) -> None:
     """Rebuild RECIPEs as a night: reuse what did not change (recorded "unchanged"), build
     and test what did, report the drift against the last good build with the CVEs the
@@ -52,13 +55,13 @@ def nightly(
     options = [f"--accel={accel}", *([f"--sign-key={sign_key}"] if sign_key else [])]
     db = History(history)
     try:
-        night, nights = run.run(recipe_files, out, db, options, jobs, _say)
+        night, nights = run.run(recipe_files, out, db, options, jobs, _say, broker)
         for n in nights:
-            line = f"{n.spec.name} {n.status}" + (f" {n.digest}" if n.digest else "")
+            line = f"{n.name} {n.status}" + (f" {n.digest}" if n.digest else "")
             typer.echo(line + (f": {n.error}" if n.error else ""))
             if n.drift:
                 err.print(
-                    drift.render(n.spec.name, n.drift),
+                    drift.render(n.name, n.drift),
                     markup=False,
                     highlight=False,
                     soft_wrap=True,
@@ -70,7 +73,7 @@ def nightly(
             err.print(f"baker: report: {index}", markup=False, highlight=False)
     finally:
         db.close()
-    failed = [n.spec.name for n in nights if n.status == "failed"]
+    failed = [n.name for n in nights if n.status == "failed"]
     if failed:
         raise BuildError(
             f"{len(failed)} of {len(nights)} recipes failed tonight: {', '.join(failed)}."

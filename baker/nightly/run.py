@@ -25,7 +25,7 @@ from xml.etree import ElementTree
 
 from baker import artifact, lock, recipe
 from baker.cli import parallel
-from baker.errors import InputError
+from baker.errors import BakerError, InputError
 from baker.evidence import verify
 from baker.hashing import sha256_file
 from baker.nightly import drift, gates, mirror
@@ -36,7 +36,8 @@ from baker.spec import Spec
 @dataclass
 class Night:
     recipe: Path
-    spec: Spec
+    name: str
+    spec: Spec | None  # None: the recipe is bad input, and fails tonight without a build
     mirror_state: str | None = None
     lock_digest: str | None = None
     no_cache: bool = False
@@ -55,12 +56,14 @@ def run(
     build_options: list[str],
     jobs: int,
     say: Callable[[str], None],
+    broker: str | None = None,
 ) -> tuple[str, list[Night]]:
     """One night over `recipes`; returns its id (the start, UTC) and each recipe's outcome."""
     night_id = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     nights = [_plan(path, history) for path in recipes]
-    if clash := parallel.names_unique([(n.recipe, n.spec.name) for n in nights]):
+    if clash := parallel.names_unique([(n.recipe, n.name) for n in nights]):
         raise InputError(clash)
+    buildable = [n for n in nights if n.spec is not None]
     out.mkdir(parents=True, exist_ok=True)
     tonight = Path(tempfile.mkdtemp(prefix=".nightly-", dir=out))
     errors: dict[str, str] = {}
@@ -73,39 +76,59 @@ def run(
 
     try:
         job_list = [
-            parallel.Job(
-                n.spec.name,
-                [
-                    sys.executable,
-                    "-m",
-                    "baker",
-                    "build",
-                    str(n.recipe),
-                    f"--out={tonight}",
-                    *build_options,
-                    *(["--no-cache"] if n.no_cache else []),
-                ],
-            )
-            for n in nights
+            parallel.Job(n.name, _argv(n, tonight, build_options, broker)) for n in buildable
         ]
         done = {j.name: j for j in parallel.run_all(job_list, jobs, sink)}
         for n in nights:
-            job = done[n.spec.name]
-            n.seconds = job.seconds
-            if job.code != 0:
-                n.error = errors.get(n.spec.name, f"the build exited {job.code}")
-            else:
-                _judge(n, job.digest, tonight / n.spec.name, out / n.spec.name, history)
-            n.row = _row(night_id, n, out / n.spec.name if n.status != "failed" else None)
+            job = done.get(n.name)
+            if job is not None:
+                n.seconds = job.seconds
+                if job.code != 0:
+                    n.error = errors.get(n.name, f"the build exited {job.code}")
+                else:  # build prints DIGEST, submit NAME DIGEST
+                    digest = job.digest.split()[-1]
+                    _judge(n, digest, tonight / n.name, out / n.name, history, say)
+            n.row = _row(night_id, n, out / n.name if n.status != "failed" else None)
             history.record(n.row)
     finally:
         shutil.rmtree(tonight, ignore_errors=True)
     return night_id, nights
 
 
+def _argv(n: Night, tonight: Path, build_options: list[str], broker: str | None) -> list[str]:
+    """The command that builds `n` into `tonight`: here, or on the farm through `broker`
+    (the workers' shared artifact directory is where `submit --out` copies it from)."""
+    no_cache = ["--no-cache"] if n.no_cache else []
+    if broker:
+        return [
+            sys.executable,
+            "-m",
+            "baker",
+            "submit",
+            str(n.recipe),
+            f"--broker={broker}",
+            "--wait",
+            f"--out={tonight}",
+            *no_cache,
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "baker",
+        "build",
+        str(n.recipe),
+        f"--out={tonight}",
+        *build_options,
+        *no_cache,
+    ]
+
+
 def _plan(path: Path, history: History) -> Night:
-    spec = recipe.load(path)
-    n = Night(path, spec)
+    try:
+        spec = recipe.load(path)
+    except InputError as e:  # one bad recipe fails itself, not the night
+        return Night(path, path.stem, None, error=str(e))
+    n = Night(path, spec.name, spec)
     lock_file = lock.path_for(spec.source)
     if lock_file.exists():
         n.lock_digest = f"sha256:{sha256_file(lock_file)}"
@@ -117,18 +140,30 @@ def _plan(path: Path, history: History) -> Night:
     return n
 
 
-def _judge(n: Night, digest: str, built: Path, current: Path, history: History) -> None:
+def _judge(
+    n: Night,
+    digest: str,
+    built: Path,
+    current: Path,
+    history: History,
+    say: Callable[[str], None],
+) -> None:
     """Tonight's build against the last good one: unchanged, or built and gated."""
+    assert n.spec is not None
     n.digest = digest
-    last = history.last_good(n.spec.name)
+    last = history.last_good(n.name)
     if last and last.get("digest") == digest and current.is_dir():
         n.status = "unchanged"
         return
     if current.is_dir():
-        n.drift = drift.report(current, built)
+        try:
+            n.drift = drift.report(current, built)
+        except (BakerError, OSError, ValueError) as e:
+            # The image is good; only the comparison could not be made: say so, go on.
+            say(f"[{n.name}] baker: no drift report against {current}: {e}")
     broken = gates.check(
         n.spec.recipe.nightly,
-        history.good(n.spec.name, n.spec.recipe.nightly.window),
+        history.good(n.name, n.spec.recipe.nightly.window),
         drift.boot_median(built),
         (built / artifact.IMAGE).stat().st_size,
     )
@@ -144,7 +179,7 @@ def _judge(n: Night, digest: str, built: Path, current: Path, history: History) 
 def _row(night_id: str, n: Night, directory: Path | None) -> dict[str, Any]:
     row: dict[str, Any] = {
         "night": night_id,
-        "recipe": n.spec.name,
+        "recipe": n.name,
         "status": n.status,
         "digest": n.digest,
         "lock_digest": n.lock_digest,
@@ -192,7 +227,7 @@ def junit(night_id: str, nights: list[Night], path: Path) -> None:
     )
     for n in nights:
         case = ElementTree.SubElement(
-            suite, "testcase", classname="baker.nightly", name=n.spec.name, time=f"{n.seconds:.1f}"
+            suite, "testcase", classname="baker.nightly", name=n.name, time=f"{n.seconds:.1f}"
         )
         if n.status == "failed":
             ElementTree.SubElement(case, "failure", message=n.error or "failed")

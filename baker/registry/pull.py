@@ -66,6 +66,13 @@ def pull(
     if artifact.IMAGE not in names:
         raise RegistryError(f"{ref}: the manifest holds no {artifact.IMAGE}.")
 
+    need = sum(int(d["size"]) for _, d in wanted)
+    free = shutil.disk_usage(into.parent).free
+    if need > free:
+        # Said before a byte is fetched: the descriptors' sizes are what the blobs may be.
+        raise BuildError(
+            f"{into.parent} has {free / 1e6:.0f} MB free and {ref} needs {need / 1e6:.0f} MB."
+        )
     staging = Path(tempfile.mkdtemp(prefix=f".{into.name}.pull-", dir=into.parent))
     try:
         hashes = {}

@@ -197,15 +197,7 @@ def test_a_swapped_sbom_referrer_is_refused(pushed, registry, pub, tmp_path, wor
     ref, digest, base = pushed
     repo = "swap/base"
     c = connect(parse(ref), ca_bundle=registry.ca)
-    proc = run_baker(
-        "promote",
-        f"{registry.host}/golden/base@{digest}",
-        f"{registry.host}/{repo}:1",
-        "--ca-bundle",
-        registry.ca,
-        work=work_root,
-    )
-    assert proc.returncode == 0, proc.stderr
+    _copy(registry, digest, f"{repo}:1", work_root)
     # Another SBOM, attached in place of the real one: valid JSON, a plausible document.
     sbom = json.loads((base.artifact / artifact.SBOM_CDX).read_bytes())
     sbom["components"] = sbom["components"][1:]
@@ -253,15 +245,7 @@ def test_a_manifest_pointing_at_a_missing_blob_is_refused(
     # disk's layer will point at; distribution checks a manifest's blobs when it is put, so
     # the blob is deleted after the put, as a registry's garbage collection or a lost
     # replica leaves it.
-    proc = run_baker(
-        "promote",
-        f"{host}/golden/base@{digest}",
-        f"{host}/broken/base:keep",
-        "--ca-bundle",
-        registry.ca,
-        work=work_root,
-    )
-    assert proc.returncode == 0, proc.stderr
+    _copy(registry, digest, "broken/base:keep", work_root)
     got = c.get_manifest("golden/base", digest)
     assert got is not None
     doc = json.loads(got[0])
@@ -275,3 +259,16 @@ def test_a_manifest_pointing_at_a_missing_blob_is_refused(
         tmp_path / "missing",
         "is missing",
     )
+
+
+def _copy(registry, digest: str, dst: str, work: Path) -> None:
+    """The pushed build promoted to another repository of the registry, for a test to spoil."""
+    proc = run_baker(
+        "promote",
+        f"{registry.host}/golden/base@{digest}",
+        f"{registry.host}/{dst}",
+        "--ca-bundle",
+        registry.ca,
+        work=work,
+    )
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,182 @@
+"""The farm's commands: `baker worker` (a build host) and `baker submit` (send builds to it)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from baker.cli.app import VarOpt, command, err, reporter
+from baker.errors import BuildError, InputError
+
+BrokerOpt = Annotated[str, typer.Option("--broker", help="The Redis broker: redis://host:port/db.")]
+
+
+def _check_broker(broker: str) -> None:
+    if not broker.startswith(("redis://", "rediss://")):
+        raise InputError(f"--broker {broker}: give a redis:// URL (the farm's broker is Redis).")
+
+
+@command()
+def worker(
+    broker: BrokerOpt,
+    queues: Annotated[
+        str | None, typer.Option(help="Queues to take (default: what this host can build).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Builds at once (one a slot).")] = 1,
+    artifacts: Annotated[
+        Path | None, typer.Option(help="Shared directory to store artifacts in.")
+    ] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="Push artifacts under host[:port]/prefix instead.")
+    ] = None,
+    history: Annotated[
+        str | None, typer.Option(help="Record builds in this history (postgresql://…).")
+    ] = None,
+    sign_key: Annotated[
+        Path | None, typer.Option(help="Sign each image with this key.", envvar="BAKER_SIGN_KEY")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="The worker's name (default baker-HOST-PID).")
+    ] = None,
+) -> None:
+    """Run a build worker: take build jobs from the broker's queues this host can serve,
+    build each with `baker build`, store the artifact, and acknowledge the job only then.
+    First removes what a killed predecessor left (its domains and work directories)."""
+    _check_broker(broker)
+    if concurrency < 1:
+        raise InputError(f"--concurrency {concurrency}: expected 1 or more.")
+    if artifacts is None and registry is None:
+        raise InputError(
+            "give --artifacts DIR or --registry HOST/PREFIX: where finished images go."
+        )
+    if artifacts is not None and not artifacts.is_dir():
+        raise InputError(f"--artifacts {artifacts}: no such directory.")
+    from baker.backends.accel import choose
+    from baker.backends.libvirt import stale_domains
+    from baker.build.options import work_root
+    from baker.farm.app import make_app
+    from baker.farm.queues import for_host
+    from baker.leftovers import stale_work_dirs
+
+    rep = reporter()
+    for item in [*stale_domains("qemu:///system"), *stale_work_dirs(work_root())]:
+        item.remove()
+        rep.info(f"removed {item.kind} {item.name}: {item.why}")
+    for key, value in (
+        ("BAKER_FARM_ARTIFACTS", artifacts),
+        ("BAKER_FARM_REGISTRY", registry),
+        ("BAKER_FARM_HISTORY", history),
+        ("BAKER_SIGN_KEY", sign_key),
+    ):
+        if value is not None:
+            os.environ[key] = str(value)
+    served = queues.split(",") if queues else for_host(choose("auto"))
+    rep.info(f"serving {', '.join(served)}")
+    app = make_app(broker)
+    app.worker_main(
+        [
+            "worker",
+            "-Q",
+            ",".join(served),
+            "-c",
+            str(concurrency),
+            "--prefetch-multiplier=1",
+            "-n",
+            name or f"baker-{socket.gethostname()}-{os.getpid()}",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "INFO",
+            "-P",
+            "prefork",
+        ]
+    )
+
+
+@command()
+def submit(
+    recipe_files: Annotated[list[Path], typer.Argument(help="The recipes.", metavar="RECIPE...")],
+    broker: BrokerOpt,
+    var: VarOpt = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for each build; exit 1 if any failed.")
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Build every step again on the worker.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="With --wait: seconds to wait in all.")] = 6 * 3600,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --wait: copy each finished artifact from the shared directory to OUT/NAME."
+        ),
+    ] = None,
+) -> None:
+    """Send each recipe, with its lock and every file it pins, as a build job to a queue
+    that can build it. Prints NAME TASK-ID; with --wait, NAME DIGEST (or NAME failed: why)
+    as each finishes."""
+    _check_broker(broker)
+    from baker import recipe
+    from baker.cli.build import _variables
+    from baker.farm import payload, queues
+    from baker.farm.app import make_app
+
+    variables = dict(_variables(var))
+    specs = [recipe.load(f, variables) for f in recipe_files]
+    app = make_app(broker)
+    sent = []
+    for spec in specs:
+        job = payload.make(spec, variables) | {"no_cache": no_cache}
+        result = app.send_task("baker.build", args=[job], queue=queues.route(job))
+        sent.append((spec.name, result))
+        if not wait:
+            typer.echo(f"{spec.name} {result.id}")
+    if not wait:
+        return
+    failed = []
+    for name, result in sent:
+        try:
+            value = result.get(timeout=timeout, propagate=False)
+        except Exception as e:  # the wait itself: the broker went away, or time ran out
+            raise BuildError(f"waiting for {name}: {e}") from None
+        if result.successful():
+            if out is not None:
+                _fetch(Path(value["stored"]), out / name)
+            typer.echo(f"{name} {value['digest']}")
+            err.print(
+                f"baker: {name} built by {value['worker']}, stored at {value['stored']}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        else:
+            typer.echo(f"{name} failed: {value}")
+            failed.append(name)
+    if failed:
+        raise BuildError(f"{len(failed)} of {len(sent)} builds failed: {', '.join(failed)}.")
+
+
+def _fetch(stored: Path, target: Path) -> None:
+    """A finished artifact, from the farm's shared directory into `target`, checked first."""
+    import shutil
+
+    from baker.evidence import verify
+
+    if not stored.is_dir():
+        raise BuildError(
+            f"{stored}: not a directory here; --out needs the workers' shared --artifacts "
+            "directory."
+        )
+    if failed := [f for f in verify.verify(stored, None) if f.ok is False]:
+        raise BuildError(f"{stored}: does not verify: {failed[0].name}: {failed[0].detail}.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.fetch")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(stored, staging)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)

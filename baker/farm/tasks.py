@@ -1,0 +1,91 @@
+"""The build task a worker runs: lay the job out, `baker build` it, store the artifact.
+
+A build that fails (a provisioner, a test, a budget, a bad recipe) is reported once with the
+build's own error line, never retried: it would fail the same way. What fails around the
+build (the artifact store, the registry) is retried, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from celery import shared_task  # type: ignore[import-untyped]
+
+from baker import leftovers
+from baker.farm import payload as payloads
+from baker.farm import store
+
+
+class BuildFailed(Exception):
+    """The build itself failed; the message is its error line."""
+
+
+class StoreFailed(Exception):
+    """The artifact could not be stored; worth another try."""
+
+
+# Storing is retried this many times, waiting RETRY_DELAY_S, then twice that, and so on.
+STORE_RETRIES = 3
+RETRY_DELAY_S = 5.0
+
+
+@shared_task(name="baker.build", bind=True, acks_late=True)  # type: ignore[untyped-decorator]
+def build(self: Any, job: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return _build(job, self.request.hostname)
+    except StoreFailed as e:
+        delay = RETRY_DELAY_S * 2**self.request.retries
+        raise self.retry(exc=e, countdown=delay, max_retries=STORE_RETRIES) from None
+
+
+def _build(job: dict[str, Any], hostname: str) -> dict[str, Any]:
+    work = Path(os.environ.get("BAKER_WORK_DIR", "/var/tmp"))
+    with tempfile.TemporaryDirectory(prefix="baker-job-", dir=work) as tmp:
+        # Provably this process's: a worker that restarts after this one was killed removes it.
+        leftovers.write_owner(Path(tmp), leftovers.Owner.me())
+        root = Path(tmp) / "project"
+        recipe = payloads.lay_out(job, root)
+        out = Path(tmp) / "out"
+        argv = [
+            sys.executable,
+            "-m",
+            "baker",
+            "build",
+            str(recipe),
+            f"--root={root}",
+            f"--out={out}",
+            *(f"--var={k}={v}" for k, v in job["variables"].items()),
+        ]
+        if job.get("no_cache"):
+            argv.append("--no-cache")
+        if os.environ.get("BAKER_SIGN_KEY"):
+            argv.append(f"--sign-key={os.environ['BAKER_SIGN_KEY']}")
+        proc = run_build(argv)
+        sys.stderr.write(proc.stderr[-20000:])
+        if proc.returncode != 0:
+            raise BuildFailed(_error_line(proc.stderr) or f"baker build exited {proc.returncode}")
+        digest = proc.stdout.strip().splitlines()[-1]
+        try:
+            where = store.put(out / job["name"], job["name"], digest)
+        except Exception as e:  # the store's own failure, said in one line
+            raise StoreFailed(f"storing {job['name']}: {e}") from None
+        shutil.rmtree(out, ignore_errors=True)
+    return {"name": job["name"], "digest": digest, "stored": where, "worker": hostname}
+
+
+def run_build(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """`baker build` in the worker's process group: a worker killed whole takes it along."""
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def _error_line(stderr: str) -> str | None:
+    for line in reversed(stderr.strip().splitlines()):
+        if line.startswith("baker: error: "):
+            return line.removeprefix("baker: error: ")
+    return None

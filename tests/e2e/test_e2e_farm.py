@@ -1,0 +1,200 @@
+"""A farm on one machine: Debian's redis-server on 127.0.0.1 and two `baker worker`
+processes. `baker submit --wait` of the two example recipes gives the digests of the
+session's local builds (a worker builds from the job's content alone). Then a worker is
+killed with SIGKILL mid-build: the job comes back and completes on the other worker, and
+once the killed worker starts again its leftovers (domain, work directories) are gone."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from bakerun import BAKER, ROOT, Baked, domains, run_baker
+
+pytestmark = pytest.mark.e2e
+
+VISIBILITY_S = 20  # how soon a dead worker's job comes back (the default is hours)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory):
+    port = _port()
+    data = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
+        time.sleep(0.1)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+class Worker:
+    def __init__(self, name: str, broker: str, artifacts: Path, work: Path, log: Path) -> None:
+        self.name, self.log = name, log
+        env = {
+            **os.environ,
+            "BAKER_WORK_DIR": str(work),
+            "BAKER_FARM_VISIBILITY_S": str(VISIBILITY_S),
+        }
+        self.proc = subprocess.Popen(
+            [
+                str(BAKER),
+                "worker",
+                "--broker",
+                broker,
+                "--artifacts",
+                str(artifacts),
+                "--name",
+                name,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while "ready." not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline and self.proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)  # the worker, its pool and its build, at once
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown: the running job finishes
+            self.proc.wait(600)
+
+
+@pytest.fixture(scope="module")
+def farm(broker: str, tmp_path_factory: pytest.TempPathFactory, work_root: Path):
+    root = tmp_path_factory.mktemp("farm")
+    artifacts, work = root / "artifacts", work_root / "farm"
+    artifacts.mkdir()
+    work.mkdir(mode=0o711)
+    workers = {n: Worker(n, broker, artifacts, work, root / f"{n}.log") for n in ("w1", "w2")}
+    yield {"broker": broker, "artifacts": artifacts, "work": work, "workers": workers, "root": root}
+    for w in workers.values():
+        w.stop()
+
+
+def test_submit_wait_gives_the_local_builds_digests(
+    farm, base_image: Baked, web_image: Baked
+) -> None:
+    proc = run_baker(
+        "submit",
+        "images/debian-12-base.yaml",
+        "images/debian-12-web.yaml",
+        "--broker",
+        farm["broker"],
+        "--wait",
+        work=farm["work"],
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
+    assert lines == {"debian-12-base": base_image.digest, "debian-12-web": web_image.digest}
+    for name, digest in lines.items():
+        stored = farm["artifacts"] / name / digest.split(":")[1]
+        assert (stored / "image.qcow2").is_file()
+
+
+RECIPE = """\
+name: farm-fault
+base:
+  boot: bios
+boot_runs: 1
+provisioners:
+  - file: ../files/fault.txt
+    sha256: {sha256}
+    dest: /etc/fault.txt
+"""
+
+
+def test_a_worker_killed_mid_build_loses_nothing_and_leaves_nothing(farm, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "images").mkdir(parents=True)
+    (project / "files").mkdir()
+    (project / ".git").mkdir()
+    text = f"killed mid-build {time.time_ns()}\n"  # a build no cache holds
+    (project / "files" / "fault.txt").write_text(text)
+    recipe = project / "images" / "farm-fault.yaml"
+    recipe.write_text(RECIPE.format(sha256=hashlib.sha256(text.encode()).hexdigest()))
+    before = domains()
+    submit = subprocess.Popen(
+        [str(BAKER), "submit", str(recipe), "--broker", farm["broker"], "--wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BAKER_WORK_DIR": str(farm["work"])},
+    )
+    # The worker that took the job: the session its `baker build` runs in, once the build
+    # machine is up (mid-build: a domain, an overlay and a forwarded port to leave behind).
+    workers = farm["workers"]
+    deadline, victim = time.monotonic() + 300, None
+    while victim is None:
+        assert time.monotonic() < deadline, "no worker started the build"
+        if domains() - before:
+            victim = next(
+                (w for w in workers.values() if w.proc.pid in _sessions("farm-fault.yaml")), None
+            )
+        time.sleep(0.5)
+    victim.kill()
+    out, err = submit.communicate(timeout=900)
+    assert submit.returncode == 0, err[-3000:]
+    name, digest = out.strip().splitlines()[-1].split(" ", 1)
+    assert name == "farm-fault" and digest.startswith("sha256:")
+    survivor = next(w for w in workers.values() if w is not victim)
+    assert f"built by {survivor.name}" in err
+    # The killed worker comes back and removes what its killed build left.
+    workers[victim.name] = Worker(
+        victim.name, farm["broker"], farm["artifacts"], farm["work"], victim.log
+    )
+    assert "removed domain" in victim.log.read_text(errors="replace")
+    assert domains() - before == set()
+    leftover = [p for p in farm["work"].iterdir() if p.name.startswith("baker-")]
+    assert leftover == [], leftover
+    assert _sessions("farm-fault.yaml") == set()  # no build process of it still running
+
+
+def _sessions(needle: str) -> set[int]:
+    """The session ids of the processes whose command line holds `needle`."""
+    found = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle.encode() in cmdline.read_bytes():
+                found.add(os.getsid(int(cmdline.parent.name)))
+        except (OSError, ProcessLookupError):
+            continue
+    return found
