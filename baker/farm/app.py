@@ -38,6 +38,5 @@ def make_app(broker: str, backend: str | None = None) -> Celery:
             "unacked_restore_throttle": 1,
         },
         result_backend_transport_options={"visibility_timeout": visibility},
-        worker_hijack_root_logger=False,
     )
     return app
