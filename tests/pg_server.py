@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import glob
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from baker.edge.ssh import free_port
 
 
 @dataclass
@@ -46,9 +47,7 @@ def start() -> Postgres:
     bindir = Path(found[-1]).parent
     root = Path(tempfile.mkdtemp(prefix="baker-pg-", dir="/var/tmp"))
     shutil.chown(root, "postgres", "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     as_pg = ["runuser", "-u", "postgres", "--"]
     data = root / "data"
     subprocess.run(

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from baker.edge.ssh import free_port
+
 USER, PASSWORD = "baker", "s3cret-for-tests"
 
 
@@ -56,12 +58,6 @@ class Registry:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ca_and_cert(directory: Path) -> tuple[Path, Path, Path]:
@@ -117,7 +113,7 @@ def _ca_and_cert(directory: Path) -> tuple[Path, Path, Path]:
 def start(root: Path, tls: bool = True) -> Registry:
     """Start a registry under `root` (made here); TLS + htpasswd logins unless tls=False."""
     root.mkdir(parents=True)
-    port = _free_port()
+    port = free_port()
     config = [
         "version: 0.1",
         "log: {level: error}",

@@ -17,6 +17,7 @@ import registry_server
 import requests
 
 from baker import artifact
+from baker.edge.ssh import free_port
 from baker.errors import InputError
 from baker.registry import client as client_mod
 from baker.registry import containerdisk, oci, promote, push, referrers
@@ -303,7 +304,7 @@ def test_tar_stream_reads_the_same_at_any_offset(tmp_path: Path) -> None:
 
 def test_a_registry_that_is_down_is_one_line(tmp_path: Path) -> None:
     art = make_artifact(tmp_path / "down")
-    proc = baker("push", art, f"127.0.0.1:{registry_server._free_port()}/x/y:z")
+    proc = baker("push", art, f"127.0.0.1:{free_port()}/x/y:z")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].endswith("cannot connect (connection refused).")
 

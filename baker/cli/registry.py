@@ -67,7 +67,7 @@ def push(
     rep = reporter()
     total = sum(f.size for f in files)
     with Meter(rep, f"push {artifact} to {target.repo()}", total) as meter:
-        pushed = pusher.push(client, artifact, target, on_bytes=meter.advance)
+        pushed = pusher.push(client, artifact, target, on_bytes=meter.advance, files=files)
     rep.info(f"sent {pushed.sent} bytes; {pushed.referrers} referrers")
     if containerdisk:
         tag = f"{target.tag or 'latest'}-containerdisk"

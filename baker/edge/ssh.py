@@ -87,7 +87,7 @@ class Endpoint:
 
 
 def free_port() -> int:
-    """A loopback port free right now, for a guest's forwarded SSH."""
+    """A loopback port free right now (a guest's forwarded SSH; the tests' servers)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -1,7 +1,8 @@
 """Talking to one OCI registry: blobs and manifests, streamed and checked.
 
-The oras package gives reference parsing and the authentication users have set up (oras.auth:
-Docker/Podman config files, credential helpers, the registry token flow). Its Registry
+The oras package gives reference parsing and, through baker.registry.login, the
+authentication users have set up (Docker/Podman config files, credential helpers, the
+registry token flow). Its Registry
 class is not used: importing it costs ~0.9 s (it validates with jsonschema, whose format
 checkers compile grammars at import), more than a whole re-push. What is added here,
 because oras-py lacks it or does it in ways a disk image cannot afford:
@@ -20,19 +21,16 @@ from __future__ import annotations
 import hashlib
 import http.cookiejar
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
-import oras.auth  # type: ignore[import-untyped]
-import oras.auth.utils  # type: ignore[import-untyped]
-import oras.utils  # type: ignore[import-untyped]
 import requests
 
 from baker.errors import BuildError, InputError
 from baker.registry import oci
+from baker.registry.login import Login
 from baker.registry.ref import Ref
 
 CHUNK = 64 * 1024 * 1024
@@ -79,19 +77,6 @@ class _Hashed:
             self.at += len(data)
 
 
-def auth_files() -> list[str]:
-    """Where credentials are read from, as docker, podman and skopeo look for them."""
-    found = []
-    if os.environ.get("REGISTRY_AUTH_FILE"):
-        found.append(os.environ["REGISTRY_AUTH_FILE"])
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        found.append(f"{os.environ['XDG_RUNTIME_DIR']}/containers/auth.json")
-    found.append(os.path.expanduser("~/.config/containers/auth.json"))
-    docker = os.environ.get("DOCKER_CONFIG")
-    found.append(f"{docker}/config.json" if docker else os.path.expanduser("~/.docker/config.json"))
-    return [f for f in found if os.path.isfile(f)]
-
-
 def connect(ref: Ref, *, insecure: bool = False, ca_bundle: Path | None = None) -> Client:
     """A client for `ref`'s registry, its scheme and login settled by one ping: HTTPS, or
     plain HTTP with --insecure; a loopback registry that does not speak TLS is taken over
@@ -126,10 +111,7 @@ class Client:
         self.session.verify = verify
         # Some registries set cookies and then treat the client as a browser (CSRF checks).
         self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        self.auth = oras.auth.get_auth_backend(
-            "token", self.session, scheme == "http", tls_verify=verify
-        )
-        self._basic: str | None = None  # base64 user:password, once a Basic challenge asked
+        self.login = Login(host, self.session, scheme, verify)
 
     def ping(self) -> None:
         """GET /v2/: is it a registry, and does it want a login (answered now, so every
@@ -155,11 +137,11 @@ class Client:
         extra = dict(kw.pop("headers", {}) or {})
         try:
             r: requests.Response = self.session.request(
-                method, url, headers={**extra, **self._auth_header()}, **kw
+                method, url, headers={**extra, **self.login.header()}, **kw
             )
-            if r.status_code == 401 and self._authenticate(r):
+            if r.status_code == 401 and self.login.answer(r):
                 r = self.session.request(
-                    method, url, headers={**extra, **self._auth_header()}, **kw
+                    method, url, headers={**extra, **self.login.header()}, **kw
                 )
         except requests.exceptions.SSLError as e:
             if "wrong version number" in str(e) or "record layer failure" in str(e):
@@ -178,33 +160,6 @@ class Client:
                 f"`skopeo login {self.host}` or set REGISTRY_AUTH_FILE."
             )
         return r
-
-    def _auth_header(self) -> dict[str, str]:
-        token = getattr(self.auth, "token", None)
-        if token:
-            return {"Authorization": f"Bearer {token}"}
-        return {"Authorization": f"Basic {self._basic}"} if self._basic else {}
-
-    def _authenticate(self, challenge: requests.Response) -> bool:
-        """Answer a 401: Basic with the configured credentials, Bearer with oras's token
-        flow (a token for the scope this challenge names). False: nothing more to try."""
-        scheme = challenge.headers.get("Www-Authenticate", "").split(" ", 1)[0].lower()
-        auth = self.auth
-        if not getattr(auth, "_auth_config", None):
-            auth._auth_config = oras.auth.utils.load_configs(auth_files()) if auth_files() else {}
-            for name in oras.utils.iter_localhosts(self.host):
-                if auth._load_auth(name):
-                    break
-        basic = getattr(auth, "_basic_auth", None)
-        if scheme == "basic":
-            if self._basic or not basic:
-                return False
-            self._basic = basic
-            return True
-        if scheme == "bearer":
-            _, ok = auth.authenticate_request(challenge, {}, refresh=True)
-            return bool(ok)
-        return False
 
     def _check(
         self, r: requests.Response, what: str, ok: tuple[int, ...] = (200, 201, 202)

@@ -54,8 +54,7 @@ def pull(
     layers = oci.descriptors(manifest, "layers", f"{ref}'s manifest")
     wanted: list[tuple[str, dict[str, Any]]] = [(artifact.BUILD, manifest["config"])]
     wanted += [(_title(d, ref), d) for d in layers]
-    for entry in _evidence(client, repo, digest, ref):
-        wanted.append(entry)
+    wanted += _evidence(client, repo, digest, ref)
     names = [n for n, _ in wanted]
     if len(names) > _MAX_FILES:
         raise RegistryError(f"{ref}: {len(names)} files is more than an artifact holds.")

@@ -29,14 +29,14 @@ class Pushed:
 
 
 @dataclass(frozen=True)
-class _File:
+class ArtifactFile:
     name: str
     path: Path
     digest: str
     size: int
 
 
-def artifact_files(directory: Path) -> list[_File]:
+def artifact_files(directory: Path) -> list[ArtifactFile]:
     """The artifact's files, each with the digest SHA256SUMS gives it. They are not hashed
     here: each is hashed as it is sent, and one that does not match is refused then (a disk
     is read once, and not at all when the registry has it already)."""
@@ -55,13 +55,15 @@ def artifact_files(directory: Path) -> list[_File]:
             hexdigest = sums[path.name]
         else:
             raise InputError(f"{path}: not listed in SHA256SUMS; run `baker verify {directory}`.")
-        files.append(_File(path.name, path, f"sha256:{hexdigest}", path.stat().st_size))
+        files.append(ArtifactFile(path.name, path, f"sha256:{hexdigest}", path.stat().st_size))
     if missing := sorted(set(sums) - {f.name for f in files}):
         raise InputError(f"{directory}: SHA256SUMS lists {missing[0]}, which is not there.")
     return files
 
 
-def manifest_for(directory: Path, files: list[_File]) -> tuple[bytes, list[_File], list[_File]]:
+def manifest_for(
+    directory: Path, files: list[ArtifactFile]
+) -> tuple[bytes, list[ArtifactFile], list[ArtifactFile]]:
     """(the image manifest, its layer files, the referrer files) of an artifact."""
     record = artifact.read_record(directory)
     by_name = {f.name: f for f in files}
@@ -84,7 +86,7 @@ def manifest_for(directory: Path, files: list[_File]) -> tuple[bytes, list[_File
     return manifest, layers, [f for f in files if f.name in oci.REFERRERS]
 
 
-def _layer(f: _File, media_type: str | None = None) -> dict[str, Any]:
+def _layer(f: ArtifactFile, media_type: str | None = None) -> dict[str, Any]:
     kind = media_type or oci.LAYER_TYPES.get(f.name, oci.FILE)
     return oci.descriptor(kind, f.digest, f.size, annotations={oci.TITLE: f.name})
 
@@ -95,8 +97,11 @@ def push(
     ref: Ref,
     on_progress: Callable[[str], None] = lambda s: None,
     on_bytes: Callable[[int], None] = lambda n: None,
+    files: list[ArtifactFile] | None = None,
 ) -> Pushed:
-    files = artifact_files(directory)
+    """Push the artifact at `directory`; `files` is its artifact_files() when the caller
+    already read them (the command line, for its progress bar's total)."""
+    files = files if files is not None else artifact_files(directory)
     manifest, layers, evidence = manifest_for(directory, files)
     repo = ref.repository
     sent = 0

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from bakerun import BAKER, ROOT, Baked, domains, run_baker
 
+from baker.edge.ssh import free_port
+
 pytestmark = pytest.mark.e2e
 
 # How soon a dead worker's job comes back (the default is hours). It must stay above a
@@ -25,15 +27,9 @@ pytestmark = pytest.mark.e2e
 VISIBILITY_S = 100
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory):
-    port = _port()
+    port = free_port()
     data = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [
@@ -53,12 +49,17 @@ def broker(tmp_path_factory: pytest.TempPathFactory):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
-    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+    while not _listening(port):
         assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
         time.sleep(0.1)
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 class Worker:
