@@ -37,6 +37,7 @@ PROVENANCE = "provenance.json"
 DSSE = "provenance.dsse.json"
 SIGNATURE = f"{IMAGE}.sig"
 AMI = "ami.json"  # an EC2 build's image, in place of a disk
+AMI_SIGNATURE = f"{AMI}.sig"  # an EC2 build's signature: over ami.json, which names the digest
 
 
 def dump_json(value: Any) -> bytes:
@@ -121,6 +122,8 @@ class BuildRecord(_Part):
     boot_budget_s: float | dict[str, float] | None = None
     tools: dict[str, str] = {}
     ec2: dict[str, Any] | None = None
+    # What was removed on the build machine itself before a cloud made its image of it.
+    generalized: dict[str, Any] | None = None
     started: str | None = None
     finished: str | None = None
 

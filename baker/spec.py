@@ -138,6 +138,8 @@ class Ec2Backend(_Model):
     subnet: SubnetId | None = None  # None: the region's default VPC
     ami: AmiId | None = None
     ami_filter: AmiFilter | None = None
+    # The build instance's root volume, and so the AMI's; None: the base AMI's own size.
+    root_volume_gib: int | None = Field(None, ge=1, le=16384)
     ssh_user: LoginName = "admin"
     # Which of the instance's addresses to reach it on; ssh_host/ssh_port override both (a
     # bastion's forward, or a local stand-in for the instance in tests).
@@ -244,8 +246,18 @@ class TestFile(_Model):
 
 
 class PerAccel(_Model):
-    kvm: float = Field(gt=0)
-    tcg: float = Field(gt=0)
+    """A budget per place a boot is measured: an accelerator here, or an EC2 instance."""
+
+    kvm: float | None = Field(None, gt=0)
+    tcg: float | None = Field(None, gt=0)
+    ec2: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _some(self) -> PerAccel:
+        # A local image is measured under whichever accelerator the host has: both, or none.
+        if (self.kvm is None) != (self.tcg is None) or (self.kvm is None and self.ec2 is None):
+            raise PydanticCustomError("budget", "give kvm and tcg together, and/or ec2")
+        return self
 
 
 class Nightly(_Model):

@@ -69,7 +69,8 @@ def free_port() -> int:
 
 
 class MotoServer:
-    """`python -m moto.server` on a free loopback port, with only our two base AMIs loaded."""
+    """moto's server (moto_launch.py: with AWS's EBS direct reads of every snapshot) on a free
+    loopback port, with only our two base AMIs loaded."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -80,7 +81,14 @@ class MotoServer:
         env = {**os.environ, "MOTO_AMIS_PATH": str(amis)}
         self.log = (workdir / "moto.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [
+                sys.executable,
+                str(Path(__file__).with_name("moto_launch.py")),
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
             stdout=self.log,
             stderr=self.log,
             env=env,
@@ -169,6 +177,10 @@ class Proxy(http.server.ThreadingHTTPServer):
         self.upstream = urllib.parse.urlsplit(upstream)
         self.calls: list[Call] = []
         self.cut_at: Callable[[Call], bool] | None = None
+        # Called with each request and moto's reply before baker sees the reply: the cloud's
+        # own doings that moto has no part of (cloud-init taking a key pair in, a snapshot
+        # filled with the instance's blocks).
+        self.on_reply: Callable[[Call, bytes], None] | None = None
         self.dark = threading.Event()
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
@@ -189,6 +201,7 @@ class Proxy(http.server.ThreadingHTTPServer):
     def clear(self) -> None:
         self.calls.clear()
         self.cut_at = None
+        self.on_reply = None
 
     def close(self) -> None:
         self.shutdown()
@@ -240,6 +253,8 @@ class _Forward(http.server.BaseHTTPRequestHandler):
             data = reply.read()
         finally:
             up.close()
+        if self.server.on_reply is not None and reply.status < 300:
+            self.server.on_reply(call, data)
         self.send_response(reply.status, reply.reason)
         for key, value in reply.getheaders():
             if key.lower() not in (
@@ -357,6 +372,8 @@ class FakeSshd:
         # Its file system, as far as SFTP sees it: path -> (contents, mode).
         self.files: dict[str, tuple[bytes, int]] = {}
         self.respond: Callable[[str, str], int] = lambda _user, _cmd: 0
+        # What a command prints: the first (part of a command, output) that matches.
+        self.outputs: list[tuple[str, bytes]] = []
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -427,6 +444,9 @@ class _Session(paramiko.ServerInterface):
         code = self.sshd.respond(self.user, command)
         if code == 0:
             self._play_sshd(command)
+            out = next((o for part, o in self.sshd.outputs if part in command), b"")
+            if out:
+                channel.sendall(out)
         channel.send_exit_status(code)
         channel.shutdown_write()
         channel.close()

@@ -165,8 +165,9 @@ def test_build_call_sequence_tags_and_ami_json(aws_env: Proxy, sshd: FakeSshd) -
         "DescribeInstances",  # waiter: stopped
         "CreateImage",
         "DescribeImages",  # waiter: available
-        "DescribeImages",
-        "CreateTags",  # the image's snapshots
+        "DescribeImages",  # its snapshots
+        "DescribeImages",  # its root snapshot, read back through EBS for its digest
+        "CreateTags",  # the image and its snapshots: the raw digest
         "DescribeInstances",  # cleanup: anything else of this build?
         "TerminateInstances",
         "DescribeInstances",  # waiter: terminated
@@ -174,6 +175,7 @@ def test_build_call_sequence_tags_and_ami_json(aws_env: Proxy, sshd: FakeSshd) -
         "DescribeSecurityGroups",
         "DeleteSecurityGroup",
     ]
+    assert aws_env.actions("ebs") == ["ListSnapshotBlocks"]  # moto's volume: all zeros
     calls = {c.action: c.params for c in aws_env.calls}
     run_params = calls["RunInstances"]
     assert run_params["ImageId"] == NEW_BASE  # the newer of the two Debian AMIs
@@ -206,6 +208,10 @@ def test_build_call_sequence_tags_and_ami_json(aws_env: Proxy, sshd: FakeSshd) -
     assert tags["baker:build"] == run.build.build_id
     assert tags["baker:key:provision"] == "c" * 64
     assert tags["baker:base-ami"] == NEW_BASE
+    assert tags["baker:raw-digest"] == ami["raw_digest"]
+    assert ami["root_snapshot_id"] in ami["snapshot_ids"]
+    assert ami["block_size"] == 512 * 1024 and ami["volume_size"] % (1 << 30) == 0
+    assert ami["blocks_read"] == 0
     snaps = ec2().describe_snapshots(SnapshotIds=ami["snapshot_ids"])["Snapshots"]
     assert snaps and all(
         {t["Key"]: t["Value"] for t in s["Tags"]}["baker:build"] == run.build.build_id
@@ -297,7 +303,9 @@ def test_backend_declarations_and_key_config(aws_env: Proxy) -> None:
         "cloud",
         "cloud-image",
     )
-    assert backend.key_config() == {"type": "ec2", "region": REGION, "instance_type": "t3.micro"}
+    assert backend.key_config() == {
+        "type": "ec2", "region": REGION, "instance_type": "t3.micro", "root_volume_gib": None
+    }  # fmt: skip
     # Only what can change the image is in the key.
     other = Ec2(config(ssh_timeout_s=99, ssh_user="root", subnet="subnet-0abc12345"), aws=aws())
     assert other.key_config() == backend.key_config()

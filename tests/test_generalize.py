@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from baker.image.generalize import EMPTIED, RULES, Rule, walk
+from baker.image.generalize import EMPTIED, REMOVED, RULES, Rule, guest_script, walk
 
 FILES = [
     "etc/hostname",
@@ -160,3 +161,25 @@ def test_walk_of_an_empty_tree(tmp_path: Path) -> None:
 )
 def test_rule_matching(pattern: str, rel: str, is_dir: bool, files_only: bool, expected: bool):
     assert Rule(pattern, "why", files_only).matches(rel, is_dir) is expected
+
+
+def test_the_guest_script_leaves_what_a_capture_keeps(root: Path) -> None:
+    """On a cloud machine the rules run as shell in place; what is left is what a local
+    capture would keep, the machine id emptied, and every removal is reported."""
+    (root / "etc/machine-id").write_text("0123456789abcdef\n")
+    before = set(walk(root, rules=()))
+    done = subprocess.run(["sh", "-c", guest_script(), "sh", str(root)], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    left = sorted(
+        "./" + os.path.relpath(os.path.join(d, n), root)
+        for d, dirs, files in os.walk(root)
+        for n in dirs + files
+    )
+    assert [".", *left] == sorted([*KEPT, "./etc/machine-id"])
+    assert (root / "etc/machine-id").read_text() == ""
+    removed = {
+        "." + line.removeprefix(REMOVED).removeprefix(".") for line in done.stdout.splitlines()
+    }
+    gone = before - set(left) - {"."}
+    # A removed directory is reported, not the files in it.
+    assert removed <= gone and all(any(g.startswith(r) for r in removed) for g in gone)

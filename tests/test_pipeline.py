@@ -4,6 +4,7 @@ entry rebuilt to the same digest. No VM; the disk hand-back makes small real dis
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -16,12 +17,16 @@ from rich.console import Console
 
 from baker import recipe
 from baker.artifact import read_record
-from baker.backends.fake import FakeBackend
+from baker.backends.base import BuildLabel, CloudImage
+from baker.backends.fake import FAKE_RAW_DIGEST, FakeBackend
 from baker.build.options import Options
 from baker.build.pipeline import build, steps
+from baker.build.state import BuildState
+from baker.build.steps import cloud_measure
 from baker.cache import Cache
 from baker.errors import BuildError
 from baker.progress import Reporter
+from baker.spec import PerAccel
 
 RECIPE = """\
 name: fake-image
@@ -66,8 +71,8 @@ def _reporter() -> Reporter:
 
 def test_each_backend_kind_gets_its_steps() -> None:
     names = [s.name for s in steps(FakeBackend())]
-    assert names == ["base", "boot", "provision", "verify", "shutdown", "image", "attest",
-                     "publish"]  # fmt: skip
+    assert names == ["base", "boot", "provision", "verify", "shutdown", "image", "measure",
+                     "attest", "publish"]  # fmt: skip
     names = [s.name for s in steps(FakeBackend(hands_back="disk"))]
     assert names == ["base", "boot", "provision", "verify", "shutdown", "capture", "image",
                      "measure", "attest", "publish"]  # fmt: skip
@@ -82,16 +87,44 @@ def test_a_cloud_build_runs_in_order_and_cleans_up(
     events = [e.split()[0] if e.startswith(("run", "upload")) else e for e in fake.journal]
     assert events == [
         "resolve base", "start", "connect", "run", "upload", "run", "upload", "run", "run",
-        "run", "close guest", "stop", "hand back", "destroy",
+        # journald to /run, cloud-init's clean, the capture's rules, the copyrights
+        # gathered and removed
+        "run", "run", "run", "run", "run",
+        "close guest", "stop", "hand back", "destroy",
     ]  # fmt: skip
     assert {p.name for p in result.artifact.iterdir()} == {
         "ami.json", "build.json", "verify.junit.xml", "SHA256SUMS",
+        "sbom.cdx.json", "sbom.spdx.json", "provenance.json",
     }  # fmt: skip
+    generalize = [e for e in fake.journal if "ssh_host_" in e]
+    assert len(generalize) == 1 and generalize[0].startswith("run sh -c ")
     record = read_record(result.artifact)
     assert record.pins.base_ami == {"image_id": "fake-base-1"}
     assert record.pins.packages == {"fake-base": "1.0"}
     assert [s.status for s in record.steps.values()] == ["ran"] * 6
+    assert record.generalized and record.generalized["rules"][0] == "etc/ssh/ssh_host_*"
     assert list(Path(tmp_path / "work").iterdir()) == []
+
+
+def test_a_cloud_image_is_launched_to_measure_its_boot(
+    write_recipe: WriteRecipe, tmp_path: Path
+) -> None:
+    fake = FakeBackend()
+    opts = dataclasses.replace(_opts(tmp_path), measure=True)
+    result = build(_spec(write_recipe), opts, _reporter(), backend=fake)
+    assert fake.journal[-5:] == ["hand back", "boot fake-image-1", "boot fake-image-1",
+                                 "boot fake-image-1", "destroy"]  # fmt: skip
+    boot = json.loads((result.artifact / "boot.json").read_text())
+    assert boot["accel"] == "fake" and boot["runs"] == 3 and boot["image_id"] == "fake-image-1"
+    assert boot["image"] == FAKE_RAW_DIGEST
+    assert (boot["time_to_ssh_s"], boot["running_to_ssh_s"], boot["userspace_s"]) == (4, 3.5, 2)
+    # Over budget fails the build; the budget is the recipe's `ec2` entry.
+    state = BuildState(label=BuildLabel.new("x"))
+    state.cloud_image = CloudImage("r", "ami-1", {"raw_digest": FAKE_RAW_DIGEST})
+    runs = [dict(boot["each_run"][0], time_to_ssh_s=t) for t in (50.0, 70.0, 80.0)]
+    assert cloud_measure.record(runs, state, PerAccel(ec2=70), "ec2")["within_budget"] is True
+    with pytest.raises(BuildError, match=r"median time to SSH over 3 launches of ami-1 was 70\.0"):
+        cloud_measure.record(runs, state, PerAccel(ec2=69), "ec2")
 
 
 @pytest.mark.parametrize(

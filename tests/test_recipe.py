@@ -186,7 +186,7 @@ BAD: list[tuple[str, str | bytes | None, dict[str, str], str]] = [
         "boot-budget-per-accel-incomplete",
         "name: demo\nboot_budget_s: {kvm: 15}\n",
         {},
-        "$recipe:2: boot_budget_s.tcg: required field is missing.",
+        "$recipe:2: boot_budget_s: give kvm and tcg together, and/or ec2 (got {'kvm': 15}).",
     ),
     (
         "boot-budget-negative",

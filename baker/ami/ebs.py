@@ -1,4 +1,5 @@
-"""A disk image's raw bytes into a new EBS snapshot through the EBS direct API, without S3.
+"""A disk image's raw bytes into a new EBS snapshot through the EBS direct API, without S3;
+and a snapshot's raw bytes hashed back out of it the same way (the raw digest of an AMI).
 
 The qcow2 is converted to raw in a temporary directory, and the raw bytes go up in 512 KiB
 blocks, each with its SHA-256 checksum, all-zero blocks skipped (a new snapshot reads as
@@ -9,6 +10,7 @@ out, so what was sent can be checked against the raw-content digest the build re
 from __future__ import annotations
 
 import base64
+import collections
 import concurrent.futures
 import contextlib
 import hashlib
@@ -16,6 +18,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ THREADS = 8  # blocks in flight; boto3 clients are thread-safe
 SNAPSHOT_LIFETIME_MIN = 60  # an unfinished snapshot fails by itself after this long
 
 _ZERO = bytes(BLOCK)
+TAG_RAW = "baker:raw-digest"  # on an AMI: the sha256 of the raw volume its root snapshot holds
 
 
 @contextlib.contextmanager
@@ -118,3 +122,117 @@ def put_block(ebs: Any, snapshot: str, index: int, data: bytes) -> None:
             Checksum=checksum,
             ChecksumAlgorithm="SHA256",
         )
+
+
+# --- reading a snapshot back ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotDigest:
+    """What ami.json records of the raw volume an AMI's root snapshot holds."""
+
+    snapshot_id: str
+    raw_digest: str  # sha256:<hex> of every byte of the volume, unwritten blocks as zeros
+    block_size: int
+    volume_size: int  # bytes
+    blocks: int  # blocks the snapshot holds data for
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "root_snapshot_id": self.snapshot_id,
+            "raw_digest": self.raw_digest,
+            "block_size": self.block_size,
+            "volume_size": self.volume_size,
+            "blocks_read": self.blocks,
+        }
+
+
+def snapshot_digest(ebs: Any, snapshot: str, log: Callable[[str], None]) -> SnapshotDigest:
+    """The sha256 of the whole volume `snapshot` holds, read through the EBS direct API in
+    block order: its blocks fetched THREADS at a time as list_snapshot_blocks names them,
+    page by page (memory stays bounded whatever the volume's size), each checked against its
+    checksum, and zeros for the blocks it never wrote. A local image published into a
+    snapshot hashes to its raw_digest here."""
+    whole = hashlib.sha256()
+    pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="ebs-get")
+    read = 0
+    size = block = 0
+    try:
+        position = 0  # the next block index to hash
+        window: collections.deque[tuple[int, concurrent.futures.Future[bytes]]]
+        window = collections.deque()
+        for size, block, page in _pages(ebs, snapshot):  # noqa: B007 (the last page's)
+            for index, token in page:
+                window.append((index, pool.submit(get_block, ebs, snapshot, index, token, block)))
+                # Bounded: at most 2 * THREADS blocks are held, read ahead of the hash.
+                while len(window) > 2 * THREADS:
+                    position = _hash_next(whole, window, position, block)
+                    read += 1
+        while window:
+            position = _hash_next(whole, window, position, block)
+            read += 1
+        if not block or size % block or position * block > size:
+            raise BuildError(
+                f"snapshot {snapshot}: {size} bytes do not hold its {block}-byte blocks."
+            )
+        _zeros(whole, size - position * block)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    log(f"snapshot {snapshot}: {size >> 30} GiB hashed, {read} blocks of data read")
+    return SnapshotDigest(snapshot, f"sha256:{whole.hexdigest()}", block, size, read)
+
+
+def _hash_next(
+    whole: Any,
+    window: collections.deque[tuple[int, concurrent.futures.Future[bytes]]],
+    position: int,
+    block: int,
+) -> int:
+    """Hash the zeros up to the window's first block, then the block; the next position."""
+    index, future = window.popleft()
+    _zeros(whole, (index - position) * block)
+    whole.update(future.result())
+    return index + 1
+
+
+def _pages(ebs: Any, snapshot: str) -> Iterator[tuple[int, int, list[tuple[int, str]]]]:
+    """(volume bytes, block size, [(index, token)]) for each page of the snapshot's blocks."""
+    token: str | None = None
+    last = -1
+    while True:
+        params: dict[str, Any] = {"SnapshotId": snapshot, "MaxResults": 10000}
+        if token:
+            params["NextToken"] = token
+        with api(f"list the blocks of snapshot {snapshot}"):
+            reply = ebs.list_snapshot_blocks(**params)
+        page = sorted((int(b["BlockIndex"]), str(b["BlockToken"])) for b in reply.get("Blocks", []))
+        if page and page[0][0] <= last:
+            raise BuildError(f"snapshot {snapshot}: its block list is out of order.")
+        last = page[-1][0] if page else last
+        yield int(reply["VolumeSize"]) * GIB, int(reply["BlockSize"]), page
+        token = reply.get("NextToken")
+        if not token:
+            return
+
+
+def get_block(ebs: Any, snapshot: str, index: int, token: str, size: int) -> bytes:
+    """One block's bytes, checked against the checksum the service gives with them."""
+    with api(f"read block {index} of snapshot {snapshot}"):
+        reply = ebs.get_snapshot_block(SnapshotId=snapshot, BlockIndex=index, BlockToken=token)
+        data = reply["BlockData"].read()
+    if len(data) != size:
+        raise BuildError(f"block {index} of snapshot {snapshot} is {len(data)} bytes, not {size}.")
+    checksum = reply.get("Checksum")
+    if checksum and base64.b64encode(hashlib.sha256(data).digest()).decode() != checksum:
+        raise BuildError(f"block {index} of snapshot {snapshot} does not match its checksum.")
+    return bytes(data)
+
+
+_ZEROS = bytes(16 * BLOCK)
+
+
+def _zeros(h: Any, count: int) -> None:
+    while count > 0:
+        n = min(count, len(_ZEROS))
+        h.update(memoryview(_ZEROS)[:n])
+        count -= n

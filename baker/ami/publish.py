@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from baker import artifact
-from baker.ami.ebs import BLOCK, raw_copy, upload_snapshot
+from baker.ami.ebs import BLOCK, TAG_RAW, raw_copy, upload_snapshot
 from baker.edge.aws import (
     Aws,
     api,
@@ -34,7 +34,6 @@ __all__ = ["BLOCK", "TAG_DIGEST", "TAG_RAW", "TAG_RECIPE", "Published", "Timeout
 ROOT_DEVICE = "/dev/xvda"
 
 TAG_DIGEST = "baker:image-digest"
-TAG_RAW = "baker:raw-digest"
 TAG_RECIPE = "baker:recipe"
 
 Log = Callable[[str], None]

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from baker.edge.ssh import BuildKeys, Endpoint
 
@@ -162,4 +162,24 @@ class Backend(Protocol):
 
     def image_exists(self, image: CloudImage) -> bool:
         """Whether a cloud image from the step cache is still there to be reused."""
+        ...
+
+
+@dataclass(frozen=True)
+class CloudBoot:
+    """One boot of a cloud image, timed by the host's monotonic clock."""
+
+    to_ssh_s: float  # from the launch request to the first SSH command
+    running_to_ssh_s: float  # from the instance seen running to the first SSH command
+    startup: str  # `systemd-analyze time` as the booted machine printed it
+    machine: dict[str, Any]  # what it ran on (instance type, id)
+
+
+@runtime_checkable
+class BootsImages(Protocol):
+    """A cloud backend that can launch what it made, once, to time its boot."""
+
+    def boot_image(self, image: CloudImage, label: BuildLabel) -> CloudBoot:
+        """Launch `image` with a throwaway login, time it to SSH, read its startup times and
+        remove all of it again (on every path)."""
         ...

@@ -20,6 +20,7 @@ from baker.backends.base import (
     BaseDisk,
     BuildLabel,
     CloudBase,
+    CloudBoot,
     CloudImage,
     DiskImage,
     HandsBack,
@@ -37,6 +38,11 @@ Version: 1.0
 Architecture: amd64
 
 """
+
+
+FAKE_COPYRIGHT = b"Files: *\nLicense: MIT\n"
+# A fake cloud image's raw volume: 1 MiB of zeros.
+FAKE_RAW_DIGEST = "sha256:30e14955ebf1352266dc2ff8067e68104607e750abb9d3b36582b8af909fcb58"
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,11 @@ class FakeGuest:
     def read(self, remote: str) -> bytes:
         if remote == "/var/lib/dpkg/status":
             return DPKG_STATUS
+        if remote.endswith("copyrights.tar"):
+            out = io.BytesIO()
+            with tarfile.open(fileobj=out, mode="w") as tar:
+                _add(tar, "usr/share/doc/fake-base/copyright", FAKE_COPYRIGHT)
+            return out.getvalue()
         raise BuildError(f"could not read {remote} on the fake machine.")
 
     def close(self) -> None:
@@ -118,7 +129,8 @@ class FakeMachine:
             self.backend.made += 1
             image_id = f"fake-image-{self.backend.made}"
             self.backend.images.add(image_id)
-            return CloudImage("fake-region", image_id, {"image_id": image_id}, "fake")
+            record = {"image_id": image_id, "raw_digest": FAKE_RAW_DIGEST}
+            return CloudImage("fake-region", image_id, record, "fake")
         return DiskImage(self._disk())
 
     def _disk(self) -> Path:
@@ -182,3 +194,10 @@ class FakeBackend:
 
     def image_exists(self, image: CloudImage) -> bool:
         return image.image_id in self.images
+
+    def boot_image(self, image: CloudImage, label: BuildLabel) -> CloudBoot:
+        self.journal.append(f"boot {image.image_id}")
+        if self.fail_on == "boot image":
+            raise BuildError("the fake image did not boot.")
+        startup = "Startup finished in 1.000s (kernel) + 2.000s (userspace) = 3.000s"
+        return CloudBoot(4.0, 3.5, startup, {"instance_type": "fake"})

@@ -3,8 +3,9 @@
 resolve (done by the caller: a Spec) -> base -> disk -> boot -> provision -> verify ->
 shutdown -> capture -> image -> measure -> attest -> publish, for a backend that starts from a
 local Debian disk and hands back a disk; a cloud backend starts from its own base image and
-hands back an image of its own (base -> boot -> provision -> verify -> shutdown -> image ->
-attest -> publish). The runner (baker.build.runner) runs the steps, reuses what the step cache
+hands back an image of its own (base -> boot -> provision -> verify -> shutdown (generalize on
+the machine) -> image (with its raw digest) -> measure (launches of the image) -> attest ->
+publish). The runner (baker.build.runner) runs the steps, reuses what the step cache
 holds, and cleans up; nothing reaches `out/` before the publish step.
 """
 
@@ -28,6 +29,7 @@ from baker.build.steps.base import CloudBaseImage, DebianBase
 from baker.build.steps.boot import Boot
 from baker.build.steps.capture import Capture
 from baker.build.steps.cloud_image import CloudImage
+from baker.build.steps.cloud_measure import CloudMeasure
 from baker.build.steps.disk import BaseDisk
 from baker.build.steps.image import Image
 from baker.build.steps.measure import Measure
@@ -52,7 +54,7 @@ def steps(backend: Backend, measure: bool = True) -> list[Step]:
     if backend.hands_back == "disk":
         made: list[Step] = [Capture(), Image(), *([Measure()] if measure else [])]
     else:
-        made = [CloudImage()]
+        made = [CloudImage(), *([CloudMeasure()] if measure else [])]
     return [*start, *machine, *made, Attest(), Publish()]
 
 

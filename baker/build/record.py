@@ -90,9 +90,12 @@ def build_record(ctx: Context, state: BuildState) -> BuildRecord:
         backend=recipe.backend.model_dump(),
         tests=TestCounts(**state.tests.as_dict()) if state.tests else TestCounts(),
         image=image,
-        boot_budget_s=budget.model_dump() if isinstance(budget, PerAccel) else budget,
+        boot_budget_s=(
+            budget.model_dump(exclude_none=True) if isinstance(budget, PerAccel) else budget
+        ),
         tools=tool_versions(),
         ec2=(state.machine_record or None) if ctx.backend.kind == "ec2" else None,
+        generalized=state.generalized,
         started=ctx.started.isoformat(timespec="seconds"),
         finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )

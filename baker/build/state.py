@@ -99,7 +99,8 @@ class BuildState:
     # verify
     tests: TestResults | None = None
     junit: Path | None = None
-    # capture, image
+    # shutdown (a cloud machine), capture, image
+    generalized: dict[str, Any] | None = None  # what was removed on the machine itself
     captured_tar: Path | None = None
     dpkg_status: str = ""
     copyrights: dict[str, str] = field(default_factory=dict)

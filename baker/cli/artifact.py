@@ -30,12 +30,21 @@ def verify_artifact(
     pub: Annotated[
         Path | None, typer.Option(help="The signer's public key (baker.pub) to check signatures.")
     ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="For an EC2 artifact: also read the AMI's snapshot back from AWS (the usual "
+            "credentials) and compare its digest.",
+        ),
+    ] = False,
 ) -> None:
     """Check an artifact offline: checksums, signature, provenance, SBOMs, digests. Exit 0
     only if every check holds; one line per check."""
+    from baker.ami import live as live_check
     from baker.evidence import verify
 
-    findings = verify.verify(artifact, pub)
+    findings = verify.verify(artifact, pub, live=live_check.check if live else None)
     for finding in findings:
         typer.echo(finding.line())
     failed = [f for f in findings if f.ok is False]

@@ -213,6 +213,17 @@ def image_snapshots(ec2: Any, image_id: str) -> set[str]:
     }
 
 
+def root_snapshot(ec2: Any, image_id: str) -> str:
+    """The snapshot behind an image's root device."""
+    with api(f"describe image {image_id}"):
+        images = ec2.describe_images(ImageIds=[image_id])["Images"]
+    for image in images:
+        for m in image.get("BlockDeviceMappings", []):
+            if m.get("DeviceName") == image.get("RootDeviceName") and "Ebs" in m:
+                return str(m["Ebs"]["SnapshotId"])
+    raise BuildError(f"image {image_id} has no EBS snapshot behind its root device.")
+
+
 def remove_image(ec2: Any, image_id: str, snapshots: Iterable[str] = ()) -> list[str]:
     """Deregister an image and delete its snapshots (those it names, and `snapshots`).
     Returns what could not be removed, each with its id and the reason; never raises."""

@@ -46,12 +46,14 @@ def _base(pins: dict[str, Any]) -> list[dict[str, Any]]:
 def statement(
     *,
     image_file: str,
+    digest: str | None = None,
     record: dict[str, Any],
     packages: list[Package],
     invocation_id: str,
     distro: str = DISTRO,
 ) -> dict[str, Any]:
-    """The statement for one build, from its build record (build.json's content)."""
+    """The statement for one build, from its build record (build.json's content); its
+    subject is `image_file` with `digest` (else the record's image digest)."""
     recipe = record["recipe"]
     pins = record["pins"]
     dependencies: list[dict[str, Any]] = [
@@ -71,7 +73,7 @@ def statement(
         )  # fmt: skip
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": image_file, "digest": _digest(record["image"]["digest"])}],
+        "subject": [{"name": image_file, "digest": _digest(digest or record["image"]["digest"])}],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "buildDefinition": {

@@ -1,4 +1,5 @@
-"""`baker verify`: an artifact directory checked offline, every claim against every other.
+"""`baker verify`: an artifact directory checked offline, every claim against every other;
+for an EC2 image, with `--live`, also against the snapshot the cloud holds.
 
 Each check is independent and reports one line; a tampered or truncated file is a failed
 check, never a crash, since what is verified here is by definition untrusted input.
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from baker import artifact
 from baker.artifact import (
+    AMI,
     BOOT,
     BUILD,
     DSSE,
@@ -24,10 +26,9 @@ from baker.artifact import (
     PROVENANCE,
     SBOM_CDX,
     SBOM_SPDX,
-    SIGNATURE,
     SUMS,
 )
-from baker.errors import BakerError
+from baker.errors import BakerError, InputError
 from baker.evidence import provenance, sbom_cdx, sbom_spdx, signing
 from baker.hashing import sha256_file
 
@@ -59,14 +60,33 @@ def _json(path: Path) -> Any:
         raise _Failed(f"{path.name} is not valid JSON ({e})") from None
 
 
-def verify(directory: Path, pub: Path | None, known: dict[str, str] | None = None) -> list[Finding]:
-    """Every check of `baker verify`. `known` gives sha256 hex digests the caller computed
-    itself while writing the files (a pull hashes each blob as it streams), so a disk is
-    not read again for them."""
-    artifact.image_dir(directory)
+@dataclass(frozen=True)
+class _Subject:
+    """What the evidence is about: a disk file, or a cloud image by id and raw digest."""
+
+    name: str  # the subject's name in the provenance and SBOMs
+    digest: str
+    signed: str  # the file the signature is over
+    ami: dict[str, Any] | None = None  # ami.json, for a cloud image
+
+
+# Checks that need the cloud: given ami.json, a detail line, or a BakerError that fails it.
+LiveCheck = Callable[[dict[str, Any]], str]
+
+
+def verify(
+    directory: Path,
+    pub: Path | None,
+    known: dict[str, str] | None = None,
+    live: LiveCheck | None = None,
+) -> list[Finding]:
+    """Every check of `baker verify`, for an artifact holding an image file or an EC2 image
+    (ami.json). `known` gives sha256 hex digests the caller computed itself while writing
+    the files (a pull hashes each blob as it streams), so a disk is not read again for them.
+    `live` re-reads an EC2 image's snapshot and compares its digest (`--live`)."""
     key = signing.load_public_key(pub) if pub else None
     known = known or {}
-    digest = f"sha256:{known.get(IMAGE) or sha256_file(directory / IMAGE)}"
+    subject = _subject(directory, known)
     findings: list[Finding] = []
 
     def check(name: str, fn: Callable[[], str]) -> None:
@@ -78,12 +98,14 @@ def verify(directory: Path, pub: Path | None, known: dict[str, str] | None = Non
             findings.append(Finding(name, False, str(e)))
 
     def same_digest(what: str, found: str | None) -> str:
-        if found != digest:
-            raise _Failed(f"{what} names {found or 'no digest'}, but {IMAGE} is {digest}")
-        return f"names {digest}"
+        if found != subject.digest:
+            raise _Failed(
+                f"{what} names {found or 'no digest'}, but {subject.name} is {subject.digest}"
+            )
+        return f"names {subject.digest}"
 
     check(SUMS, lambda: _sums(directory, known))
-    check(BUILD, lambda: _build(directory, same_digest))
+    check(BUILD, lambda: _build(directory, subject, same_digest))
     check(BOOT, lambda: _boot(directory, same_digest))
     check(
         SBOM_CDX,
@@ -93,14 +115,37 @@ def verify(directory: Path, pub: Path | None, known: dict[str, str] | None = Non
         SBOM_SPDX,
         lambda: _sbom(directory / SBOM_SPDX, sbom_spdx.validate, sbom_spdx.subject, same_digest),
     )
-    check(PROVENANCE, lambda: _provenance(directory, same_digest))
+    check(PROVENANCE, lambda: _provenance(directory, subject, same_digest))
     if key is None:
         findings.append(Finding("signature", None, "not checked: give --pub KEY"))
         findings.append(Finding(DSSE, None, "not checked: give --pub KEY"))
     else:
-        check("signature", lambda: _signature(directory, key, pub))
+        check("signature", lambda: _signature(directory, subject, key, pub))
         check(DSSE, lambda: _dsse(directory, key))
+    if subject.ami is not None:
+        if live is None:
+            findings.append(Finding("live", None, "not checked: give --live (and credentials)"))
+        else:
+            ami = subject.ami
+            check("live", lambda: live(ami))
     return findings
+
+
+def _subject(directory: Path, known: dict[str, str]) -> _Subject:
+    if (directory / AMI).is_file() and not (directory / IMAGE).exists():
+        try:
+            ami = json.loads((directory / AMI).read_bytes())
+            ref = f"ec2:{ami['region']}:{ami['image_id']}"
+            raw = str(ami["raw_digest"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InputError(
+                f"{directory / AMI}: not an EC2 image record with a raw digest (made by a "
+                "baker older than this one, or changed?)."
+            ) from None
+        return _Subject(ref, raw, AMI, ami)
+    artifact.image_dir(directory)
+    digest = f"sha256:{known.get(IMAGE) or sha256_file(directory / IMAGE)}"
+    return _Subject(IMAGE, digest, IMAGE)
 
 
 def _sums(directory: Path, known: dict[str, str]) -> str:
@@ -127,12 +172,19 @@ def _sums(directory: Path, known: dict[str, str]) -> str:
     return f"{len(listed)} files match"
 
 
-def _build(directory: Path, same_digest: Callable[[str, str | None], str]) -> str:
+def _build(
+    directory: Path, subject: _Subject, same_digest: Callable[[str, str | None], str]
+) -> str:
     # A missing record says so in the words of the other files' findings; any other defect
     # is read_record's InputError, which check() turns into a failed finding.
     if not (directory / BUILD).exists():
         raise _Failed(f"{BUILD} is missing")
-    return same_digest(BUILD, artifact.read_record(directory).image.digest)
+    image = artifact.read_record(directory).image
+    if subject.ami is None:
+        return same_digest(BUILD, image.digest)
+    if image.ami != subject.ami:
+        raise _Failed(f"{BUILD} records another image than {AMI} holds")
+    return same_digest(BUILD, (image.ami or {}).get("raw_digest"))
 
 
 def _boot(directory: Path, same_digest: Callable[[str, str | None], str]) -> str:
@@ -140,7 +192,7 @@ def _boot(directory: Path, same_digest: Callable[[str, str | None], str]) -> str
     runs = boot.get("each_run") if isinstance(boot, dict) else None
     if not isinstance(runs, list) or not runs or boot.get("runs") != len(runs):
         raise _Failed(f"{BOOT} holds no boot runs")
-    if boot.get("accel") not in ("kvm", "tcg") or not isinstance(
+    if boot.get("accel") not in ("kvm", "tcg", "ec2") or not isinstance(
         boot.get("time_to_ssh_s"), int | float
     ):
         raise _Failed(f"{BOOT} lacks accel or time_to_ssh_s")
@@ -163,22 +215,26 @@ def _sbom(
     return same_digest(path.name, subject(doc)) + ", schema valid"
 
 
-def _provenance(directory: Path, same_digest: Callable[[str, str | None], str]) -> str:
+def _provenance(
+    directory: Path, subject: _Subject, same_digest: Callable[[str, str | None], str]
+) -> str:
     doc = _json(directory / PROVENANCE)
     if problems := provenance.check(doc):
         raise _Failed(f"not an in-toto SLSA v1 statement: {problems[0]}")
-    return same_digest(PROVENANCE, provenance.subject_digest(doc, IMAGE))
+    return same_digest(PROVENANCE, provenance.subject_digest(doc, subject.name))
 
 
-def _signature(directory: Path, key: ec.EllipticCurvePublicKey, pub: Path | None) -> str:
-    path = directory / SIGNATURE
+def _signature(
+    directory: Path, subject: _Subject, key: ec.EllipticCurvePublicKey, pub: Path | None
+) -> str:
+    path = directory / f"{subject.signed}.sig"
     if not path.is_file():
         raise _Failed(f"{path.name} is missing (was the build signed?)")
     # Not UTF-8 is one more way of not being a signature, not a reason to stop.
     signature = path.read_text(errors="replace").strip()
-    if not signing.verify_file(key, directory / IMAGE, signature):
-        raise _Failed(f"{path.name} is not a valid signature of {IMAGE} by {pub}")
-    return f"{IMAGE} signed by {signing.fingerprint(key)[:16]}…"
+    if not signing.verify_file(key, directory / subject.signed, signature):
+        raise _Failed(f"{path.name} is not a valid signature of {subject.signed} by {pub}")
+    return f"{subject.signed} signed by {signing.fingerprint(key)[:16]}…"
 
 
 def _dsse(directory: Path, key: ec.EllipticCurvePublicKey) -> str:

@@ -57,9 +57,15 @@ RULES: tuple[Rule, ...] = (
 EMPTIED = ("etc/machine-id",)  # kept as empty files: systemd's "first boot" marker
 
 # Run in a cloud build machine just before it powers off, since the cloud makes its image from
-# the disk as it is: what the image's own tools provide to make it generic again. A local
-# disk needs none of it: the rules above remove all of it (var/lib/cloud/*, var/log/**).
-IN_GUEST = ("if command -v cloud-init >/dev/null; then cloud-init clean --logs --seed; fi",)
+# the disk as it is: what the image's own tools provide to make it generic again, then the
+# rules above (guest_script). A local disk needs none of this: the capture applies the rules.
+# journald moves to /run first: it would write the journal the rules remove again, and on
+# through the power-off.
+IN_GUEST = (
+    "if command -v journalctl >/dev/null; then journalctl --relinquish-var; fi",
+    "if command -v cloud-init >/dev/null; then cloud-init clean --logs --seed; fi",
+)
+REMOVED = "removed "  # guest_script's output line for each path it removed
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -91,3 +97,54 @@ def walk(root: Path, rules: tuple[Rule, ...] = RULES) -> Iterator[str]:
                 yield from visit(Path(entry.path), f"{rel}/")
 
     yield from visit(root, "")
+
+
+def guest_script() -> str:
+    """POSIX shell (GNU find) that applies RULES and EMPTIED to the live tree under $1 (/ on a
+    build machine), as `walk` would leave them out of a capture: a matched directory goes
+    whole, `files_only` rules spare directories, nothing on another filesystem is touched.
+    Prints REMOVED and the path for each path it removes."""
+    lines = ["set -e", 'cd "${1:-/}"']
+    lines += [_find(rule) for rule in RULES]
+    lines += [f"if [ -f ./{rel} ]; then : >./{rel}; fi" for rel in EMPTIED]
+    lines.append("sync")
+    return "\n".join(lines) + "\n"
+
+
+def _find(rule: Rule) -> str:
+    parts = rule.pattern.split("/")
+    fixed = next((i for i, p in enumerate(parts) if any(c in p for c in "*?[")), len(parts))
+    start = "/".join([".", *parts[: fixed if fixed < len(parts) else len(parts) - 1]])
+    kind = " ! -type d" if rule.files_only else ""
+    return (
+        f"if [ -d {start} ]; then find {start} -xdev -mindepth 1 -regextype posix-extended "
+        f"-regex '{_ere(rule.pattern)}'{kind} -prune -printf '{REMOVED}%p\\n' "
+        f"-exec rm -rf -- {{}} +; fi"
+    )
+
+
+_ERE_SPECIAL = {c: "\\" + c for c in r".[]()+{}|^$\\"}
+
+
+def _ere(pattern: str) -> str:
+    """A rule's glob as the POSIX extended regex find matches whole paths ('./rel') with."""
+    out = [r"\./"]
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        c = pattern[i]
+        out.append("[^/]*" if c == "*" else "[^/]" if c == "?" else _ERE_SPECIAL.get(c, c))
+        i += 1
+    return "".join(out)
+
+
+def applied() -> dict[str, list[str]]:
+    """What build.json records of a generalization on the machine itself."""
+    return {
+        "commands": list(IN_GUEST),
+        "rules": [r.pattern for r in RULES],
+        "emptied": list(EMPTIED),
+    }

@@ -5,7 +5,9 @@ booted in bare qemu stands in for the instance, given an `admin` login user and 
 way a cloud image has them, and takes the imported key pair from the API as cloud-init would.
 The backend reaches it through ssh_host/ssh_port, takes root access with a real sshd drop-in,
 the recipe's provisioner and testinfra tests run over the pinned connection exactly as in a
-libvirt build, and the build's access is taken out again before the image is made.
+libvirt build, the machine is generalized and the build's access taken out again before the
+image is made, and the image's measured launch reaches the same machine, given new host keys
+the way a first boot makes them.
 
 Publish: a real artifact's bytes, read back from the snapshot, are its raw disk."""
 
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ec2_fakes import (
     DEBIAN,
     REGION,
+    Call,
     Proxy,
     aws_env,
     client,
@@ -44,6 +47,7 @@ from baker.backends.accel import choose
 from baker.build.options import Options
 from baker.build.pipeline import build
 from baker.edge.aws import Aws
+from baker.evidence import verify
 from baker.progress import Reporter
 
 pytestmark = pytest.mark.e2e
@@ -63,6 +67,9 @@ backend:
   ssh_port: {{{{ port }}}}
   host_key_wait_s: 0
   ssh_timeout_s: 120
+  root_volume_gib: 1
+boot_runs: 1
+boot_budget_s: {{ec2: 600}}
 provisioners:
   - name: motd
     inline: |
@@ -82,6 +89,17 @@ printf '%s\\n' {key} >/home/admin/.ssh/authorized_keys
 printf '#!/bin/sh\\n[ "$1" = -n ] && shift\\nexec "$@"\\n' >/usr/local/bin/sudo
 chmod 755 /usr/local/bin/sudo
 """
+# What a new instance of the AMI does at first boot, as far as the measurement's launch needs
+# it: host keys of its own (the image has none), and the launch's key pair for `admin`.
+FIRST_BOOT = """set -e
+ssh-keygen -A
+printf '%s\\n' {key} >>/home/admin/.ssh/authorized_keys
+"""
+# What the instance holds the moment it is asked to stop (before the image is made).
+LOOK = (
+    "ls /etc/ssh | grep -c '^ssh_host_' || true; stat -c %s /etc/machine-id; "
+    "find /var/log -type f | wc -l; ls -A /tmp | wc -l"
+)
 
 
 @pytest.fixture(scope="module")
@@ -106,17 +124,34 @@ def test_baker_build_on_ec2(aws_env: Proxy, stand_in_image: Path, tmp_path: Path
         spec = _spec(tmp_path, vm.endpoint.port)
         stop = threading.Event()
 
+        def root(command: str) -> str:
+            _, out, _ = console_root.exec_command(f"sh -c {shlex.quote(command)}")
+            text = out.read().decode()
+            assert out.channel.recv_exit_status() == 0, (command, text)
+            return text
+
         def cloud_init() -> None:
             ec2 = client("ec2")
+            seen: set[str] = set()
             while not stop.is_set():
                 pairs = ec2.describe_key_pairs(IncludePublicKey=True)["KeyPairs"]
-                ours = [k for k in pairs if k["KeyName"].startswith("baker-ec2-stand-in")]
-                if ours:
-                    script = STAND_IN.format(key=shlex.quote(ours[0]["PublicKey"].strip()))
-                    _, out, _ = console_root.exec_command(f"sh -c {shlex.quote(script)}")
-                    out.channel.recv_exit_status()
-                    return
+                for pair in pairs:
+                    name = pair["KeyName"]
+                    if not name.startswith("baker-ec2-stand-in") or name in seen:
+                        continue
+                    seen.add(name)
+                    key = shlex.quote(pair["PublicKey"].strip())
+                    boot = name.startswith("baker-ec2-stand-in-boot")
+                    root((FIRST_BOOT if boot else STAND_IN).format(key=key))
                 time.sleep(0.2)
+
+        at_stop: list[str] = []
+
+        def on_reply(call: Call, _body: bytes) -> None:
+            if call.action == "StopInstances":
+                at_stop.extend(root(LOOK).split())
+
+        aws_env.on_reply = on_reply
 
         helper = threading.Thread(target=cloud_init, daemon=True)
         helper.start()
@@ -128,12 +163,19 @@ def test_baker_build_on_ec2(aws_env: Proxy, stand_in_image: Path, tmp_path: Path
         assert result.digest.startswith(f"ec2:{REGION}:ami-")
         artifact = result.artifact
         assert {p.name for p in artifact.iterdir()} == {
-            "ami.json",
-            "build.json",
-            "verify.junit.xml",
-            "SHA256SUMS",
-        }
+            "ami.json", "build.json", "boot.json", "verify.junit.xml", "SHA256SUMS",
+            "sbom.cdx.json", "sbom.spdx.json", "provenance.json",
+        }  # fmt: skip
+        # Generalized before it stopped: no host keys, an empty machine id, no logs or
+        # temporary files.
+        assert at_stop == ["0", "0", "0", "0"]
+        boot = json.loads((artifact / "boot.json").read_text())
+        assert boot["accel"] == "ec2" and boot["runs"] == 1
+        assert boot["image"] == json.loads((artifact / "ami.json").read_text())["raw_digest"]
+        assert boot["userspace_s"] > 0 and boot["time_to_ssh_s"] > 0
+        assert [f.name for f in verify.verify(artifact, None) if f.ok is False] == []
         record = json.loads((artifact / "build.json").read_text())
+        assert "/etc/ssh/ssh_host_ed25519_key" in record["generalized"]["removed"]
         assert record["tests"]["tests"] == 5 and record["tests"]["failures"] == 0
         assert record["ec2"]["host_key"]["fingerprint"] in vm.host_fingerprints()
         assert "openssh-server" in record["pins"]["packages"]

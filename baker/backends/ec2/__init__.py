@@ -5,9 +5,9 @@ Everything it creates (key pair, security group, instance, image) is named and t
 build, remembered the moment it exists, and removed by `destroy()` on every path; whatever
 cannot be removed is reported with its id.
 
-Modules: base (the base AMI and the AMI made), launch (the AWS calls that make an instance),
-access (host-key trust, who may reach SSH, root access for the build), machine (Ec2Machine),
-cleanup (removing what a build made).
+Modules: base (the base AMI and the AMI made), boot (a new AMI's boot, timed), launch (the
+AWS calls that make an instance), access (host-key trust, who may reach SSH, root access
+for the build), machine (Ec2Machine), cleanup (removing what a build made).
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from baker.backends.base import (
     BaseDisk,
     BuildLabel,
     CloudBase,
+    CloudBoot,
     CloudImage,
     HandsBack,
     StartsFrom,
 )
+from baker.backends.ec2 import boot
 from baker.backends.ec2.base import Ami, BaseAmi, Log, quiet, resolve_base
 from baker.backends.ec2.machine import Ec2Machine
 from baker.edge.aws import Aws, AwsError, api, gone
@@ -52,6 +54,7 @@ class Ec2:
             "type": self.config.type,
             "region": self.config.region,
             "instance_type": self.config.instance_type,
+            "root_volume_gib": self.config.root_volume_gib,
         }
 
     def resolve_base(self) -> BaseAmi:
@@ -68,11 +71,15 @@ class Ec2:
             raise TypeError(f"the ec2 backend starts from a BaseAmi, not {base!r}")
         machine = Ec2Machine(self.aws, self.config, label, self.log)
         try:
-            machine.launch(keys, base)
+            machine.launch(keys, base).close()
         except BaseException:
             machine.destroy()
             raise
         return machine
+
+    def boot_image(self, image: CloudImage, label: BuildLabel) -> CloudBoot:
+        """One launch of `image`, timed to SSH (baker.backends.ec2.boot)."""
+        return boot.boot_image(self.aws, self.config, image, label, self.log)
 
     def image_exists(self, image: CloudImage) -> bool:
         """Whether `image` is still there, and available, in its region. An image AWS does
@@ -91,11 +98,11 @@ class Ec2:
 
 
 if TYPE_CHECKING:
-    from baker.backends.base import Backend, Guest, Machine
+    from baker.backends.base import Backend, BootsImages, Guest, Machine
     from baker.edge.guest import SshGuest
 
     def _conforms(
         backend: Ec2, machine: Ec2Machine, guest: SshGuest
-    ) -> tuple[Backend, Machine, Guest]:
+    ) -> tuple[Backend, BootsImages, Machine, Guest]:
         """Never called: mypy checks here that the classes implement the interface."""
-        return backend, machine, guest
+        return backend, backend, machine, guest

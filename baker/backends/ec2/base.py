@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from baker.ami.ebs import SnapshotDigest
 from baker.edge.aws import Aws, AwsError, api
 from baker.errors import InputError
 from baker.spec import Ec2Backend
@@ -29,6 +30,7 @@ class BaseAmi:
     owner_id: str
     creation_date: str
     filter: dict[str, str] | None = None
+    root_device: str = "/dev/xvda"  # where its root volume is attached
 
     def pin(self) -> dict[str, Any]:
         return {
@@ -51,6 +53,7 @@ class Ami:
     snapshot_ids: tuple[str, ...]
     base: BaseAmi
     tags: dict[str, str]
+    digest: SnapshotDigest
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +63,7 @@ class Ami:
             "snapshot_ids": list(self.snapshot_ids),
             "base_ami": self.base.pin(),
             "tags": self.tags,
+            **self.digest.as_json(),
         }
 
 
@@ -108,4 +112,5 @@ def _base(region: str, image: dict[str, Any], flt: dict[str, str] | None) -> Bas
         owner_id=image.get("OwnerId", ""),
         creation_date=image.get("CreationDate", ""),
         filter=flt,
+        root_device=image.get("RootDeviceName", "/dev/xvda"),
     )

@@ -82,6 +82,13 @@ def run_instance(
     }
     if config.subnet:
         params["SubnetId"] = config.subnet
+    if config.root_volume_gib:
+        params["BlockDeviceMappings"] = [
+            {
+                "DeviceName": base.root_device,
+                "Ebs": {"VolumeSize": config.root_volume_gib, "DeleteOnTermination": True},
+            }
+        ]
     with api(f"launch a {config.instance_type} instance from {base.image_id}"):
         reply = ec2.run_instances(**params)
     return str(reply["Instances"][0]["InstanceId"])

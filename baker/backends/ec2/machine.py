@@ -12,6 +12,7 @@ from typing import Any
 
 import paramiko
 
+from baker.ami.ebs import TAG_RAW, snapshot_digest
 from baker.backends.base import BuildLabel, CloudImage, Guest, SshTarget
 from baker.backends.ec2.access import (
     HostKey,
@@ -35,7 +36,16 @@ from baker.backends.ec2.launch import (
     run_instance,
 )
 from baker.edge import ssh
-from baker.edge.aws import POLL_S, Aws, api, image_snapshots, tag_spec, tags, wait
+from baker.edge.aws import (
+    POLL_S,
+    Aws,
+    api,
+    image_snapshots,
+    root_snapshot,
+    tag_spec,
+    tags,
+    wait,
+)
 from baker.edge.guest import SshGuest
 from baker.edge.ssh import BuildKeys, Endpoint
 from baker.errors import BakerError, BuildError
@@ -64,14 +74,18 @@ class Ec2Machine:
         self.access_released = False
         self._destroyed = False
         self._state_seen: tuple[float, str] = (0.0, "")
+        self.times: dict[str, float] = {}
 
     # --- launch ---------------------------------------------------------------------------
 
-    def launch(self, keys: BuildKeys, base: BaseAmi) -> None:
+    def launch(self, keys: BuildKeys, base: BaseAmi, *, root: bool = True) -> paramiko.SSHClient:
         """Key pair, security group, instance; wait for it, reach it over SSH as ssh_user,
-        check its host key, and let the build's key in as root. Whatever it made is in
-        `made` even when it fails: the caller destroys the machine then."""
+        check its host key, and (with `root`) let the build's key in as root. Returns the
+        first contact's session, as ssh_user. Whatever it made is in `made` even when it
+        fails: the caller destroys the machine then. `times` has when it was asked for, seen
+        running and answered SSH (monotonic seconds)."""
         self.base = base
+        self.times["launch"] = time.monotonic()
         # Named before the call: deleting a key pair by name is safe even if it never existed.
         self.made.key_name = self.label.name
         import_key_pair(self.ec2, self.label, keys.client_public)
@@ -87,18 +101,22 @@ class Ec2Machine:
             f"wait for instance {instance} to run",
             InstanceIds=[instance],
         )
+        self.times["running"] = time.monotonic()
         self.endpoint = instance_endpoint(self.ec2, self.config, instance)
         allow_ssh(self.ec2, group, builder_cidr(self.config, self.endpoint))
         client = self._first_contact(keys)
         try:
-            self._grant_root(client, keys)
-        finally:
+            if root:
+                self._grant_root(client, keys)
+        except BaseException:
             client.close()
+            raise
         assert self.host_key is not None
         self.log(
             f"instance {instance} answers on {self.endpoint.host}:{self.endpoint.port} "
             f"(host key {self.host_key.fingerprint}, {self.host_key.trust})"
         )
+        return client
 
     def _first_contact(self, keys: BuildKeys) -> paramiko.SSHClient:
         seen = RememberHostKey()
@@ -111,6 +129,7 @@ class Ec2Machine:
             self.alive,
             self.console_tail,
         )
+        self.times["ssh"] = time.monotonic()
         try:
             assert seen.key is not None
             self.host_key = trust_host_key(
@@ -251,11 +270,18 @@ class Ec2Machine:
             ImageIds=[image_id],
         )
         snapshots = tuple(sorted(image_snapshots(self.ec2, image_id)))
-        with api(f"tag the snapshots of {image_id}"):
-            if snapshots:
-                self.ec2.create_tags(Resources=list(snapshots), Tags=tags(values))
+        # The AMI's content digest: its root volume read back through the EBS direct API.
+        root = root_snapshot(self.ec2, image_id)
+        self.log(f"reading snapshot {root} of {image_id} back to hash its raw volume")
+        digest = snapshot_digest(self.aws.ebs(), root, self.log)
+        # Tagged like a published local image, so the two can be found by the same digest.
+        values[TAG_RAW] = digest.raw_digest
+        with api(f"tag {image_id} and its snapshots"):
+            self.ec2.create_tags(Resources=[image_id, *snapshots], Tags=tags(values))
         self.made.image_done = True
-        ami = Ami(self.config.region, image_id, self.label.name, snapshots, self.base, values)
+        ami = Ami(
+            self.config.region, image_id, self.label.name, snapshots, self.base, values, digest
+        )
         return CloudImage(self.config.region, image_id, ami.as_json())
 
     def record(self) -> dict[str, Any]:

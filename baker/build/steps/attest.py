@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from baker import __version__
 from baker.artifact import (
+    AMI,
     BOOT,
     BUILD,
     DSSE,
@@ -21,7 +22,6 @@ from baker.artifact import (
     PROVENANCE,
     SBOM_CDX,
     SBOM_SPDX,
-    SIGNATURE,
     dump_json,
 )
 from baker.build.record import build_record
@@ -38,8 +38,6 @@ class Attest(Step):
     name = "attest"
 
     def describe(self, ctx: Context) -> str:
-        if ctx.backend.hands_back != "disk":
-            return "build record"
         return "build record, SBOMs, provenance" + (", signature" if ctx.sign_key else "")
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
@@ -50,13 +48,21 @@ class Attest(Step):
         if state.boot is not None:
             (ctx.work / BOOT).write_bytes(dump_json(state.boot))
             state.files[BOOT] = ctx.work / BOOT
-        if state.image is None:
-            return
-        state.files[IMAGE] = state.image.path
+        if state.image is not None:
+            # A local image: the evidence is about the disk file, named and hashed.
+            state.files[IMAGE] = signed = state.image.path
+            name, digest = IMAGE, state.image.digest
+        else:
+            # A cloud image: about the image id and the raw volume its snapshot holds, and
+            # the signature is over ami.json, which names both.
+            made = need(state.cloud_image, "the cloud image")
+            signed, name, digest = state.files[AMI], made.ref, made.record["raw_digest"]
         state.files.update(
             write(
                 ctx.work,
-                image=state.image.path,
+                image=signed,
+                subject_name=name,
+                digest=digest,
                 record=record.model_dump(mode="json", exclude_none=True),
                 packages=state.packages,
                 copyrights=state.copyrights,
@@ -77,14 +83,19 @@ def write(
     invocation_id: str,
     key: ec.EllipticCurvePrivateKey | None,
     distro: str,
+    subject_name: str | None = None,
+    digest: str | None = None,
 ) -> dict[str, Path]:
-    """Write the evidence files into `work`; returns artifact name -> path. `distro` is the
-    packages' purl qualifier (debian-12)."""
-    digest = record["image"]["digest"]
+    """Write the evidence files into `work`; returns artifact name -> path. The subject is
+    `subject_name` (else the image file's name) with `digest` (else the record's image
+    digest); the signature is over the file `image`, beside it as `<name>.sig`. `distro` is
+    the packages' purl qualifier (debian-12)."""
+    digest = digest or record["image"]["digest"]
+    subject_name = subject_name or image.name
     licenses = {name: licenses_from_copyright(text) for name, text in copyrights.items()}
     subject = Subject(
         image_name=record["recipe"]["name"],
-        image_file=image.name,
+        image_file=subject_name,
         image_digest=digest,
         packages=packages,
         licenses=licenses,
@@ -95,7 +106,8 @@ def write(
     files = {SBOM_CDX: sbom_cdx.document(subject), SBOM_SPDX: sbom_spdx.document(subject)}
     statement = dump_json(
         provenance.statement(
-            image_file=image.name,
+            image_file=subject_name,
+            digest=digest,
             record=record,
             packages=packages,
             invocation_id=invocation_id,
@@ -105,7 +117,7 @@ def write(
     files[PROVENANCE] = statement
     if key is not None:
         # As cosign writes it: base64, no newline.
-        files[SIGNATURE] = signing.sign_file(key, image).encode()
+        files[f"{image.name}.sig"] = signing.sign_file(key, image).encode()
         files[DSSE] = dump_json(signing.dsse_sign(key, statement))
     out = {}
     for name, data in files.items():

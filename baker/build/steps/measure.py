@@ -69,10 +69,12 @@ def parse_blame(text: str, top: int = 10) -> list[dict[str, object]]:
     return rows[:top]
 
 
-def budget_for(budget: float | PerAccel | None, accel: Accel) -> float | None:
+def budget_for(budget: float | PerAccel | None, accel: str) -> float | None:
+    """The recipe's budget where a boot was measured: an accelerator, or "ec2"."""
     if budget is None or isinstance(budget, float | int):
         return budget
-    return float(getattr(budget, accel))
+    value = getattr(budget, accel, None)
+    return None if value is None else float(value)
 
 
 def _guest(client: paramiko.SSHClient, command: str) -> str:
