@@ -44,15 +44,13 @@ def test_a_stale_lock_is_refused(project: dict[str, Path], two_builds: object) -
     assert not (p["root"] / "out_stale").exists()
 
 
-def test_rebuild_check_passes_then_names_the_changed_file(
+def test_rebuild_check_names_the_changed_file(
     project: dict[str, Path], two_builds: tuple[Baked, Baked]
 ) -> None:
+    # That an unchanged recipe rebuilds offline to the same digest is shown by the air-gap
+    # test (test_e2e_export), from an imported bundle: one full rebuild fewer here.
     p = project
     a, _ = two_builds
-    ok = baker("rebuild", "--check", a.artifact, cache=p["cache_b"], work=p["work_b"],
-               env=OFFLINE)  # fmt: skip
-    assert ok.stdout.strip() == f"reproduced {a.digest}"
-
     page = p["root"] / "provisioners" / "files" / "index.html"
     saved = {path: path.read_bytes() for path in (page, p["recipe"])}
     try:
