@@ -38,6 +38,7 @@ from baker.build.pipeline import build
 from baker.cache import Cache
 from baker.errors import BuildError
 from baker.evidence import signing, verify
+from baker.inspect import summary
 from baker.progress import Reporter
 
 __all__ = ["aws_env", "moto_server", "proxy", "shared_proxy"]  # fixtures
@@ -190,6 +191,11 @@ def test_an_ec2_build_carries_evidence_that_verifies(
     assert running == []
     pairs = [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]]
     assert not [k for k in pairs if k.startswith("baker-ec2-evidence")]
+
+    # `baker inspect` names the AMI and its raw digest.
+    info = summary.summarize(artifact)
+    assert (info["image"], info["digest"]) == (f"ec2:{REGION}:{ami['image_id']}", ami["raw_digest"])
+    assert info["virtual_size_bytes"] == 2 << 30 and info["boot"]["accel"] == "ec2"
 
     # --live reads the snapshot back: the same digest, until a block in it changes.
     assert live.check(ami).endswith(ami["raw_digest"])

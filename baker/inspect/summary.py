@@ -31,15 +31,25 @@ def summarize(directory: Path) -> dict[str, Any]:
     cdx = _load(directory / SBOM_CDX)
     base = build.pins.base or {}
     tests = build.tests
+    ami = build.image.ami or {}
+    cloud = {}
+    if ami:
+        # An EC2 build's image is the AMI: named by its id, digested by its raw volume.
+        cloud = {"image": f"ec2:{ami.get('region')}:{ami.get('image_id')}"}
+        base_ami = build.pins.base_ami or {}
+        base_text = f"AMI {base_ami.get('image_id')} ({base_ami.get('name') or 'unnamed'})"
+    else:
+        base_text = f"debian {base.get('suite')}/{base.get('arch')}"
     return {
         "name": build.recipe.name,
-        "digest": build.image.digest,
+        **cloud,
+        "digest": build.image.digest or ami.get("raw_digest"),
         "recipe": build.recipe.file,
-        "base": f"debian {base.get('suite')}/{base.get('arch')}",
+        "base": base_text,
         "base_digest": build.pins.base_digest,
         "packages": len(cdx.get("components", [])) or len(build.pins.packages),
         "size_bytes": build.image.size,
-        "virtual_size_bytes": build.image.virtual_size,
+        "virtual_size_bytes": build.image.virtual_size or ami.get("volume_size"),
         "boot": {
             "accel": boot.get("accel"),
             "runs": boot.get("runs"),
@@ -67,7 +77,11 @@ def render(s: dict[str, Any]) -> str:
         f"  digest    {s['digest']}",
         f"  recipe    {s['recipe']}",
         f"  base      {s['base']}, {s['packages']} packages",
-        f"  size      {size:.0f} MB qcow2, {virtual:.0f} MiB disk",
+        (
+            f"  image     {s['image']}, {virtual:.0f} MiB volume"
+            if s.get("image")
+            else f"  size      {size:.0f} MB qcow2, {virtual:.0f} MiB disk"
+        ),
         f"  boot      median {boot['median_time_to_ssh_s']} s to SSH under {boot['accel']} "
         f"({boot['runs']} runs{budget})",
         f"  tests     {s['tests']['passed']} passed, {s['tests']['failed']} failed",

@@ -172,6 +172,9 @@ def test_web_serves_its_page_after_plain_boot(web_image: Baked, tmp_path: Path) 
     with plainboot.boot(image, tmp_path, "tcg") as machine:
         client, _ = machine.wait_for_ssh(timeout=300)
         with client:
+            # sshd can answer before nginx listens: the page is asked for once the boot is
+            # done, as a user's health check would wait for it.
+            sh(client, "systemctl is-system-running --wait >/dev/null; true")
             page = sh(
                 client,
                 "bash -c 'exec 3<>/dev/tcp/127.0.0.1/80; "

@@ -82,14 +82,14 @@ class Ec2Machine:
         """Key pair, security group, instance; wait for it, reach it over SSH as ssh_user,
         check its host key, and (with `root`) let the build's key in as root. Returns the
         first contact's session, as ssh_user. Whatever it made is in `made` even when it
-        fails: the caller destroys the machine then. `times` has when it was asked for, seen
-        running and answered SSH (monotonic seconds)."""
+        fails: the caller destroys the machine then. `times` has when the instance was asked
+        for (RunInstances), seen running and answered SSH (monotonic seconds)."""
         self.base = base
-        self.times["launch"] = time.monotonic()
         # Named before the call: deleting a key pair by name is safe even if it never existed.
         self.made.key_name = self.label.name
         import_key_pair(self.ec2, self.label, keys.client_public)
         self.made.group_id = group = create_security_group(self.ec2, self.config, self.label)
+        self.times["launch"] = time.monotonic()
         self.made.instance_id = instance = run_instance(
             self.ec2, self.config, self.label, base, self.label.name, group
         )
