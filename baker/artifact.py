@@ -37,7 +37,6 @@ PROVENANCE = "provenance.json"
 DSSE = "provenance.dsse.json"
 SIGNATURE = f"{IMAGE}.sig"
 AMI = "ami.json"  # an EC2 build's image, in place of a disk
-AMI_SIGNATURE = f"{AMI}.sig"  # an EC2 build's signature: over ami.json, which names the digest
 
 
 def dump_json(value: Any) -> bytes:

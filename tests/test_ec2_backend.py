@@ -165,8 +165,7 @@ def test_build_call_sequence_tags_and_ami_json(aws_env: Proxy, sshd: FakeSshd) -
         "DescribeInstances",  # waiter: stopped
         "CreateImage",
         "DescribeImages",  # waiter: available
-        "DescribeImages",  # its snapshots
-        "DescribeImages",  # its root snapshot, read back through EBS for its digest
+        "DescribeImages",  # its snapshots, the root one read back through EBS for its digest
         "CreateTags",  # the image and its snapshots: the raw digest
         "DescribeInstances",  # cleanup: anything else of this build?
         "TerminateInstances",

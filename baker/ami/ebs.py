@@ -175,7 +175,7 @@ def snapshot_digest(ebs: Any, snapshot: str, log: Callable[[str], None]) -> Snap
             raise BuildError(
                 f"snapshot {snapshot}: {size} bytes do not hold its {block}-byte blocks."
             )
-        _zeros(whole, size - position * block)
+        hash_zeros(whole, size - position * block)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     log(f"snapshot {snapshot}: {size >> 30} GiB hashed, {read} blocks of data read")
@@ -190,7 +190,7 @@ def _hash_next(
 ) -> int:
     """Hash the zeros up to the window's first block, then the block; the next position."""
     index, future = window.popleft()
-    _zeros(whole, (index - position) * block)
+    hash_zeros(whole, (index - position) * block)
     whole.update(future.result())
     return index + 1
 
@@ -231,7 +231,8 @@ def get_block(ebs: Any, snapshot: str, index: int, token: str, size: int) -> byt
 _ZEROS = bytes(16 * BLOCK)
 
 
-def _zeros(h: Any, count: int) -> None:
+def hash_zeros(h: Any, count: int) -> None:
+    """Feed `count` zero bytes to the hash `h`, 8 MiB at a time."""
     while count > 0:
         n = min(count, len(_ZEROS))
         h.update(memoryview(_ZEROS)[:n])

@@ -20,7 +20,7 @@ def check(ami: dict[str, Any]) -> str:
         found = aws.ec2().describe_images(Filters=[{"Name": "image-id", "Values": [image_id]}])
     if not found["Images"]:
         raise BuildError(f"image {image_id} is not in {region} (any more).")
-    root = root_snapshot(aws.ec2(), image_id)
+    root = root_snapshot(found["Images"], image_id)
     if root != ami.get("root_snapshot_id"):
         raise BuildError(
             f"{image_id} now boots from snapshot {root}, not {ami.get('root_snapshot_id')}."

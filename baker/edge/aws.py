@@ -201,10 +201,19 @@ def retry(
         time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
 
 
+def describe_image(ec2: Any, image_id: str) -> list[dict[str, Any]]:
+    """DescribeImages of one image id: the image, or none."""
+    with api(f"describe image {image_id}"):
+        return list(ec2.describe_images(ImageIds=[image_id])["Images"])
+
+
 def image_snapshots(ec2: Any, image_id: str) -> set[str]:
     """The snapshots an image's block device mappings name."""
-    with api(f"describe image {image_id}"):
-        images = ec2.describe_images(ImageIds=[image_id])["Images"]
+    return snapshots_of(describe_image(ec2, image_id))
+
+
+def snapshots_of(images: list[dict[str, Any]]) -> set[str]:
+    """The snapshots the block device mappings of described images name."""
     return {
         m["Ebs"]["SnapshotId"]
         for image in images
@@ -213,11 +222,9 @@ def image_snapshots(ec2: Any, image_id: str) -> set[str]:
     }
 
 
-def root_snapshot(ec2: Any, image_id: str) -> str:
-    """The snapshot behind an image's root device."""
-    with api(f"describe image {image_id}"):
-        images = ec2.describe_images(ImageIds=[image_id])["Images"]
-    for image in images:
+def root_snapshot(images: list[dict[str, Any]], image_id: str) -> str:
+    """The snapshot behind the root device of `image_id`, among described `images`."""
+    for image in (i for i in images if i.get("ImageId") == image_id):
         for m in image.get("BlockDeviceMappings", []):
             if m.get("DeviceName") == image.get("RootDeviceName") and "Ebs" in m:
                 return str(m["Ebs"]["SnapshotId"])

@@ -40,8 +40,9 @@ from baker.edge.aws import (
     POLL_S,
     Aws,
     api,
-    image_snapshots,
+    describe_image,
     root_snapshot,
+    snapshots_of,
     tag_spec,
     tags,
     wait,
@@ -269,9 +270,10 @@ class Ec2Machine:
             f"wait for image {image_id} to become available",
             ImageIds=[image_id],
         )
-        snapshots = tuple(sorted(image_snapshots(self.ec2, image_id)))
+        described = describe_image(self.ec2, image_id)
+        snapshots = tuple(sorted(snapshots_of(described)))
         # The AMI's content digest: its root volume read back through the EBS direct API.
-        root = root_snapshot(self.ec2, image_id)
+        root = root_snapshot(described, image_id)
         self.log(f"reading snapshot {root} of {image_id} back to hash its raw volume")
         digest = snapshot_digest(self.aws.ebs(), root, self.log)
         # Tagged like a published local image, so the two can be found by the same digest.

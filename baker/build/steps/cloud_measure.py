@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import statistics
 from typing import Any
 
 from baker.backends.base import BootsImages, CloudBoot
 from baker.build.runner import Saved, Step
 from baker.build.state import BuildState, Context, need
-from baker.build.steps.measure import RUNS_FILE, budget_for, parse_startup
+from baker.build.steps.measure import RUNS_FILE, budget_for, median, parse_startup
 from baker.cache import Entry
 from baker.errors import BuildError
 from baker.hashing import code_digest, content_key
@@ -93,12 +92,8 @@ def record(
     time to SSH is over the budget (a number, or the budget's entry for the cloud)."""
     image = need(state.cloud_image, "the cloud image")
 
-    def median(key: str) -> float | None:
-        values = [float(r[key]) for r in runs if isinstance(r.get(key), int | float)]
-        return round(statistics.median(values), 3) if values else None
-
     limit = budget_for(budget, cloud)
-    to_ssh = median("time_to_ssh_s")
+    to_ssh = median(runs, "time_to_ssh_s")
     if limit is not None and to_ssh is not None and to_ssh > limit:
         raise BuildError(
             f"boot budget exceeded: the median time to SSH over {len(runs)} launch"
@@ -112,10 +107,10 @@ def record(
         "instance_type": runs[0].get("instance_type") if runs else None,
         "runs": len(runs),
         "time_to_ssh_s": to_ssh,
-        "running_to_ssh_s": median("running_to_ssh_s"),
-        "kernel_s": median("kernel_s"),
-        "initrd_s": median("initrd_s"),
-        "userspace_s": median("userspace_s"),
+        "running_to_ssh_s": median(runs, "running_to_ssh_s"),
+        "kernel_s": median(runs, "kernel_s"),
+        "initrd_s": median(runs, "initrd_s"),
+        "userspace_s": median(runs, "userspace_s"),
         "budget_s": limit,
         "within_budget": None if limit is None else True,
         "each_run": runs,
