@@ -183,3 +183,36 @@ def test_the_guest_script_leaves_what_a_capture_keeps(root: Path) -> None:
     gone = before - set(left) - {"."}
     # A removed directory is reported, not the files in it.
     assert removed <= gone and all(any(g.startswith(r) for r in removed) for g in gone)
+
+
+GUEST_ROOTFS = Path(__file__).resolve().parents[1] / "baker" / "guest" / "rootfs"
+
+
+def test_what_only_the_build_machine_needs_never_reaches_the_image(tmp_path: Path) -> None:
+    """Every file of baker's guest tree that says it is build-time only (its SSH access, the
+    sshd drop-in that exempts baker from OpenSSH's per-source penalties) is left out by the
+    rules, together with the unit's enablement link; the rest ships."""
+    build_only = sorted(
+        str(p.relative_to(GUEST_ROOTFS))
+        for p in GUEST_ROOTFS.rglob("*")
+        if p.is_file() and "Build-time only" in p.read_text()
+    )
+    assert "etc/ssh/sshd_config.d/baker-build.conf" in build_only
+    shipped = sorted(
+        str(p.relative_to(GUEST_ROOTFS))
+        for p in GUEST_ROOTFS.rglob("*")
+        if p.is_file() and str(p.relative_to(GUEST_ROOTFS)) not in build_only
+    )
+    tree = tmp_path / "root"
+    for rel in build_only + shipped:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes((GUEST_ROOTFS / rel).read_bytes())
+    wants = tree / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True)
+    os.symlink(
+        "/etc/systemd/system/baker-build-access.service", wants / "baker-build-access.service"
+    )
+    kept = set(walk(tree))
+    assert not [rel for rel in build_only if f"./{rel}" in kept]
+    assert "./etc/systemd/system/multi-user.target.wants/baker-build-access.service" not in kept
+    assert [rel for rel in shipped if f"./{rel}" in kept] == shipped

@@ -5,6 +5,7 @@ with one sentence."""
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -72,6 +73,130 @@ def test_a_new_attempt_is_answered_while_an_early_one_hangs(listener: Listener) 
     # for any of them to give up.
     assert len(listener.accepted) >= 2
     assert waited < 5
+
+
+def _open_ones(conns: list[socket.socket]) -> list[socket.socket]:
+    """The connections the client has not closed (a closed one reads as EOF at once)."""
+    still = []
+    for conn in conns:
+        conn.setblocking(False)
+        try:
+            if conn.recv(1, socket.MSG_PEEK) != b"":
+                still.append(conn)
+        except BlockingIOError:
+            still.append(conn)
+        except OSError:
+            pass
+    return still
+
+
+class Guest:
+    """A machine coming up behind QEMU's user-mode network, in phases: "silent" (its network
+    is not up: an attempt is accepted by QEMU and waits), "refusing" (its network is up, its
+    sshd not yet: an attempt is reset), "answering" (sshd runs: every waiting attempt and
+    every new one gets a banner, as all of them reach sshd at once)."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.port = int(self.server.getsockname()[1])
+        self.phase = "silent"
+        self.attempts = 0
+        self.waiting: list[socket.socket] = []
+        self.greeted: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self.server.settimeout(0.02)
+        while not self.done.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.attempts += 1
+                if self.phase == "refusing":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    conn.close()
+                elif self.phase == "answering":
+                    self._greet(conn)
+                else:
+                    self.waiting.append(conn)
+
+    def _greet(self, conn: socket.socket) -> None:
+        self.greeted.append(conn)  # before the banner: the client may look at once
+        try:
+            conn.sendall(b"SSH-2.0-test\r\n")
+        except OSError:
+            conn.close()
+
+    def to(self, phase: str) -> None:
+        with self.lock:
+            self.phase = phase
+            if phase == "answering":
+                # Only the attempts the client still holds reach sshd.
+                for conn in _open_ones(self.waiting):
+                    self._greet(conn)
+
+    def close(self) -> None:
+        self.done.set()
+        self.server.close()
+        for conn in self.waiting + self.greeted:
+            conn.close()
+
+
+def _open_ones(conns: list[socket.socket]) -> list[socket.socket]:
+    """The connections the client has not closed (a closed one reads as EOF at once)."""
+    still = []
+    for conn in conns:
+        conn.setblocking(False)
+        try:
+            if conn.recv(1, socket.MSG_PEEK) != b"":
+                still.append(conn)
+        except BlockingIOError:
+            still.append(conn)
+        except OSError:
+            pass
+    return still
+
+
+@pytest.fixture
+def guest() -> Iterator[Guest]:
+    machine = Guest()
+    yield machine
+    machine.close()
+
+
+def _probe(guest: Guest, phases: list[tuple[float, str]]) -> None:
+    for delay, phase in phases:
+        threading.Timer(delay, guest.to, (phase,)).start()
+    sock = ssh.answering(ssh.Endpoint("127.0.0.1", guest.port), 10, lambda: True)
+    assert sock is not None
+    assert sock.recv(4) == b"SSH-"
+    sock.close()
+    with guest.lock:  # the phase change that greeted it is complete
+        pass
+
+
+def test_few_attempts_wait_at_once_so_few_reach_sshd_unused(guest: Guest) -> None:
+    """When the machine's network comes up with sshd already listening, every waiting attempt
+    reaches sshd at once, and each one closed unused counts against the one source address
+    (OpenSSH's PerSourcePenalties: 15 of them lock every later login out for a while)."""
+    _probe(guest, [(3.0, "answering")])
+    assert guest.attempts >= 4  # it kept trying all along
+    assert 1 <= len(guest.greeted) <= 3
+
+
+def test_once_the_machine_refuses_attempts_are_made_one_at_a_time(guest: Guest) -> None:
+    """A reset means the machine's network is up and answers at once: the attempts made
+    while it was silent are let go, and the next ones are made one by one."""
+    _probe(guest, [(1.5, "refusing"), (2.5, "answering")])
+    assert len(guest.greeted) == 1
 
 
 def test_a_refused_port_is_retried_until_the_timeout() -> None:

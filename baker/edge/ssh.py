@@ -156,7 +156,17 @@ def connect(
 # guest had its address may sit unanswered for seconds (slirp, cloud networks) while a newer
 # one goes straight through.
 PROBE_EVERY_S = 0.25
-PROBE_KEEP = 40
+# But only this many wait at once, each for at least PROBE_PATIENCE_S: every waiting attempt
+# reaches sshd the moment the guest's network comes up, sshd's banner can take a second or
+# more under emulation, and each attempt closed unused counts against the source address.
+# OpenSSH >= 9.8 (Debian 13, PerSourcePenalties) refuses every connection from an address
+# that closed 15 s worth of them, and all connections through QEMU's user-mode network come
+# from one address.
+PROBE_KEEP = 3
+PROBE_PATIENCE_S = 2.0
+# Once the machine refuses an attempt its network is up: one attempt at a time then, each
+# given this long for its banner.
+PROBE_ANSWERED_WAIT_S = 5.0
 
 
 def answering(
@@ -165,10 +175,13 @@ def answering(
     """A connection on which sshd has sent its banner (peeked, not read: paramiko reads it),
     or None after `timeout` seconds or once `alive()` says the machine stopped.
 
-    Attempts overlap instead of waiting one by one: waiting out a banner timeout on a
-    connection made too early cost up to its whole timeout on every boot."""
+    Attempts overlap instead of waiting one by one (waiting out a banner timeout on a
+    connection made too early cost up to its whole timeout on every boot), but only a few,
+    none is cut short before its banner could arrive, and once the machine answers they go
+    one at a time: the ones left unused must not provoke the server."""
     deadline = time.monotonic() + timeout
-    pending: list[socket.socket] = []
+    pending: list[tuple[socket.socket, float]] = []  # each attempt and when it was made
+    answered = False  # the machine refused an attempt: its network is up
     next_attempt = 0.0
     winner: socket.socket | None = None
     try:
@@ -179,18 +192,27 @@ def answering(
                 # Asked between attempts, not before the first (a cloud's answer costs a call).
                 if next_attempt and not alive():
                     return None
-                attempt = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                attempt.setblocking(False)
-                if attempt.connect_ex((endpoint.host, endpoint.port)) in (0, errno.EINPROGRESS):
-                    pending.append(attempt)
-                else:
-                    attempt.close()
-                while len(pending) > PROBE_KEEP:
-                    pending.pop(0).close()
+                keep, patience = (
+                    (1, PROBE_ANSWERED_WAIT_S) if answered else (PROBE_KEEP, PROBE_PATIENCE_S)
+                )
+                if len(pending) >= keep and now - pending[0][1] >= patience:
+                    pending.pop(0)[0].close()
+                if len(pending) < keep:
+                    attempt = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    attempt.setblocking(False)
+                    if attempt.connect_ex((endpoint.host, endpoint.port)) in (
+                        0,
+                        errno.EINPROGRESS,
+                    ):
+                        pending.append((attempt, now))
+                    else:
+                        attempt.close()
+                        answered = True
                 next_attempt = now + PROBE_EVERY_S
             wait = max(0.0, min(next_attempt, deadline) - time.monotonic())
-            ready, _, _ = select.select(pending, [], [], wait) if pending else ([], [], [])
-            if not pending:
+            socks = [attempt for attempt, _ in pending]
+            ready, _, _ = select.select(socks, [], [], wait) if socks else ([], [], [])
+            if not socks:
                 time.sleep(wait)
             for attempt in ready:
                 try:
@@ -201,10 +223,16 @@ def answering(
                     winner = attempt
                     break
                 if not b"SSH-".startswith(head) or not head:
-                    pending.remove(attempt)  # refused, reset or not sshd: try again
-                    attempt.close()
+                    # Refused, reset or not sshd: the machine's network answers now, and its
+                    # sshd did not listen yet. The attempts still waiting were made before the
+                    # network came up; a new one will be answered at once.
+                    for waiting, _ in pending:
+                        waiting.close()
+                    pending = []
+                    answered = True
+                    break
     finally:
-        for attempt in pending:
+        for attempt, _ in pending:
             if attempt is not winner:
                 attempt.close()
     if winner is not None:

@@ -7,6 +7,15 @@ host_keys="$2"
 here="$(dirname "$(readlink -f "$0")")"
 tar -C "$here/rootfs" --owner=0 --group=0 --numeric-owner -cf - . \
   | tar -C "$root" --no-overwrite-dir -xpf -
+# OpenSSH >= 9.8 (Debian 13) refuses, for a while, every connection from an address that
+# closed several before logging in (PerSourcePenalties); on the build machine every
+# connection is baker's, through one forwarded address (its probe, then the tests' own
+# logins). The build-time drop-in, removed at capture, turns that off: the published image
+# keeps the distribution's default.
+if chroot "$root" dpkg --compare-versions \
+  "$(chroot "$root" dpkg-query -W -f='${Version}' openssh-server)" ge 1:9.8; then
+  printf 'PerSourcePenalties no\n' >>"$root/etc/ssh/sshd_config.d/baker-build.conf"
+fi
 chroot "$root" systemctl enable --quiet \
   systemd-networkd.service systemd-resolved.service \
   baker-ssh-hostkeys.service baker-build-access.service

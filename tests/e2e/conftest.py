@@ -64,6 +64,11 @@ def base_image(out_root: Path, work_root: Path, signing_key: Path) -> Baked:
 
 
 @pytest.fixture(scope="session")
+def trixie_image(out_root: Path, work_root: Path, signing_key: Path) -> Baked:
+    return _bake("images/debian-13-base.yaml", out_root, work_root, signing_key)
+
+
+@pytest.fixture(scope="session")
 def web_image(out_root: Path, work_root: Path, signing_key: Path) -> Baked:
     return _bake("images/debian-12-web.yaml", out_root, work_root, signing_key)
 

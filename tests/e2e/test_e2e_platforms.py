@@ -1,7 +1,7 @@
 """Images that run where teams run them: the default (hybrid) image boots under SeaBIOS, under
 OVMF and under OVMF with Secure Boot enforcing; cloud-init takes a NoCloud seed's user, key
 and hostname; the root grows into a larger disk; VMware's disk and NIC work and Hyper-V's
-drivers are there; a Debian 13 image, UEFI only and without cloud-init, builds and boots."""
+drivers are there. Debian 13 has tests of its own (test_e2e_debian13.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from bakerun import Baked, baker
+from bakerun import Baked
 
 from baker.backends import plainqemu
 from baker.edge import ssh
@@ -148,52 +148,3 @@ def test_vmware_hardware_works_and_hyperv_drivers_are_there(
             initrd = sh(client, "lsinitramfs /initrd.img")
             for storage in ("hv_storvsc", "vmw_pvscsi", "ata_piix", "virtio_blk", "sr_mod"):
                 assert f"/{storage}.ko" in initrd, f"{storage} is not in the initrd"
-
-
-TRIXIE = """\
-name: debian-13-uefi
-base:
-  suite: trixie
-  boot: uefi
-  cloud_init: false
-provisioners:
-  - name: motd
-    inline: printf 'baked by baker (trixie)\\n' >/etc/motd
-boot_runs: 1
-"""
-
-
-def test_debian_13_uefi_only_without_cloud_init(
-    tmp_path: Path, work_root: Path, session_cache: Path
-) -> None:
-    (tmp_path / "images").mkdir()
-    recipe = tmp_path / "images" / "debian-13-uefi.yaml"
-    recipe.write_text(TRIXIE)
-    out = tmp_path / "out"
-    built = baker("build", recipe, "--out", out, cache=session_cache, work=work_root)
-    artifact = out / "debian-13-uefi"
-    record = json.loads((artifact / "build.json").read_text())
-    assert record["pins"]["base"]["suite"] == "trixie" and record["image"]["boot"] == "uefi"
-    assert set(json.loads((artifact / "boot.json").read_text())["firmware"]) == {"uefi"}
-    cdx = json.loads((artifact / "sbom.cdx.json").read_text())
-    purls = [c["purl"] for c in cdx["components"]]
-    assert all("distro=debian-13" in p for p in purls)
-    names = {c["name"] for c in cdx["components"]}
-    assert "cloud-init" not in names and {"shim-signed", "grub-efi-amd64-signed"} <= names
-    assert built.stdout.split()[-1].startswith("sha256:")
-    with plainqemu.boot(artifact / "image.qcow2", tmp_path, "tcg", firmware="uefi") as machine:
-        client, _ = machine.wait_for_ssh(timeout=300)
-        with client:
-            assert 'VERSION_ID="13"' in sh(client, "cat /etc/os-release")
-            assert "trixie" in sh(client, "cat /etc/motd")
-    # The OVA asks VMware for EFI firmware.
-    converted = baker("convert", artifact, "--format", "ova", cache=session_cache, work=work_root)
-    assert converted.returncode == 0
-    ovf = subprocess.run(
-        ["tar", "-xOf", str(artifact / "image.ova"), "debian-13-uefi.ovf"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert 'vmw:key="firmware" vmw:value="efi"' in ovf
-    assert "<rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType>" in ovf
