@@ -32,8 +32,8 @@ from baker.formats import ova as ovf
 from baker.hashing import sha256_file
 from baker.image import disk
 from baker.image.packages import Package
-from baker.lock import Lock, LockedPackage
 from baker.progress import Reporter
+from baker.recipe.lock import Lock, LockedPackage
 
 SDE = 1686355200  # 2023-06-10
 SIZE_MIB = 32

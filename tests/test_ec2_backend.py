@@ -52,7 +52,7 @@ from baker.edge import ssh
 from baker.edge.aws import Aws
 from baker.edge.guest import SshGuest
 from baker.errors import BakerError, BuildError, InputError
-from baker.spec import Ec2Backend
+from baker.recipe.spec import Ec2Backend
 
 __all__ = ["aws_env", "dying_proxy", "moto_server", "proxy", "shared_proxy"]  # fixtures
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from baker.nightly.gates import check
-from baker.spec import Nightly
+from baker.recipe.spec import Nightly
 
 PAST = [
     {"boot_median_s": v, "size": s}

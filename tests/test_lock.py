@@ -8,12 +8,13 @@ from string import Template
 
 import pytest
 
-from baker import lock
 from baker.edge import tools
 from baker.errors import BuildError, InputError
-from baker.image import debian
-from baker.lock import AptWatch, Lock, LockedPackage, UnknownPackage
-from baker.spec import Base
+from baker.image import apt, debian
+from baker.image.apt import AptWatch, UnknownPackage
+from baker.recipe import lock
+from baker.recipe.lock import Lock, LockedPackage
+from baker.recipe.spec import Base
 
 SHA = "ab" * 32
 PACKAGES = (
@@ -306,7 +307,7 @@ def test_resolve_raises_unknown_package(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(tools, "run", fake_run)
     base = Base(packages=("nosuchpkg-xyz",))
     with pytest.raises(UnknownPackage, match=r"^base\.packages: nosuchpkg-xyz: no such package"):
-        lock.resolve(base, ("nosuchpkg-xyz",), [], None, tmp_path)  # type: ignore[arg-type]
+        apt.resolve(base, ("nosuchpkg-xyz",), [], None, tmp_path)  # type: ignore[arg-type]
 
 
 # --- the mmdebstrap command line ----------------------------------------------------------------

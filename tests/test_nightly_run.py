@@ -11,7 +11,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from baker.cli import parallel
+from baker.build import parallel
 from baker.nightly import run
 from baker.nightly.history import History
 

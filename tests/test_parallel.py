@@ -1,4 +1,4 @@
-"""baker.cli.parallel: several builds at once, each its own process, at most --jobs running,
+"""baker.build.parallel: several builds at once, each its own process, at most --jobs running,
 every line marked with its build, a summary that names the failures, and an interruption
 that stops each running build once and waits for its cleanup."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from baker.cli import parallel
+from baker.build import parallel
 from baker.errors import BuildError
 
 

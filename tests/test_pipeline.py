@@ -26,7 +26,7 @@ from baker.build.steps import cloud_measure
 from baker.cache import Cache
 from baker.errors import BuildError
 from baker.progress import Reporter
-from baker.spec import PerAccel
+from baker.recipe.spec import PerAccel
 
 RECIPE = """\
 name: fake-image

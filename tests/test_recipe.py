@@ -10,7 +10,8 @@ import pytest
 
 from baker import recipe
 from baker.errors import BuildError, InputError
-from baker.spec import FileUpload, Recipe, ShellFile, ShellInline
+from baker.recipe import messages
+from baker.recipe.spec import FileUpload, Recipe, ShellFile, ShellInline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -352,7 +353,7 @@ def test_bad_recipe_message(
 
 
 def test_every_spec_pattern_has_a_hint() -> None:
-    """A pattern added to baker/spec.py without words in recipe.PATTERN_HINTS would show
+    """A pattern added to baker/recipe/spec.py without words in messages.PATTERN_HINTS would show
     users a raw regular expression."""
 
     def patterns(node: object) -> set[str]:
@@ -365,7 +366,7 @@ def test_every_spec_pattern_has_a_hint() -> None:
 
     in_spec = patterns(Recipe.model_json_schema())
     assert len(in_spec) >= 5
-    assert in_spec <= set(recipe.PATTERN_HINTS)
+    assert in_spec <= set(messages.PATTERN_HINTS)
 
 
 # --- what a good recipe gives -------------------------------------------------------------

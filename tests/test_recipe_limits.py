@@ -15,8 +15,9 @@ from string import Template
 
 import pytest
 
-from baker import recipe, recipe_render
+from baker import recipe
 from baker.errors import InputError
+from baker.recipe import render as recipe_render
 
 STEP = "#!/bin/sh\necho step\n"
 STEP_SHA = hashlib.sha256(STEP.encode()).hexdigest()

@@ -21,7 +21,7 @@ from baker.cache import Cache, Entry
 from baker.errors import BuildError
 from baker.hashing import content_key
 from baker.progress import Reporter
-from baker.spec import Recipe, Spec
+from baker.recipe.spec import Recipe, Spec
 
 
 class Journal(list[str]):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from baker.backends.accel import Accel
 from baker.backends.base import Backend
-from baker.spec import Ec2Backend, LibvirtBackend
+from baker.recipe.spec import Ec2Backend, LibvirtBackend
 
 
 def open_backend(

@@ -33,7 +33,7 @@ from baker.edge.guest import SshGuest
 from baker.edge.ssh import BuildKeys, Endpoint, free_port
 from baker.errors import BuildError
 from baker.leftovers import Leftover, Owner, read_owner
-from baker.spec import LibvirtBackend
+from baker.recipe.spec import LibvirtBackend
 
 Log = Callable[[str], None]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from baker import artifact, lock
+from baker import artifact
 from baker.backends import open_backend
 from baker.backends.accel import Accel, choose
 from baker.backends.base import Backend, BuildLabel
@@ -41,7 +41,8 @@ from baker.errors import InputError
 from baker.evidence import signing
 from baker.image import debian
 from baker.progress import Reporter
-from baker.spec import Spec
+from baker.recipe import lock
+from baker.recipe.spec import Spec
 
 
 def steps(backend: Backend, measure: bool = True) -> list[Step]:

@@ -21,7 +21,7 @@ from baker.build.options import display_path
 from baker.build.state import BuildState, Context
 from baker.edge import tools
 from baker.image import debian
-from baker.spec import PerAccel
+from baker.recipe.spec import PerAccel
 
 
 def tool_versions() -> dict[str, str]:

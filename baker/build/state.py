@@ -15,9 +15,9 @@ from baker.backends.base import Backend, BuildLabel, CloudBase, CloudImage, Gues
 from baker.build.options import Options
 from baker.edge.ssh import BuildKeys
 from baker.image.packages import Package
-from baker.lock import Lock
 from baker.progress import Reporter
-from baker.spec import Spec
+from baker.recipe.lock import Lock
+from baker.recipe.spec import Spec
 
 Status = Literal["ran", "reused", "skipped"]
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from baker import lock
 from baker.artifact import BUILD, IMAGE, PROVENANCE, read_record
 from baker.bundle.layout import INDEX, PUBLIC_KEY
 from baker.errors import BuildError, InputError
@@ -22,6 +21,7 @@ from baker.evidence import signing
 from baker.formats import convert
 from baker.hashing import sha256_file
 from baker.progress import Meter, Reporter
+from baker.recipe import lock
 
 
 def verify_extracted(

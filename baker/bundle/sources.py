@@ -8,12 +8,12 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from baker import lock
 from baker.artifact import BuildRecord
 from baker.bundle.layout import Member
 from baker.cache import Cache
 from baker.errors import InputError
 from baker.hashing import sha256_file
+from baker.recipe import lock
 
 
 def collect_sources(

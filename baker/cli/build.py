@@ -11,16 +11,12 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from baker import recipe
-from baker.cli import parallel
+from baker.build import parallel
 from baker.cli.app import AccelOpt, RecipeArg, RootOpt, VarOpt, command, err, reporter
 from baker.errors import InputError
 
 if TYPE_CHECKING:
     from baker.build.options import Failure
-
-
-def _variables(var: list[str] | None) -> dict[str, str]:
-    return dict(recipe.parse_var(v) for v in var or [])
 
 
 def _accel(accel: str) -> str:
@@ -67,7 +63,7 @@ def build(
     """Bake RECIPE into OUT/NAME/; prints the image digest as the last line. Several recipes:
     each is built as its own build, --jobs at a time, and each gets a line NAME DIGEST."""
     # Bad input is reported before the heavier pipeline modules are even imported.
-    specs = [recipe.load(f, _variables(var), root) for f in recipe_files]
+    specs = [recipe.load(f, recipe.parse_vars(var), root) for f in recipe_files]
     _accel(accel)
     if on_error not in ("abort", "keep", "ask"):
         raise InputError(f"--on-error {on_error}: expected abort, keep or ask.")
@@ -135,7 +131,7 @@ def _ask(failure: Failure) -> str:
 @command()
 def validate(recipe_file: RecipeArg, var: VarOpt = None, root: RootOpt = None) -> None:
     """Check RECIPE (template, fields, file pins) without starting anything."""
-    spec = recipe.load(recipe_file, _variables(var), root)
+    spec = recipe.load(recipe_file, recipe.parse_vars(var), root)
     typer.echo(
         f"{recipe_file}: ok ({spec.name}, {len(spec.recipe.provisioners)} provisioners, "
         f"{len(spec.recipe.tests)} test files)"
@@ -151,12 +147,12 @@ def lock(
 ) -> None:
     """Resolve the base's full package set to exact versions and .deb hashes, into
     RECIPE's .lock beside it, and fetch those files into the package cache."""
-    from baker import lock as lockfile
     from baker.build.options import workdir
     from baker.cache import Cache
-    from baker.image import debian
+    from baker.image import apt, debian
+    from baker.recipe import lock as lockfile
 
-    spec = recipe.load(recipe_file, _variables(var), root)
+    spec = recipe.load(recipe_file, recipe.parse_vars(var), root)
     path = lockfile.path_for(spec.source)
     if path.exists() and not update:
         raise InputError(f"{path} exists; `baker lock --update {recipe_file}` refreshes it.")
@@ -164,11 +160,11 @@ def lock(
     progress = reporter()
     try:
         with workdir(None) as work, progress.step("lock", "resolve packages (mmdebstrap)"):
-            locked = lockfile.resolve(
+            locked = apt.resolve(
                 base, debian.wanted(base), debian.sources(base), Cache(), work,
                 lambda line: progress.output("mmdebstrap", line),
             )  # fmt: skip
-    except lockfile.UnknownPackage as e:
+    except apt.UnknownPackage as e:
         raise InputError(f"{spec.where(e.field)}: {e}") from None
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(locked.dump())

@@ -126,11 +126,10 @@ def submit(
     as each finishes."""
     _check_broker(broker)
     from baker import recipe
-    from baker.cli.build import _variables
     from baker.farm import payload, queues
     from baker.farm.app import make_app
 
-    variables = dict(_variables(var))
+    variables = recipe.parse_vars(var)
     specs = [recipe.load(f, variables) for f in recipe_files]
     app = make_app(broker)
     sent = []

@@ -11,9 +11,9 @@ import hashlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from baker import lock
 from baker.errors import InputError
-from baker.spec import Spec
+from baker.recipe import lock
+from baker.recipe.spec import Spec
 
 MAX_BYTES = 64 * 1024 * 1024  # a job travels through the broker: recipes, not disks
 

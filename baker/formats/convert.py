@@ -85,7 +85,7 @@ def hardware(record: BuildRecord) -> Hardware:
     backend when the recipe is still the one built, else the recipe defaults; EFI firmware
     for an image that boots only under UEFI."""
     from baker import recipe
-    from baker.spec import LibvirtBackend
+    from baker.recipe.spec import LibvirtBackend
 
     efi = record.image.boot == "uefi"
     recorded = record.backend

@@ -13,15 +13,16 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from baker import lock
 from baker.cache import Cache
 from baker.edge import tools
 from baker.errors import BuildError
 from baker.hashing import sha256_file
-from baker.lock import UnknownPackage
-from baker.spec import Base
+from baker.image import apt
+from baker.image.apt import UnknownPackage
+from baker.recipe import lock
+from baker.recipe.spec import Base
 
-# UnknownPackage is raised here (and by lock.resolve), and defined with the lock's apt words.
+# UnknownPackage is raised here (and by apt.resolve), where apt's words for it are known.
 __all__ = ["UnknownPackage", "build", "config", "mmdebstrap_argv", "sources", "wanted"]
 
 # What every baker image needs to boot on its own and be reached over SSH.
@@ -156,7 +157,7 @@ def build(
         on_line(f"{len(locked.packages)} locked packages, {fetched} fetched, the rest cached")
         repo = workdir / "repo"
         make_repository(locked, cache, repo)
-    watch = lock.AptWatch(on_line)
+    watch = apt.AptWatch(on_line)
     with watch.failing(base):
         tools.run(
             mmdebstrap_argv(base, target, sources(base), locked, repo),
@@ -186,7 +187,7 @@ def mmdebstrap_argv(
     archive `required`), so minbase from it left out apt, gpgv, debian-archive-keyring,
     libapt-pkg6.0 and the rest of apt's dependencies. mmdebstrap's minbase is its essential
     variant with `?priority(required)` added to the one `apt-get install` of the --include
-    list; naming the lock's whole set there instead installs exactly that set: lock.resolve
+    list; naming the lock's whole set there instead installs exactly that set: apt.resolve
     read it from such an install, so it is closed under dependencies, and the repository holds
     one version of each, so apt has nothing left to choose. (An apt-ftparchive override file
     would need the archive's priorities, which the lock does not record.)"""

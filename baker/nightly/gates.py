@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from baker.spec import Nightly
+from baker.recipe.spec import Nightly
 
 
 def check(

@@ -10,7 +10,7 @@ import urllib.request
 
 from baker.errors import BuildError
 from baker.image import debian
-from baker.spec import Base
+from baker.recipe.spec import Base
 
 _LIMIT = 4 * 1024 * 1024  # an InRelease is ~150 KiB; more is not one
 

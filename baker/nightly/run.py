@@ -4,7 +4,7 @@ For each recipe the night decides what determines its image: a committed lock pi
 team pins by hand); an unlocked recipe installs what the mirror serves, so the mirror's
 InRelease digest is compared with the last good night's (baker.nightly.mirror) and, when it
 moved, the build runs without the step cache. Every recipe is then built as its own
-`baker build` (N at a time, baker.cli.parallel); with nothing changed every step comes from
+`baker build` (N at a time, baker.build.parallel); with nothing changed every step comes from
 the step cache and the digest is last night's: "unchanged", in seconds. A changed image is
 compared with the last good one (the drift report) and held to the recipe's regression
 gates; it replaces OUT/NAME only if it passed.
@@ -23,14 +23,15 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from baker import artifact, lock, recipe
-from baker.cli import parallel
+from baker import artifact, recipe
+from baker.build import parallel
 from baker.errors import BakerError, InputError
 from baker.evidence import verify
 from baker.hashing import sha256_file
 from baker.nightly import drift, gates, mirror
 from baker.nightly.history import History
-from baker.spec import Spec
+from baker.recipe import lock
+from baker.recipe.spec import Spec
 
 
 @dataclass

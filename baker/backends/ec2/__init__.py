@@ -29,7 +29,7 @@ from baker.backends.ec2.base import Ami, BaseAmi, Log, quiet, resolve_base
 from baker.backends.ec2.machine import Ec2Machine
 from baker.edge.aws import Aws, AwsError, api, gone
 from baker.edge.ssh import BuildKeys
-from baker.spec import Ec2Backend
+from baker.recipe.spec import Ec2Backend
 
 __all__ = ["Ami", "BaseAmi", "Ec2", "Ec2Machine", "resolve_base"]
 

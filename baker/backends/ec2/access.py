@@ -21,7 +21,7 @@ from baker.edge import ssh
 from baker.edge.aws import POLL_S
 from baker.edge.ssh import Endpoint
 from baker.errors import BuildError
-from baker.spec import Ec2Backend
+from baker.recipe.spec import Ec2Backend
 
 CHECKIP_URL = "https://checkip.amazonaws.com"  # AWS's own what-is-my-address service
 ACCESS_DIR = "/run/baker-ec2"  # a tmpfs: the build's root key never reaches the image

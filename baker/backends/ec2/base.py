@@ -11,7 +11,7 @@ from typing import Any
 from baker.ami.ebs import SnapshotDigest
 from baker.edge.aws import Aws, AwsError, api
 from baker.errors import InputError
-from baker.spec import Ec2Backend
+from baker.recipe.spec import Ec2Backend
 
 Log = Callable[[str], None]
 

@@ -15,7 +15,7 @@ from baker.edge import ssh
 from baker.edge.aws import Aws
 from baker.edge.ssh import BuildKeys
 from baker.errors import BuildError
-from baker.spec import Ec2Backend
+from baker.recipe.spec import Ec2Backend
 
 ANALYZE_TIMEOUT_S = 300
 # systemd-analyze answers only once the boot transaction is complete.

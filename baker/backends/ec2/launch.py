@@ -11,7 +11,7 @@ from baker.backends.ec2.base import BaseAmi
 from baker.edge.aws import AwsError, api, tag_spec
 from baker.edge.ssh import Endpoint
 from baker.errors import BuildError, InputError
-from baker.spec import Ec2Backend
+from baker.recipe.spec import Ec2Backend
 
 
 def import_key_pair(ec2: Any, label: BuildLabel, public_key: str) -> None:

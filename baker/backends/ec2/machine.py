@@ -50,7 +50,7 @@ from baker.edge.aws import (
 from baker.edge.guest import SshGuest
 from baker.edge.ssh import BuildKeys, Endpoint
 from baker.errors import BakerError, BuildError
-from baker.spec import Ec2Backend
+from baker.recipe.spec import Ec2Backend
 
 ROOT_SCRIPT_TIMEOUT_S = 120  # granting or revoking access: a file or two and an sshd reload
 

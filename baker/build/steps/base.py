@@ -14,7 +14,7 @@ from baker.edge import tools
 from baker.errors import InputError
 from baker.hashing import code_digest, content_key
 from baker.image import debian
-from baker.lock import UnknownPackage
+from baker.image.apt import UnknownPackage
 
 ROOT_TAR = "root.tar"
 

@@ -15,7 +15,7 @@ from baker.build.steps.measure import RUNS_FILE, budget_for, median, parse_start
 from baker.cache import Entry
 from baker.errors import BuildError
 from baker.hashing import code_digest, content_key
-from baker.spec import PerAccel
+from baker.recipe.spec import PerAccel
 
 METHOD = (
     "one instance launched from the image per run, with a throwaway key pair for the login "

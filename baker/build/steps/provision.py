@@ -16,7 +16,7 @@ from baker.edge.ssh import ConnectionLost
 from baker.errors import BuildError
 from baker.hashing import content_key
 from baker.progress import Reporter
-from baker.spec import ShellFile, ShellInline, Spec
+from baker.recipe.spec import ShellFile, ShellInline, Spec
 
 STAGING = "/run/baker/steps"  # a tmpfs: nothing a step uploads for itself reaches the image
 

@@ -20,7 +20,7 @@ from baker.edge import tools
 from baker.errors import BuildError
 from baker.hashing import content_key
 from baker.progress import Reporter
-from baker.spec import Spec
+from baker.recipe.spec import Spec
 
 TIMEOUT_S = 1800
 PLUGIN = "baker.build.steps.testinfra_plugin"

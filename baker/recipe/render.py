@@ -23,9 +23,9 @@ import jinja2
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from baker.bounded import decode, read_limited
 from baker.errors import InputError
-from baker.recipe_errors import shown
+from baker.recipe.bounded import decode, read_limited
+from baker.recipe.messages import shown
 
 # A real recipe is a few kilobytes and renders in milliseconds: each bound is far above that
 # and far below harm.

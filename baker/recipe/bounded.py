@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from baker.errors import InputError
-from baker.recipe_errors import field_name, yaml_problem
+from baker.recipe.messages import field_name, yaml_problem
 
 MAX_NODES = 20_000  # a recipe's YAML nodes, an alias counting as all it stands for
 MAX_DEPTH = 64  # nested collections: a recipe has about 5

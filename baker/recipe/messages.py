@@ -21,7 +21,7 @@ import pydantic
 import yaml
 
 from baker.errors import InputError
-from baker.spec import (
+from baker.recipe.spec import (
     AmiFilter,
     Base,
     Ec2Backend,

@@ -19,13 +19,13 @@ import jinja2
 import pydantic
 import yaml
 
-from baker import recipe_render
-from baker.bounded import decode, parse_yaml, read_limited
 from baker.errors import InputError
 from baker.hashing import sha256_file
-from baker.recipe_errors import PATTERN_HINTS, field_name, line_of, shown, validation_error
-from baker.recipe_render import MAX_RECIPE_BYTES, Outside, RenderLimit, inside, render
-from baker.spec import FileUpload, Recipe, ShellFile, Spec, VarValue
+from baker.recipe import render as recipe_render
+from baker.recipe.bounded import decode, parse_yaml, read_limited
+from baker.recipe.messages import PATTERN_HINTS, field_name, line_of, shown, validation_error
+from baker.recipe.render import MAX_RECIPE_BYTES, Outside, RenderLimit, inside, render
+from baker.recipe.spec import FileUpload, Recipe, ShellFile, Spec, VarValue
 
 # PATTERN_HINTS lives with the other words for mistakes in recipe_errors, and is named here
 # too, where spec.py's docstrings and the tests look for it; InputError, for callers that
@@ -69,6 +69,11 @@ def parse_var(arg: str) -> tuple[str, str]:
     if not sep or not key.isidentifier():
         raise InputError(f"--var {arg!r}: expected KEY=VALUE with KEY a plain name.")
     return key, value
+
+
+def parse_vars(args: list[str] | None) -> dict[str, str]:
+    """Every `--var KEY=VALUE` given, the last one winning for a key given twice."""
+    return dict(parse_var(a) for a in args or [])
 
 
 def project_root(recipe: Path, root: Path | None = None) -> Path:
