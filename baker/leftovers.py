@@ -1,4 +1,5 @@
-"""What a build leaves while it runs, and what `baker clean` may take away.
+"""What a build leaves while it runs, and what `baker clean` may take away: work directories
+(where they go, `work_root`; one for a build, `workdir`) and the records that say whose they are.
 
 Every work directory holds `owner.json`, and every libvirt domain the same record in its
 metadata: the process that made it (pid, its start time, the boot it ran in), so a later
@@ -8,12 +9,16 @@ on purpose with `--on-error keep`). Only things whose owner is provably gone are
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from baker.edge import mounts
 
 OWNER_FILE = "owner.json"
 
@@ -100,3 +105,29 @@ def stale_work_dirs(root: Path) -> list[Leftover]:
 
 def _remover(path: Path) -> Callable[[], None]:
     return lambda: shutil.rmtree(path, ignore_errors=True)
+
+
+def work_root(root: Path | None = None) -> Path:
+    """Where work directories go: `root`, $BAKER_WORK_DIR, or /var/tmp."""
+    return root or Path(os.environ.get("BAKER_WORK_DIR", "/var/tmp"))
+
+
+@contextlib.contextmanager
+def workdir(root: Path | None) -> Iterator[Path]:
+    """A throwaway work directory, removed on the way out unless the build kept it (its
+    owner.json says so: `--on-error keep`); `baker clean` removes it then."""
+    base = work_root(root)
+    base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="baker-", dir=base))
+    # libvirt runs qemu as its own user: it must traverse to the overlay it is given.
+    path.chmod(0o711)
+    write_owner(path, Owner.me())
+    try:
+        yield path
+    finally:
+        owner = read_owner(path)
+        if owner is None or not owner.kept:
+            # A step's own cleanup unmounts what it mounted; this catches a mount a stop
+            # signal cut off half-way, which rmtree would otherwise reach into.
+            mounts.release_under(path)
+            shutil.rmtree(path, ignore_errors=True)

@@ -15,13 +15,13 @@ import concurrent.futures
 import contextlib
 import hashlib
 import math
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from baker import leftovers
 from baker.edge import tools
 from baker.edge.aws import api, tags
 from baker.errors import BuildError
@@ -39,7 +39,7 @@ TAG_RAW = "baker:raw-digest"  # on an AMI: the sha256 of the raw volume its root
 def raw_copy(image: Path, work_root: Path | None) -> Iterator[Path]:
     """The qcow2 `image` as a raw disk in a temporary directory (sparse; removed afterwards)
     under `work_root`, else $BAKER_WORK_DIR, else /var/tmp."""
-    root = work_root or Path(os.environ.get("BAKER_WORK_DIR", "/var/tmp"))
+    root = leftovers.work_root(work_root)
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="baker-publish-", dir=root) as tmp:
         raw = Path(tmp) / "image.raw"

@@ -3,18 +3,12 @@ throwaway work directory it runs in."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from baker import leftovers
 from baker.cache import Cache
-from baker.edge import mounts
 
 
 @dataclass(frozen=True)
@@ -46,32 +40,6 @@ class Failure:
 class Result:
     digest: str  # sha256:<hex> of the image, or an EC2 build's ec2:REGION:AMI-ID
     artifact: Path
-
-
-def work_root(root: Path | None = None) -> Path:
-    """Where work directories go: `root`, $BAKER_WORK_DIR, or /var/tmp."""
-    return root or Path(os.environ.get("BAKER_WORK_DIR", "/var/tmp"))
-
-
-@contextlib.contextmanager
-def workdir(root: Path | None) -> Iterator[Path]:
-    """A throwaway work directory, removed on the way out unless the build kept it (its
-    owner.json says so: `--on-error keep`); `baker clean` removes it then."""
-    base = work_root(root)
-    base.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="baker-", dir=base))
-    # libvirt runs qemu as its own user: it must traverse to the overlay it is given.
-    path.chmod(0o711)
-    leftovers.write_owner(path, leftovers.Owner.me())
-    try:
-        yield path
-    finally:
-        owner = leftovers.read_owner(path)
-        if owner is None or not owner.kept:
-            # A step's own cleanup unmounts what it mounted; this catches a mount a stop
-            # signal cut off half-way, which rmtree would otherwise reach into.
-            mounts.release_under(path)
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def display_path(path: Path) -> str:

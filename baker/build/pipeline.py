@@ -21,7 +21,7 @@ from baker.backends import open_backend
 from baker.backends.accel import Accel, choose
 from baker.backends.base import Backend, BuildLabel
 from baker.build import runner
-from baker.build.options import Options, Result, display_path, workdir
+from baker.build.options import Options, Result, display_path
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context
 from baker.build.steps.attest import Attest
@@ -40,6 +40,7 @@ from baker.build.steps.verify import Verify
 from baker.errors import InputError
 from baker.evidence import signing
 from baker.image import debian
+from baker.leftovers import workdir
 from baker.progress import Reporter
 from baker.recipe import lock
 from baker.recipe.spec import Spec

@@ -3,7 +3,6 @@ fresh work directory and without earlier step outputs, and compare the image dig
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from baker.build.options import Options
 from baker.build.pipeline import build
 from baker.cache import Cache
 from baker.errors import InputError
+from baker.leftovers import work_root
 from baker.progress import Reporter
 
 
@@ -59,9 +59,7 @@ def check(
     changed = f"sha256:{spec.digest}" != record.recipe.digest
     if changed:
         reporter.info(f"{recipe_file} changed since the build (its digest differs)")
-    scratch = Path(
-        tempfile.mkdtemp(prefix="baker-rebuild-", dir=os.environ.get("BAKER_WORK_DIR", "/var/tmp"))
-    )
+    scratch = Path(tempfile.mkdtemp(prefix="baker-rebuild-", dir=work_root()))
     try:
         scratch.chmod(0o711)
         opts = Options(

@@ -147,9 +147,9 @@ def lock(
 ) -> None:
     """Resolve the base's full package set to exact versions and .deb hashes, into
     RECIPE's .lock beside it, and fetch those files into the package cache."""
-    from baker.build.options import workdir
     from baker.cache import Cache
     from baker.image import apt, debian
+    from baker.leftovers import workdir
     from baker.recipe import lock as lockfile
 
     spec = recipe.load(recipe_file, recipe.parse_vars(var), root)

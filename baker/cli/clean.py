@@ -23,8 +23,7 @@ def clean(
     """Stop and remove baker's libvirt domains and work directories whose build process is
     gone; a running build's are never touched."""
     from baker.backends.libvirt import stale_domains
-    from baker.build.options import work_root
-    from baker.leftovers import stale_work_dirs
+    from baker.leftovers import stale_work_dirs, work_root
 
     found, trouble = [], None
     try:

@@ -57,10 +57,9 @@ def worker(
         raise InputError(f"--artifacts {artifacts}: no such directory.")
     from baker.backends.accel import choose
     from baker.backends.libvirt import stale_domains
-    from baker.build.options import work_root
     from baker.farm.app import make_app
     from baker.farm.queues import for_host
-    from baker.leftovers import stale_work_dirs
+    from baker.leftovers import stale_work_dirs, work_root
 
     rep = reporter()
     try:

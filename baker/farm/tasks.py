@@ -45,7 +45,7 @@ def build(self: Any, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _build(job: dict[str, Any], hostname: str) -> dict[str, Any]:
-    work = Path(os.environ.get("BAKER_WORK_DIR", "/var/tmp"))
+    work = leftovers.work_root()
     with tempfile.TemporaryDirectory(prefix="baker-job-", dir=work) as tmp:
         # Provably this process's: a worker that restarts after this one was killed removes it.
         leftovers.write_owner(Path(tmp), leftovers.Owner.me())
