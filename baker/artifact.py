@@ -120,7 +120,7 @@ class BuildRecord(_Part):
     image: ImageRecord = ImageRecord()
     boot_budget_s: float | dict[str, float] | None = None
     tools: dict[str, str] = {}
-    ec2: dict[str, Any] | None = None
+    ec2: dict[str, Any] | None = None  # an EC2 build machine: region, instance, host key
     # What was removed on the build machine itself before a cloud made its image of it.
     generalized: dict[str, Any] | None = None
     started: str | None = None
@@ -128,6 +128,51 @@ class BuildRecord(_Part):
 
     def dump(self) -> bytes:
         return dump_json(self.model_dump(mode="json", exclude_none=True))
+
+
+# --- boot.json ---------------------------------------------------------------------------------
+
+
+class BootRun(_Part):
+    """One measured boot. A cloud's runs also carry its own figures and ids (extra fields:
+    running_to_ssh_s, instance_type, instance_id)."""
+
+    time_to_ssh_s: float
+    time_to_first_output_s: float | None = None
+    kernel_s: float | None = None
+    initrd_s: float | None = None
+    userspace_s: float | None = None
+    slowest_units: list[dict[str, Any]] | None = None  # the first boot of each firmware's
+
+
+class Medians(_Part):
+    runs: int
+    time_to_ssh_s: float | None = None
+    time_to_first_output_s: float | None = None
+    kernel_s: float | None = None
+    initrd_s: float | None = None
+    userspace_s: float | None = None
+
+
+class FirmwareBoots(Medians):
+    within_budget: bool | None = None
+    each_run: list[BootRun] = []
+
+
+class BootRecord(Medians):
+    """boot.json: the published image's measured boots, per firmware; the top-level figures
+    are the first firmware's (the one the image is launched with most)."""
+
+    image: str  # the digest the evidence names
+    accel: str  # kvm, tcg, or a cloud (ec2)
+    budget_s: float | None = None
+    within_budget: bool | None = None
+    each_run: list[BootRun] = []
+    firmware: dict[str, FirmwareBoots] = {}
+    method: str = ""
+
+    def dump(self) -> bytes:
+        return dump_json(self.model_dump(mode="json"))
 
 
 def read_record(directory: Path) -> BuildRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import errno
 import functools
 import hashlib
@@ -14,7 +15,9 @@ from typing import Any
 _CHUNK = 1 << 20
 _ZEROS = bytes(_CHUNK)
 BAKER_DIR = Path(__file__).resolve().parent
-TEMPLATES_DIR = BAKER_DIR.parent / "templates"
+# Where code_digest reads baker's code: the tree this module came from (a test points it at a
+# copy it edits).
+CODE_ROOT = BAKER_DIR.parent
 
 
 def sha256_file(path: Path, on_chunk: Callable[[bytes], None] | None = None) -> str:
@@ -74,20 +77,96 @@ def content_key(step: str, config: Any, previous: str | None = None) -> str:
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
+# Modules that run a build but decide nothing of what a step makes: a step's code digest
+# does not follow imports into them (an edit to the progress display rebuilds nothing).
+PLUMBING = frozenset(
+    {
+        "baker.build.options",
+        "baker.build.runner",
+        "baker.build.state",
+        "baker.cache",
+        "baker.errors",
+        "baker.interrupts",
+        "baker.leftovers",
+        "baker.progress",
+    }
+)
+
+
+def code_digest(*parts: str) -> str:
+    """The hash of the code that decides a step's output: the modules named (dotted, like
+    `baker.image.disk`) with every baker module they import, directly or not, and the data
+    directories and files named (paths under the repository, like `baker/guest`). Part of the
+    step's key, so a changed implementation never reuses an output of the old one (mkosi
+    keys its cache the same way), while an edit elsewhere (the CLI, the registry client)
+    leaves it be."""
+    return _code_digest(tuple(sorted(set(parts))), CODE_ROOT)
+
+
 @functools.cache
-def code_digest() -> str:
-    """The hash of baker's own code, templates and guest files: part of every step's key, so
-    that a changed step implementation never reuses an output of the old one (mkosi keys its
-    cache the same way). Computed once per process."""
+def _code_digest(parts: tuple[str, ...], root: Path) -> str:
+    files: set[Path] = set()
+    for part in parts:
+        if part.startswith("baker.") or part == "baker":
+            files |= module_closure(part, root)
+        elif (root / part).is_file():
+            files.add(root / part)
+        else:
+            files |= {p for p in (root / part).rglob("*") if p.is_file() and _source(p)}
     h = hashlib.sha256()
-    for root in (BAKER_DIR, TEMPLATES_DIR):
-        files = sorted(
-            p
-            for p in root.rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-        )
-        for f in files:
-            h.update(f"{f.relative_to(root.parent)}".encode() + b"\0")
-            h.update(hashlib.sha256(f.read_bytes()).digest())
-            h.update(b"\1" if os.access(f, os.X_OK) else b"\0")
+    for f in sorted(files):
+        h.update(f"{f.relative_to(root)}".encode() + b"\0")
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+        h.update(b"\1" if os.access(f, os.X_OK) else b"\0")
     return h.hexdigest()
+
+
+def _source(path: Path) -> bool:
+    return "__pycache__" not in path.parts and path.suffix != ".pyc"
+
+
+def module_file(name: str, root: Path) -> Path | None:
+    """The file of baker module `name` under `root`: a module, or a package's __init__."""
+    base = root.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported(name: str, root: Path) -> set[str]:
+    """The baker modules module `name` imports anywhere in its text (at the top, or inside a
+    function), with the packages a dotted import runs on the way."""
+    path = module_file(name, root)
+    if path is None:
+        return set()
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from baker.x import y`: y is a module of its own, or a name in baker.x.
+            names = [node.module]
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for dotted in names:
+            if dotted != "baker" and not dotted.startswith("baker."):
+                continue
+            parts = dotted.split(".")
+            found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    return {m for m in found if m != name and module_file(m, root) is not None}
+
+
+def module_closure(name: str, root: Path = CODE_ROOT) -> set[Path]:
+    """The files of module `name` and of every baker module it imports, transitively, but
+    not through PLUMBING."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        todo += [m for m in imported(current, root) if m not in PLUMBING]
+    return {f for m in seen if (f := module_file(m, root)) is not None}

@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from baker.backends import plainqemu
 from baker.backends.accel import choose
 from baker.build.steps import measure
 from baker.edge import ssh
@@ -87,7 +88,8 @@ def compare(images: list[tuple[Path, str]], runs: int, firmware: list[str], prob
                 for image, label in images:
                     chosen = label.rpartition("/")[2] if probe == "both" else probe
                     ssh.answering = PROBES[chosen]  # type: ignore[assignment]
-                    run = measure.one_run(image, Path(tmp), accel, 300, fw)  # type: ignore[arg-type]
+                    boot = plainqemu.measured_boot(image, Path(tmp), accel, fw, detail=True)  # type: ignore[arg-type]
+                    run = measure.run_record(boot)
                     results.setdefault((label, fw), []).append(run)
                     print(f"run {n + 1}/{runs} {label} ({fw}): SSH after "
                           f"{run['time_to_ssh_s']:.2f} s", flush=True)  # fmt: skip

@@ -216,7 +216,7 @@ def test_build_call_sequence_tags_and_ami_json(aws_env: Proxy, sshd: FakeSshd) -
         {t["Key"]: t["Value"] for t in s["Tags"]}["baker:build"] == run.build.build_id
         for s in snaps
     )
-    record = machine.record()
+    record = machine.record().fields
     assert record["host_key"] == {
         "fingerprint": sshd.host_key.fingerprint,
         "trust": TOFU,
@@ -326,15 +326,15 @@ def test_image_exists(aws_env: Proxy, sshd: FakeSshd) -> None:
     machine = run.start()
     ami = finish(machine)
     machine.destroy()
-    image = CloudImage(REGION, ami["image_id"], ami)
+    image = CloudImage(REGION, ami["image_id"], ami["raw_digest"], ami)
     assert run.backend.image_exists(image)
-    unknown = CloudImage(REGION, "ami-0123456789abcdef0", {})
+    unknown = CloudImage(REGION, "ami-0123456789abcdef0", "sha256:0", {})
     assert not run.backend.image_exists(unknown)
     ec2().deregister_image(ImageId=ami["image_id"])
     assert not run.backend.image_exists(image)
     # Not "gone": an error of another kind is the build's to report.
     with pytest.raises(BakerError, match=r"InvalidAMIID\.Malformed"):
-        run.backend.image_exists(CloudImage(REGION, "nope", {}))
+        run.backend.image_exists(CloudImage(REGION, "nope", "sha256:0", {}))
 
 
 def test_no_credentials_in_logs_errors_or_records(aws_env: Proxy, sshd: FakeSshd) -> None:
@@ -343,7 +343,7 @@ def test_no_credentials_in_logs_errors_or_records(aws_env: Proxy, sshd: FakeSshd
     with pytest.raises(BuildError) as failed:
         finish(machine)
     machine.destroy()
-    seen = "\n".join([*run.logs, str(failed.value), json.dumps(machine.record())])
+    seen = "\n".join([*run.logs, str(failed.value), json.dumps(machine.record().fields)])
     assert ACCESS_KEY not in seen and SECRET_KEY not in seen
     assert ACCESS_KEY not in json.dumps([c.params for c in aws_env.calls])
 

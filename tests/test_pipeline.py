@@ -16,13 +16,13 @@ import pytest
 from rich.console import Console
 
 from baker import recipe
-from baker.artifact import read_record
-from baker.backends.base import BuildLabel, CloudImage
+from baker.artifact import ImageRecord, read_record
+from baker.backends.base import BootPlan, CloudImage
 from baker.backends.fake import FAKE_RAW_DIGEST, FakeBackend
 from baker.build.options import Options
 from baker.build.pipeline import build, steps
-from baker.build.state import BuildState
-from baker.build.steps import cloud_measure
+from baker.build.state import Made
+from baker.build.steps import measure
 from baker.cache import Cache
 from baker.errors import BuildError
 from baker.progress import Reporter
@@ -71,8 +71,8 @@ def _reporter() -> Reporter:
 
 def test_each_backend_kind_gets_its_steps() -> None:
     names = [s.name for s in steps(FakeBackend())]
-    assert names == ["base", "boot", "provision", "verify", "shutdown", "image", "measure",
-                     "attest", "publish"]  # fmt: skip
+    assert names == ["base", "boot", "provision", "verify", "generalize", "shutdown", "image",
+                     "measure", "attest", "publish"]  # fmt: skip
     names = [s.name for s in steps(FakeBackend(hands_back="disk"))]
     assert names == ["base", "boot", "provision", "verify", "shutdown", "capture", "image",
                      "measure", "attest", "publish"]  # fmt: skip
@@ -101,7 +101,7 @@ def test_a_cloud_build_runs_in_order_and_cleans_up(
     record = read_record(result.artifact)
     assert record.pins.base_ami == {"image_id": "fake-base-1"}
     assert record.pins.packages == {"fake-base": "1.0"}
-    assert [s.status for s in record.steps.values()] == ["ran"] * 6
+    assert [s.status for s in record.steps.values()] == ["ran"] * 7
     assert record.generalized and record.generalized["rules"][0] == "etc/ssh/ssh_host_*"
     assert list(Path(tmp_path / "work").iterdir()) == []
 
@@ -118,13 +118,14 @@ def test_a_cloud_image_is_launched_to_measure_its_boot(
     assert boot["accel"] == "fake" and boot["runs"] == 3 and boot["image_id"] == "fake-image-1"
     assert boot["image"] == FAKE_RAW_DIGEST
     assert (boot["time_to_ssh_s"], boot["running_to_ssh_s"], boot["userspace_s"]) == (4, 3.5, 2)
-    # Over budget fails the build; the budget is the recipe's `ec2` entry.
-    state = BuildState(label=BuildLabel.new("x"))
-    state.cloud_image = CloudImage("r", "ami-1", {"raw_digest": FAKE_RAW_DIGEST})
-    runs = [dict(boot["each_run"][0], time_to_ssh_s=t) for t in (50.0, 70.0, 80.0)]
-    assert cloud_measure.record(runs, state, PerAccel(ec2=70), "ec2")["within_budget"] is True
-    with pytest.raises(BuildError, match=r"median time to SSH over 3 launches of ami-1 was 70\.0"):
-        cloud_measure.record(runs, state, PerAccel(ec2=69), "ec2")
+    # Over budget fails the build; the budget is the recipe's entry for the cloud.
+    image = CloudImage("r", "ami-1", FAKE_RAW_DIGEST, {})
+    made = Made(image, image.ref, FAKE_RAW_DIGEST, "ami.json", ImageRecord(), {"image": "x"}, "")
+    plan = BootPlan(accel="ec2", firmware=(("ec2", 3),), method="launches")
+    runs = {"ec2": [dict(boot["each_run"][0], time_to_ssh_s=t) for t in (50.0, 70.0, 80.0)]}
+    assert measure.record(runs, made, plan, PerAccel(ec2=70)).within_budget is True
+    with pytest.raises(BuildError, match=r"median time to SSH over 3 boots on ec2 was 70\.0 s"):
+        measure.record(runs, made, plan, PerAccel(ec2=69))
 
 
 @pytest.mark.parametrize(
@@ -175,7 +176,7 @@ def test_an_unchanged_cloud_build_reuses_its_image_while_it_exists(
     record = read_record(again.artifact)
     assert {n: s.status for n, s in record.steps.items()} == {
         "base": "ran", "boot": "skipped", "provision": "skipped", "verify": "skipped",
-        "shutdown": "skipped", "image": "reused",
+        "generalize": "skipped", "shutdown": "skipped", "image": "reused",
     }  # fmt: skip
     assert record.tests.tests == 1
     # Gone from the cloud: built again.

@@ -1,25 +1,3 @@
 """Backends: where build machines run. The interface is in baker.backends.base; libvirt
-(local or remote URI), EC2 and a fake for the unit tests implement it, and plainqemu boots a
-published image the plain way to check and measure it."""
-
-from __future__ import annotations
-
-from collections.abc import Callable
-
-from baker.backends.accel import Accel
-from baker.backends.base import Backend
-from baker.recipe.spec import Ec2Backend, LibvirtBackend
-
-
-def open_backend(
-    config: LibvirtBackend | Ec2Backend, accel: Accel, log: Callable[[str], None]
-) -> Backend:
-    """The backend a recipe names. Imported here, not at the top: each pulls in its own
-    client library (libvirt-python, boto3)."""
-    if isinstance(config, Ec2Backend):
-        from baker.backends.ec2 import Ec2
-
-        return Ec2(config, log=log)
-    from baker.backends.libvirt import Libvirt
-
-    return Libvirt(config, accel, log)
+(local or remote URI), EC2 and a fake for the unit tests implement it (factory.open_backend picks
+the recipe's), and plainqemu boots a published image the plain way to check and measure it."""

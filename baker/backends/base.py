@@ -2,8 +2,9 @@
 
 A backend starts a throwaway machine from a base, gives a root session on it (a Guest) and a
 target for the tests, stops it cleanly, and hands back what it made: a disk to capture, or a
-cloud image. libvirt, EC2 and a fake for the unit tests implement it (Packer's Driver
-interface, with its fake, is the model).
+cloud image. It boots the published image to measure it, and says what it adds to build.json.
+libvirt, EC2 and a fake for the unit tests implement it (Packer's Driver interface, with its
+fake, is the model); a cloud backend also resolves its base image (CloudBackend).
 
 What a backend starts from and what it hands back are declared up front, so the pipeline can
 assemble its steps, and the runner plan its cache look-ups, before anything runs.
@@ -70,10 +71,12 @@ class DiskImage:
 
 @dataclass(frozen=True)
 class CloudImage:
-    """An image a cloud made of a stopped machine: what ami.json holds."""
+    """An image a cloud made of a stopped machine: what ami.json holds (`record`), and the
+    digest of the raw volume it holds, read back from the cloud."""
 
     region: str
     image_id: str
+    raw_digest: str  # sha256:<hex> of the raw root volume
     record: dict[str, Any]
     cloud: str = "ec2"
 
@@ -81,6 +84,14 @@ class CloudImage:
     def ref(self) -> str:
         """The build's result line (`baker build` prints it last): ec2:REGION:AMI-ID."""
         return f"{self.cloud}:{self.region}:{self.image_id}"
+
+
+@dataclass(frozen=True)
+class MachineRecord:
+    """What build.json keeps of a build machine: fields only its backend knows (an EC2
+    instance's id, type and host key), placed in build.json by `Backend.record_fields`."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -132,8 +143,8 @@ class Machine(Protocol):
         """What the stopped machine made."""
         ...
 
-    def record(self) -> dict[str, Any]:
-        """What build.json records of the machine."""
+    def record(self) -> MachineRecord:
+        """What build.json keeps of the machine (see Backend.record_fields)."""
         ...
 
     def destroy(self) -> None:
@@ -141,7 +152,34 @@ class Machine(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class BootPlan:
+    """How a backend measures a published image's boot: `accel` is what boot.json names the
+    place it ran (kvm, tcg, or a cloud: ec2), `firmware` each boot path with its number of
+    boots, in the order they run (the first is the image's main path)."""
+
+    accel: str
+    firmware: tuple[tuple[str, int], ...]
+    method: str  # how it was measured, in words, for boot.json
+    key: dict[str, Any] = field(default_factory=dict)  # what else can change the figures
+    labels: dict[str, str] = field(default_factory=dict)  # boot.json's words on where it ran
+
+
+@dataclass(frozen=True)
+class MeasuredBoot:
+    """One boot of a published image, timed by the host's monotonic clock."""
+
+    to_ssh_s: float  # from the start (a launch request, qemu's start) to the first SSH command
+    startup: str  # `systemd-analyze time` as the booted machine printed it
+    first_output_s: float | None = None  # to the first console output, where it can be seen
+    blame: str | None = None  # `systemd-analyze blame`, when asked for
+    extra: dict[str, Any] = field(default_factory=dict)  # the backend's own figures and ids
+
+
 class Backend(Protocol):
+    """Where build machines run. `starts_from` and `hands_back` say what it needs and makes,
+    so that baker.build.pipeline.steps() can put its steps together before anything runs."""
+
     kind: str
     starts_from: StartsFrom
     hands_back: HandsBack
@@ -150,36 +188,44 @@ class Backend(Protocol):
         """What of the backend's settings can change the image (for the boot step's key)."""
         ...
 
-    def resolve_base(self) -> CloudBase:
-        """The cloud base image to start from (backends that start from "cloud")."""
-        ...
-
     def start(
         self, base: BaseDisk | CloudBase, keys: BuildKeys, workdir: Path, label: BuildLabel
     ) -> Machine:
         """Start a machine; on failure, whatever was made for it is gone before the error."""
         ...
 
-    def image_exists(self, image: CloudImage) -> bool:
-        """Whether a cloud image from the step cache is still there to be reused."""
+    def boot_plan(self, boot: str, runs: int) -> BootPlan:
+        """How the published image's boot is measured: `boot` is the recipe's boot mode
+        (bios, uefi, hybrid), `runs` its boot_runs."""
+        ...
+
+    def boot_image(
+        self,
+        image: DiskImage | CloudImage,
+        firmware: str,
+        workdir: Path,
+        label: BuildLabel,
+        detail: bool,
+    ) -> MeasuredBoot:
+        """Boot the published `image` once, fresh, the way a user launches it, under
+        `firmware` (one of the plan's), time it to SSH, read its startup times (with
+        `detail`, also the slowest units) and remove all of it again, on every path."""
+        ...
+
+    def record_fields(self, machine: MachineRecord | None) -> dict[str, Any]:
+        """The fields this backend adds to build.json (BuildRecord's), from what the build
+        machine recorded (None when the image came from the step cache without it)."""
         ...
 
 
-@dataclass(frozen=True)
-class CloudBoot:
-    """One boot of a cloud image, timed by the host's monotonic clock."""
-
-    to_ssh_s: float  # from the launch request to the first SSH command
-    running_to_ssh_s: float  # from the instance seen running to the first SSH command
-    startup: str  # `systemd-analyze time` as the booted machine printed it
-    machine: dict[str, Any]  # what it ran on (instance type, id)
-
-
 @runtime_checkable
-class BootsImages(Protocol):
-    """A cloud backend that can launch what it made, once, to time its boot."""
+class CloudBackend(Backend, Protocol):
+    """A backend that starts from a cloud's own base image and hands back a cloud image."""
 
-    def boot_image(self, image: CloudImage, label: BuildLabel) -> CloudBoot:
-        """Launch `image` with a throwaway login, time it to SSH, read its startup times and
-        remove all of it again (on every path)."""
+    def resolve_base(self) -> CloudBase:
+        """The cloud base image to start from."""
+        ...
+
+    def image_exists(self, image: CloudImage) -> bool:
+        """Whether a cloud image from the step cache is still there to be reused."""
         ...

@@ -14,16 +14,18 @@ import io
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from baker.backends.base import (
     BaseDisk,
+    BootPlan,
     BuildLabel,
     CloudBase,
-    CloudBoot,
     CloudImage,
     DiskImage,
     HandsBack,
+    MachineRecord,
+    MeasuredBoot,
     OnLine,
     StartsFrom,
 )
@@ -32,7 +34,7 @@ from baker.errors import BuildError
 from baker.image import disk
 
 # Enough of a dpkg database for the package list and the SBOMs.
-DPKG_STATUS = b"""Package: fake-base
+FAKE_DPKG_STATUS = b"""Package: fake-base
 Status: install ok installed
 Version: 1.0
 Architecture: amd64
@@ -76,7 +78,7 @@ class FakeGuest:
 
     def read(self, remote: str) -> bytes:
         if remote == "/var/lib/dpkg/status":
-            return DPKG_STATUS
+            return FAKE_DPKG_STATUS
         if remote.endswith("copyrights.tar"):
             out = io.BytesIO()
             with tarfile.open(fileobj=out, mode="w") as tar:
@@ -130,13 +132,13 @@ class FakeMachine:
             image_id = f"fake-image-{self.backend.made}"
             self.backend.images.add(image_id)
             record = {"image_id": image_id, "raw_digest": FAKE_RAW_DIGEST}
-            return CloudImage("fake-region", image_id, record, "fake")
+            return CloudImage("fake-region", image_id, FAKE_RAW_DIGEST, record, "fake")
         return DiskImage(self._disk())
 
     def _disk(self) -> Path:
         tree = self.workdir / "fake-root.tar"
         with tarfile.open(tree, "w") as tar:
-            _add(tar, "var/lib/dpkg/status", DPKG_STATUS)
+            _add(tar, "var/lib/dpkg/status", FAKE_DPKG_STATUS)
             for i, data in enumerate(self.done):
                 _add(tar, f"etc/fake/{i:02d}", data)
         raw = self.workdir / "fake-disk.raw"
@@ -144,8 +146,8 @@ class FakeMachine:
         tree.unlink()
         return raw
 
-    def record(self) -> dict[str, Any]:
-        return {"fake": self.name}
+    def record(self) -> MachineRecord:
+        return MachineRecord({"fake": self.name})
 
     def destroy(self) -> None:
         if not self.destroyed:
@@ -195,9 +197,37 @@ class FakeBackend:
     def image_exists(self, image: CloudImage) -> bool:
         return image.image_id in self.images
 
-    def boot_image(self, image: CloudImage, label: BuildLabel) -> CloudBoot:
-        self.journal.append(f"boot {image.image_id}")
+    def boot_plan(self, boot: str, runs: int) -> BootPlan:
+        return BootPlan(
+            accel="fake",
+            firmware=(("fake", runs),),
+            method="no boot at all",
+            labels={"instance_type": "fake"},
+        )
+
+    def boot_image(
+        self,
+        image: DiskImage | CloudImage,
+        firmware: str,
+        workdir: Path,
+        label: BuildLabel,
+        detail: bool,
+    ) -> MeasuredBoot:
+        self.journal.append(f"boot {image.image_id if isinstance(image, CloudImage) else 'disk'}")
         if self.fail_on == "boot image":
             raise BuildError("the fake image did not boot.")
         startup = "Startup finished in 1.000s (kernel) + 2.000s (userspace) = 3.000s"
-        return CloudBoot(4.0, 3.5, startup, {"instance_type": "fake"})
+        return MeasuredBoot(4.0, startup, extra={"running_to_ssh_s": 3.5, "instance_type": "fake"})
+
+    def record_fields(self, machine: MachineRecord | None) -> dict[str, Any]:
+        return {}
+
+
+if TYPE_CHECKING:
+    from baker.backends.base import CloudBackend, Guest, Machine
+
+    def _conforms(
+        backend: FakeBackend, machine: FakeMachine, guest: FakeGuest
+    ) -> tuple[CloudBackend, Machine, Guest]:
+        """Never called: mypy checks here that the fake implements the interface."""
+        return backend, machine, guest

@@ -16,15 +16,19 @@ from typing import Any
 import jinja2
 import libvirt
 
+from baker.backends import plainqemu
 from baker.backends.accel import Accel
 from baker.backends.base import (
     BaseDisk,
+    BootPlan,
     BuildLabel,
     CloudBase,
     CloudImage,
     DiskImage,
     Guest,
     HandsBack,
+    MachineRecord,
+    MeasuredBoot,
     SshTarget,
     StartsFrom,
 )
@@ -46,6 +50,12 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 # The namespace of the owner record in each domain's metadata (baker.build.leftovers).
 OWNER_NS = "https://baker.invalid/domain/1"
 QEMU_PIDS = Path("/run/libvirt/qemu")
+# The boot paths an image of each boot mode claims, each measured (and held to the budget).
+FIRMWARE: dict[str, tuple[plainqemu.Firmware, ...]] = {
+    "bios": ("bios",),
+    "hybrid": ("bios", "uefi"),
+    "uefi": ("uefi",),
+}
 
 
 def _silence_libvirt(_ctx: object, _err: object) -> None:
@@ -248,8 +258,8 @@ class LibvirtMachine:
     def hand_back(self) -> DiskImage:
         return DiskImage(self.overlay)
 
-    def record(self) -> dict[str, Any]:
-        return {"domain": self.name}
+    def record(self) -> MachineRecord:
+        return MachineRecord({"domain": self.name})
 
     def destroy(self) -> None:
         with contextlib.suppress(libvirt.libvirtError):
@@ -280,11 +290,36 @@ class Libvirt:
         # The virtual hardware the provisioners run on; not where or how fast.
         return {"type": "libvirt", "memory_mib": self.config.memory_mib, "cpus": self.config.cpus}
 
-    def resolve_base(self) -> CloudBase:
-        raise NotImplementedError("libvirt machines start from a local disk")
+    def record_fields(self, machine: MachineRecord | None) -> dict[str, Any]:
+        # The accelerator the image was built under; the domain was throwaway.
+        return {"accel": self.accel}
 
-    def image_exists(self, image: CloudImage) -> bool:
-        return False
+    def boot_plan(self, boot: str, runs: int) -> BootPlan:
+        return BootPlan(
+            accel=self.accel,
+            firmware=tuple((firmware, runs) for firmware in FIRMWARE[boot]),
+            method=plainqemu.METHOD,
+            key={"tools": tools.versions("qemu", "ovmf")},
+        )
+
+    def boot_image(
+        self,
+        image: DiskImage | CloudImage,
+        firmware: str,
+        workdir: Path,
+        label: BuildLabel,
+        detail: bool,
+    ) -> MeasuredBoot:
+        """A published image boots as a user's hypervisor starts it: plain qemu, the disk
+        and nothing else (baker.backends.plainqemu), on the build machine's virtual
+        hardware."""
+        if not isinstance(image, DiskImage) or firmware not in ("bios", "uefi"):
+            raise TypeError(f"libvirt boots a disk under bios or uefi, not {image!r} {firmware}")
+        path: plainqemu.Firmware = "bios" if firmware == "bios" else "uefi"
+        return plainqemu.measured_boot(
+            image.path, workdir, self.accel, path, detail,
+            memory_mib=self.config.memory_mib, cpus=self.config.cpus,
+        )  # fmt: skip
 
     def start(
         self, base: BaseDisk | CloudBase, keys: BuildKeys, workdir: Path, label: BuildLabel

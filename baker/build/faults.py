@@ -20,12 +20,14 @@ _NEARLY_FULL = 64 << 20
 _NO_SPACE = ("No space left on device", "Wrote only", "Disk quota exceeded", "ENOSPC")
 
 
-def explain(error: BaseException, ctx: Context, state: BuildState, step: str) -> BaseException:
-    """`error` as the one sentence that tells what happened, or `error` itself."""
+def explain(
+    error: BaseException, ctx: Context, state: BuildState, step: str, uses_machine: bool
+) -> BaseException:
+    """`error` as the one sentence that tells what happened, or `error` itself. A step that
+    `uses_machine` may have failed because the machine stopped or its sshd went away."""
     if _out_of_space(error) and (full := _full_disk(ctx, step)) is not None:
         return full
     machine = state.machine
-    uses_machine = step in ("provision", "verify")
     if uses_machine and machine is not None and isinstance(error, BakerError):
         try:
             alive = _still_alive(machine, settle_s=5 if isinstance(error, ConnectionLost) else 0)

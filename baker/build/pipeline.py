@@ -17,26 +17,26 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from baker import artifact
-from baker.backends import open_backend
 from baker.backends.accel import Accel, choose
 from baker.backends.base import Backend, BuildLabel
+from baker.backends.factory import open_backend
 from baker.build import runner
 from baker.build.options import Options, Result, display_path
 from baker.build.runner import Step
-from baker.build.state import BuildState, Context
+from baker.build.state import BuildState, Context, need
 from baker.build.steps.attest import Attest
 from baker.build.steps.base import CloudBaseImage, DebianBase
 from baker.build.steps.boot import Boot
 from baker.build.steps.capture import Capture
-from baker.build.steps.cloud_image import CloudImage
-from baker.build.steps.cloud_measure import CloudMeasure
-from baker.build.steps.disk import BaseDisk
+from baker.build.steps.cloud_image import MakeCloudImage
+from baker.build.steps.disk import Disk
+from baker.build.steps.generalize import GeneralizeInGuest
 from baker.build.steps.image import Image
 from baker.build.steps.measure import Measure
 from baker.build.steps.provision import Provision
 from baker.build.steps.publish import Publish
 from baker.build.steps.shutdown import Shutdown
-from baker.build.steps.verify import Verify
+from baker.build.steps.tests import Verify
 from baker.errors import InputError
 from baker.evidence import signing
 from baker.image import debian
@@ -47,17 +47,22 @@ from baker.recipe.spec import Spec
 
 
 def steps(backend: Backend, measure: bool = True) -> list[Step]:
-    """The steps of a build on `backend`, in the order they run."""
+    """The steps of a build on `backend`, in the order they run: the one place they are put
+    together, from what the backend starts from and hands back (Packer's builders each
+    have their step list the same way)."""
     if backend.starts_from == "debian":
-        start: list[Step] = [DebianBase(), BaseDisk()]
+        start: list[Step] = [DebianBase(), Disk()]
     else:
         start = [CloudBaseImage()]
-    machine: list[Step] = [Boot(), Provision(), Verify(), Shutdown()]
     if backend.hands_back == "disk":
-        made: list[Step] = [Capture(), Image(), *([Measure()] if measure else [])]
+        # The disk is captured and generalized off the machine, after it stopped.
+        machine: list[Step] = [Boot(), Provision(), Verify(), Shutdown()]
+        made: list[Step] = [Capture(), Image()]
     else:
-        made = [CloudImage(), *([CloudMeasure()] if measure else [])]
-    return [*start, *machine, *made, Attest(), Publish()]
+        # A cloud images the disk as it is: generalized on the machine, before it stops.
+        machine = [Boot(), Provision(), Verify(), GeneralizeInGuest(), Shutdown()]
+        made = [MakeCloudImage()]
+    return [*start, *machine, *made, *([Measure()] if measure else []), Attest(), Publish()]
 
 
 def step_keys(spec: Spec, backend: Backend | None = None) -> dict[str, str | None]:
@@ -135,5 +140,5 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
             runner.run(steps(backend, opts.measure), ctx, state)
         finally:
             reporter.close()
-    assert state.result is not None and state.artifact is not None
-    return Result(state.result, state.artifact)
+    made = need(state.made, "the image")
+    return Result(made.result, need(state.artifact, "the published artifact"))

@@ -8,9 +8,7 @@ import platform
 
 from baker import __version__
 from baker.artifact import (
-    IMAGE,
     BuildRecord,
-    ImageRecord,
     LockPin,
     Pins,
     RecipeRef,
@@ -18,9 +16,8 @@ from baker.artifact import (
     TestCounts,
 )
 from baker.build.options import display_path
-from baker.build.state import BuildState, Context
+from baker.build.state import BasePin, BuildState, Context, need
 from baker.edge import tools
-from baker.image import debian
 from baker.recipe.spec import PerAccel
 
 
@@ -38,6 +35,8 @@ def tool_versions() -> dict[str, str]:
 def build_record(ctx: Context, state: BuildState) -> BuildRecord:
     spec, recipe = ctx.spec, ctx.spec.recipe
     locked = ctx.locked
+    base = state.base or BasePin()
+    made = need(state.made, "the image")
     pins = Pins(
         lock=(
             LockPin(
@@ -48,23 +47,11 @@ def build_record(ctx: Context, state: BuildState) -> BuildRecord:
         ),
         debs={p.name: f"sha256:{p.sha256}" for p in locked.packages} if locked else {},
         files={rel: f"sha256:{h}" for rel, (_, h) in sorted(spec.files.items())},
-        base=debian.config(recipe.base, locked) if ctx.backend.starts_from == "debian" else None,
-        base_digest=state.base_digest,
-        base_ami=state.cloud_base.pin() if state.cloud_base is not None else None,
+        base=base.config,
+        base_digest=base.digest,
+        base_ami=base.cloud,
         packages={p.name: p.version for p in state.packages},
     )
-    if state.image is not None:
-        image = ImageRecord(
-            file=IMAGE,
-            digest=state.image.digest,
-            raw_digest=state.image.raw_digest,
-            size=state.image.size,
-            virtual_size=recipe.base.disk_size_mib * 1024 * 1024,
-            format="qcow2",
-            boot=recipe.base.boot,
-        )
-    else:
-        image = ImageRecord(ami=state.cloud_image.record if state.cloud_image else None)
     budget = recipe.boot_budget_s
     return BuildRecord(
         baker_version=__version__,
@@ -85,17 +72,17 @@ def build_record(ctx: Context, state: BuildState) -> BuildRecord:
             for name, o in state.outcomes.items()
         },
         timings_s={n: o.seconds for n, o in state.outcomes.items() if o.seconds is not None},
-        accel=ctx.accel if ctx.backend.starts_from == "debian" else None,
         # The virtual hardware it was built and tested on (an OVF export describes it).
         backend=recipe.backend.model_dump(),
         tests=TestCounts(**state.tests.as_dict()) if state.tests else TestCounts(),
-        image=image,
+        image=made.record,
         boot_budget_s=(
             budget.model_dump(exclude_none=True) if isinstance(budget, PerAccel) else budget
         ),
         tools=tool_versions(),
-        ec2=(state.machine_record or None) if ctx.backend.kind == "ec2" else None,
-        generalized=state.generalized,
+        generalized=state.generalized.as_dict() if state.generalized else None,
         started=ctx.started.isoformat(timespec="seconds"),
         finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        # What only the backend knows: the accelerator it built under, a cloud machine's ids.
+        **ctx.backend.record_fields(state.machine_record),
     )

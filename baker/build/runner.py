@@ -22,9 +22,10 @@ from typing import Any, ClassVar
 from baker import interrupts
 from baker.build import faults, keep
 from baker.build.options import Failure
-from baker.build.state import BuildState, Context, Outcome
+from baker.build.state import BuildState, Carried, Context, StepOutcome
 from baker.cache import Entry
 from baker.errors import BakerError
+from baker.hashing import code_digest
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,18 @@ class Step:
     # A failure here may leave the build machine running for a look (--on-error keep|ask),
     # and running the step again on it makes sense.
     keepable: ClassVar[bool] = False
+    # Works on the running build machine: a failure may be the machine's (it stopped).
+    uses_machine: ClassVar[bool] = False
+    # Its cached output stands for the steps before it: the entry carries what they found
+    # (the base, the tests and their results, the packages), restored when it is reused.
+    carries: ClassVar[bool] = False
+    # The code that decides the step's output besides its own module: baker modules (their
+    # imports followed) and data directories (baker.hashing.code_digest).
+    code: ClassVar[tuple[str, ...]] = ()
+
+    def code_digest(self) -> str:
+        """The hash of the step's own module and of `code`: part of its key."""
+        return code_digest(type(self).__module__, *self.code)
 
     def describe(self, ctx: Context) -> str:
         """What the step does, for the progress line."""
@@ -101,7 +114,7 @@ def run(steps: Sequence[Step], ctx: Context, state: BuildState) -> None:
             if key is not None:
                 previous = key
             if i < resume and not step.always:
-                state.outcomes[step.name] = Outcome(key, "skipped", None)
+                state.outcomes[step.name] = StepOutcome(key, "skipped", None)
                 continue
             started = time.monotonic()
             found = entry if i == resume else None
@@ -114,21 +127,31 @@ def run(steps: Sequence[Step], ctx: Context, state: BuildState) -> None:
                         ctx.opts.cache.drop(step.name, key)
                         found = None
             if found is not None:
-                step.load(ctx, state, found)
+                _load(step, ctx, state, found)
                 seconds = round(time.monotonic() - started, 3)
                 report.info(f"reused {step.name} from the cache ({found.key[:12]}, {seconds} s)")
-                state.outcomes[step.name] = Outcome(key, "reused", seconds)
+                state.outcomes[step.name] = StepOutcome(key, "reused", seconds)
                 continue
             with report.step(step.name, step.describe(ctx)):
                 _run_step(step, ctx, state, cleanup)
                 if step.cached and key:
                     saved = step.save(ctx, state)
-                    stored = ctx.opts.cache.store(
-                        step.name, key, saved.files, saved.meta, saved.known
-                    )
+                    files, meta = dict(saved.files), dict(saved.meta)
+                    if step.carries:
+                        meta["carried"], carried = Carried.of(state, ctx.work)
+                        files.update(carried)
+                    stored = ctx.opts.cache.store(step.name, key, files, meta, saved.known)
                     cleanup.callback(stored.release)
-                    step.load(ctx, state, stored)
-            state.outcomes[step.name] = Outcome(key, "ran", round(time.monotonic() - started, 3))
+                    _load(step, ctx, state, stored)
+            state.outcomes[step.name] = StepOutcome(
+                key, "ran", round(time.monotonic() - started, 3)
+            )
+
+
+def _load(step: Step, ctx: Context, state: BuildState, entry: Entry) -> None:
+    if step.carries:
+        Carried.restore(state, entry)
+    step.load(ctx, state, entry)
 
 
 def _run_step(step: Step, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
@@ -139,7 +162,7 @@ def _run_step(step: Step, ctx: Context, state: BuildState, cleanup: contextlib.E
             step.run(ctx, state, cleanup)
             return
         except (BakerError, OSError) as e:
-            error = faults.explain(e, ctx, state, step.name)
+            error = faults.explain(e, ctx, state, step.name, step.uses_machine)
             policy = ctx.opts.on_error
             if not (step.keepable and state.machine is not None) or policy == "abort":
                 raise error from None

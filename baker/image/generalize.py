@@ -141,10 +141,26 @@ def _ere(pattern: str) -> str:
     return "".join(out)
 
 
-def applied() -> dict[str, list[str]]:
-    """What build.json records of a generalization on the machine itself."""
-    return {
-        "commands": list(IN_GUEST),
-        "rules": [r.pattern for r in RULES],
-        "emptied": list(EMPTIED),
-    }
+@dataclass(frozen=True)
+class Generalized:
+    """What build.json records of a generalization on the machine itself: the commands and
+    rules applied, and every path they removed."""
+
+    removed: tuple[str, ...]
+    commands: tuple[str, ...] = IN_GUEST
+    rules: tuple[str, ...] = tuple(r.pattern for r in RULES)
+    emptied: tuple[str, ...] = EMPTIED
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {
+            "commands": list(self.commands),
+            "rules": list(self.rules),
+            "emptied": list(self.emptied),
+            "removed": list(self.removed),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list[str]]) -> Generalized:
+        return cls(
+            tuple(d["removed"]), tuple(d["commands"]), tuple(d["rules"]), tuple(d["emptied"])
+        )

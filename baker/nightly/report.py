@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 
 from baker import artifact
-from baker.hashing import TEMPLATES_DIR
+from baker.hashing import BAKER_DIR
 from baker.nightly import drift
 from baker.nightly.history import History
 from baker.nightly.svg import Point, chart
@@ -23,7 +23,7 @@ from baker.nightly.svg import Point, chart
 
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        loader=jinja2.FileSystemLoader(BAKER_DIR.parent / "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,

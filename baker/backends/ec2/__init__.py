@@ -17,14 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from baker.backends.base import (
     BaseDisk,
+    BootPlan,
     BuildLabel,
     CloudBase,
-    CloudBoot,
     CloudImage,
+    DiskImage,
     HandsBack,
+    MachineRecord,
+    MeasuredBoot,
     StartsFrom,
 )
-from baker.backends.ec2 import boot
+from baker.backends.ec2 import boot as _boot
 from baker.backends.ec2.base import Ami, BaseAmi, Log, quiet, resolve_base
 from baker.backends.ec2.machine import Ec2Machine
 from baker.edge.aws import Aws, AwsError, api, gone
@@ -77,9 +80,31 @@ class Ec2:
             raise
         return machine
 
-    def boot_image(self, image: CloudImage, label: BuildLabel) -> CloudBoot:
+    def boot_plan(self, boot: str, runs: int) -> BootPlan:
+        # An AMI boots the way its boot mode says: one path, launched `runs` times.
+        return BootPlan(
+            accel=self.kind,
+            firmware=((self.kind, runs),),
+            method=_boot.METHOD,
+            key=self.key_config(),
+            labels={"instance_type": self.config.instance_type},
+        )
+
+    def boot_image(
+        self,
+        image: DiskImage | CloudImage,
+        firmware: str,
+        workdir: Path,
+        label: BuildLabel,
+        detail: bool,
+    ) -> MeasuredBoot:
         """One launch of `image`, timed to SSH (baker.backends.ec2.boot)."""
-        return boot.boot_image(self.aws, self.config, image, label, self.log)
+        if not isinstance(image, CloudImage):
+            raise TypeError(f"the ec2 backend boots an AMI, not {image!r}")
+        return _boot.boot_image(self.aws, self.config, image, label, self.log)
+
+    def record_fields(self, machine: MachineRecord | None) -> dict[str, Any]:
+        return {"ec2": machine.fields if machine else None}
 
     def image_exists(self, image: CloudImage) -> bool:
         """Whether `image` is still there, and available, in its region. An image AWS does
@@ -98,11 +123,11 @@ class Ec2:
 
 
 if TYPE_CHECKING:
-    from baker.backends.base import Backend, BootsImages, Guest, Machine
+    from baker.backends.base import CloudBackend, Guest, Machine
     from baker.edge.guest import SshGuest
 
     def _conforms(
         backend: Ec2, machine: Ec2Machine, guest: SshGuest
-    ) -> tuple[Backend, BootsImages, Machine, Guest]:
+    ) -> tuple[CloudBackend, Machine, Guest]:
         """Never called: mypy checks here that the classes implement the interface."""
-        return backend, backend, machine, guest
+        return backend, machine, guest

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 
-from baker.backends.base import BuildLabel, CloudBoot, CloudImage
+from baker.backends.base import BuildLabel, CloudImage, MeasuredBoot
 from baker.backends.ec2.access import last_lines
 from baker.backends.ec2.base import BaseAmi, Log
 from baker.backends.ec2.machine import Ec2Machine
@@ -22,9 +22,17 @@ ANALYZE_TIMEOUT_S = 300
 STARTUP = "systemctl is-system-running --wait >/dev/null || true; systemd-analyze time"
 
 
+METHOD = (
+    "one instance launched from the image per run, with a throwaway key pair for the login "
+    "user; host monotonic clock from the RunInstances call (to_ssh) and from the instance "
+    "seen running by polling (running_to_ssh, within the poll interval) to the first SSH "
+    "command; kernel/initrd/userspace from systemd-analyze time in the instance"
+)
+
+
 def boot_image(
     aws: Aws, config: Ec2Backend, image: CloudImage, label: BuildLabel, log: Log
-) -> CloudBoot:
+) -> MeasuredBoot:
     """Launch `image` once and time it (see the module's docstring)."""
     base = BaseAmi(image.region, image.image_id, str(image.record.get("name", "")), "self", "")
     keys = BuildKeys.generate()  # this boot's only: nothing of it outlives the instance
@@ -41,11 +49,11 @@ def boot_image(
                 f"{image.image_id}): exit {code}: {last_lines(tail)}"
             )
         times = machine.times
-        return CloudBoot(
+        return MeasuredBoot(
             to_ssh_s=round(times["ssh"] - times["launch"], 3),
-            running_to_ssh_s=round(times["ssh"] - times["running"], 3),
             startup="\n".join(lines),
-            machine={
+            extra={
+                "running_to_ssh_s": round(times["ssh"] - times["running"], 3),
                 "instance_type": config.instance_type,
                 "instance_id": machine.made.instance_id,
             },

@@ -8,12 +8,11 @@ from __future__ import annotations
 import shlex
 import time
 from dataclasses import replace
-from typing import Any
 
 import paramiko
 
 from baker.ami.ebs import TAG_RAW, snapshot_digest
-from baker.backends.base import BuildLabel, CloudImage, Guest, SshTarget
+from baker.backends.base import BuildLabel, CloudImage, Guest, MachineRecord, SshTarget
 from baker.backends.ec2.access import (
     HostKey,
     RememberHostKey,
@@ -284,17 +283,19 @@ class Ec2Machine:
         ami = Ami(
             self.config.region, image_id, self.label.name, snapshots, self.base, values, digest
         )
-        return CloudImage(self.config.region, image_id, ami.as_json())
+        return CloudImage(self.config.region, image_id, digest.raw_digest, ami.as_json())
 
-    def record(self) -> dict[str, Any]:
-        """What build.json records of this machine."""
-        return {
-            "region": self.config.region,
-            "instance_type": self.config.instance_type,
-            "instance_id": self.made.instance_id,
-            "base_ami": self.base.pin() if self.base else None,
-            "host_key": self.host_key.as_dict() if self.host_key else None,
-        }
+    def record(self) -> MachineRecord:
+        """What build.json records of this machine (its `ec2` section)."""
+        return MachineRecord(
+            {
+                "region": self.config.region,
+                "instance_type": self.config.instance_type,
+                "instance_id": self.made.instance_id,
+                "base_ami": self.base.pin() if self.base else None,
+                "host_key": self.host_key.as_dict() if self.host_key else None,
+            }
+        )
 
     def destroy(self) -> None:
         """Terminate the instance, delete the key pair and the security group, and

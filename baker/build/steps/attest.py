@@ -12,18 +12,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from baker import __version__
-from baker.artifact import (
-    AMI,
-    BOOT,
-    BUILD,
-    DSSE,
-    IMAGE,
-    JUNIT,
-    PROVENANCE,
-    SBOM_CDX,
-    SBOM_SPDX,
-    dump_json,
-)
+from baker.artifact import BOOT, BUILD, DSSE, JUNIT, PROVENANCE, SBOM_CDX, SBOM_SPDX, dump_json
 from baker.build.record import build_record
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
@@ -41,28 +30,23 @@ class Attest(Step):
         return "build record, SBOMs, provenance" + (", signature" if ctx.sign_key else "")
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
+        made = need(state.made, "the image")
         record = build_record(ctx, state)
         (ctx.work / BUILD).write_bytes(record.dump())
         state.files[BUILD] = ctx.work / BUILD
         state.files[JUNIT] = need(state.junit, "the test results")
         if state.boot is not None:
-            (ctx.work / BOOT).write_bytes(dump_json(state.boot))
+            (ctx.work / BOOT).write_bytes(state.boot.dump())
             state.files[BOOT] = ctx.work / BOOT
-        if state.image is not None:
-            # A local image: the evidence is about the disk file, named and hashed.
-            state.files[IMAGE] = signed = state.image.path
-            name, digest = IMAGE, state.image.digest
-        else:
-            # A cloud image: about the image id and the raw volume its snapshot holds, and
-            # the signature is over ami.json, which names both.
-            made = need(state.cloud_image, "the cloud image")
-            signed, name, digest = state.files[AMI], made.ref, made.record["raw_digest"]
+        # The evidence is about what the image step made: a disk file, named and hashed, or
+        # a cloud image's id and the raw volume it holds (signed through ami.json, which
+        # names both).
         state.files.update(
             write(
                 ctx.work,
-                image=signed,
-                subject_name=name,
-                digest=digest,
+                image=state.files[made.signed],
+                subject_name=made.name,
+                digest=made.digest,
                 record=record.model_dump(mode="json", exclude_none=True),
                 packages=state.packages,
                 copyrights=state.copyrights,

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import contextlib
 
-from baker.backends.base import CloudBase
+from baker.backends.base import CloudBackend, CloudBase
 from baker.build.runner import Saved, Step
-from baker.build.state import BuildState, Context
+from baker.build.state import BasePin, BuildState, Context
 from baker.cache import Entry
 from baker.edge import tools
 from baker.errors import InputError
-from baker.hashing import code_digest, content_key
+from baker.hashing import content_key
 from baker.image import debian
 from baker.image.apt import UnknownPackage
 
@@ -22,6 +22,7 @@ ROOT_TAR = "root.tar"
 class DebianBase(Step):
     name = "base"
     cached = True
+    code = ("baker.image.debian", "baker/guest")
 
     def describe(self, ctx: Context) -> str:
         return "Debian root filesystem (mmdebstrap)"
@@ -30,7 +31,7 @@ class DebianBase(Step):
         config = {
             "debian": debian.config(ctx.spec.recipe.base, ctx.locked),
             "tools": tools.versions("mmdebstrap"),
-            "baker": code_digest(),
+            "code": self.code_digest(),
         }
         return content_key("base", config, previous)
 
@@ -52,7 +53,17 @@ class DebianBase(Step):
 
     def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
         state.root_tar = entry.file(ROOT_TAR)
-        state.base_digest = f"sha256:{entry.files[ROOT_TAR]['sha256']}"
+        state.base = BasePin(
+            config=debian.config(ctx.spec.recipe.base, ctx.locked),
+            digest=f"sha256:{entry.files[ROOT_TAR]['sha256']}",
+        )
+
+
+def cloud(ctx: Context) -> CloudBackend:
+    """The build's backend, which the pipeline gave cloud steps only if it is a cloud's."""
+    if not isinstance(ctx.backend, CloudBackend):
+        raise RuntimeError(f"a cloud step in a build on {ctx.backend.kind}")
+    return ctx.backend
 
 
 class CloudBaseImage(Step):
@@ -66,7 +77,7 @@ class CloudBaseImage(Step):
 
     def resolved(self, ctx: Context) -> CloudBase:
         if self._base is None:
-            self._base = ctx.backend.resolve_base()
+            self._base = cloud(ctx).resolve_base()
         return self._base
 
     def describe(self, ctx: Context) -> str:
@@ -76,5 +87,7 @@ class CloudBaseImage(Step):
         return content_key("base", self.resolved(ctx).pin(), previous)
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
-        state.cloud_base = self.resolved(ctx)
-        ctx.reporter.info(f"base image {state.cloud_base.pin()}")
+        base = self.resolved(ctx)
+        state.start_from = base
+        state.base = BasePin(cloud=base.pin())
+        ctx.reporter.info(f"base image {base.pin()}")

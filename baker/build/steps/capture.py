@@ -17,7 +17,7 @@ from baker.backends.base import DiskImage
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
 from baker.edge import mounts, tools
-from baker.hashing import code_digest, content_key
+from baker.hashing import content_key
 from baker.image import disk, generalize
 from baker.image.packages import parse_status
 
@@ -46,7 +46,7 @@ class Capture(Step):
             "name": ctx.spec.name,
             "source_date_epoch": ctx.source_date_epoch,
             "tools": tools.versions("tar", "qemu-img"),
-            "baker": code_digest(),
+            "code": self.code_digest(),
         }
         return content_key("capture", config, previous)
 
@@ -58,6 +58,7 @@ class Capture(Step):
         captured = to_tar(handed.path, state.captured_tar, ctx.work, ctx.source_date_epoch)
         handed.path.unlink()
         state.dpkg_status = captured.dpkg_status
+        state.packages = parse_status(captured.dpkg_status)
         state.copyrights = captured.copyrights
 
 

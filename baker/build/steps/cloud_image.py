@@ -6,63 +6,66 @@ from __future__ import annotations
 import contextlib
 import json
 
-from baker.artifact import AMI, JUNIT, dump_json
-from baker.backends.base import CloudImage as Made
+from baker.artifact import AMI, ImageRecord, dump_json
+from baker.backends.base import CloudImage
 from baker.build.runner import Saved, Step
-from baker.build.state import BuildState, Context, TestResults, need
+from baker.build.state import BuildState, Context, Made, need
+from baker.build.steps.base import cloud
 from baker.cache import Entry
-from baker.hashing import code_digest, content_key
-from baker.image.packages import parse_status
-
-DPKG_STATUS = "dpkg-status"
+from baker.hashing import content_key
 
 
-class CloudImage(Step):
+class MakeCloudImage(Step):
     name = "image"
     cached = True
+    carries = True
+
+    def __init__(self) -> None:
+        self._made: CloudImage | None = None
 
     def describe(self, ctx: Context) -> str:
         return f"release access, stop, make the {ctx.backend.kind} image"
 
     def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
-        return content_key("image", {"backend": ctx.backend.kind, "baker": code_digest()}, previous)
+        config = {"backend": ctx.backend.kind, "code": self.code_digest()}
+        return content_key("image", config, previous)
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
         made = need(state.machine, "the build machine").hand_back()
-        if not isinstance(made, Made):
+        if not isinstance(made, CloudImage):
             raise RuntimeError(f"{ctx.backend.kind} handed back {made!r}, not a cloud image")
-        state.cloud_image = made
+        self._made = made
 
     def save(self, ctx: Context, state: BuildState) -> Saved:
-        made = need(state.cloud_image, "the cloud image")
+        made = need(self._made, "the cloud image")
         (ctx.work / AMI).write_bytes(dump_json(made.record))
-        (ctx.work / DPKG_STATUS).write_text(state.dpkg_status)
         meta = {
             "cloud": made.cloud,
             "region": made.region,
             "image_id": made.image_id,
-            "machine": state.machine_record,
-            "tests": need(state.tests, "the test results").as_dict(),
+            "raw_digest": made.raw_digest,
         }
-        files = {AMI: ctx.work / AMI, JUNIT: need(state.junit, "the test results"),
-                 DPKG_STATUS: ctx.work / DPKG_STATUS}  # fmt: skip
-        return Saved(files, meta)
+        return Saved({AMI: ctx.work / AMI}, meta)
 
     def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
+        m = entry.meta
         record = json.loads(entry.file(AMI).read_text())
-        state.cloud_image = Made(
-            entry.meta["region"], entry.meta["image_id"], record, entry.meta["cloud"]
+        image = CloudImage(m["region"], m["image_id"], m["raw_digest"], record, m["cloud"])
+        state.made = Made(
+            image=image,
+            name=image.ref,
+            digest=image.raw_digest,
+            signed=AMI,
+            record=ImageRecord(ami=record),
+            ids={"image": image.raw_digest, "image_id": image.image_id},
+            result=image.ref,
         )
-        state.machine_record = entry.meta["machine"]
-        state.tests = TestResults.from_dict(entry.meta["tests"])
-        state.junit = entry.file(JUNIT)
-        state.dpkg_status = entry.file(DPKG_STATUS).read_text()
-        state.packages = parse_status(state.dpkg_status)
         state.files[AMI] = entry.file(AMI)
 
     def usable(self, ctx: Context, entry: Entry) -> bool:
-        made = Made(entry.meta["region"], entry.meta["image_id"], {}, entry.meta["cloud"])
-        if ctx.backend.image_exists(made):
+        m = entry.meta
+        image = CloudImage(m["region"], m["image_id"], m.get("raw_digest", ""), {}, m["cloud"])
+        if cloud(ctx).image_exists(image):
             return True
-        ctx.reporter.info(f"the cached image {made.image_id} is gone from {made.region}")
+        ctx.reporter.info(f"the cached image {image.image_id} is gone from {image.region}")
         return False

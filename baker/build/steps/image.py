@@ -1,29 +1,26 @@
 """The image step: the published disk made again from the captured tree (baker.image.disk),
-as qcow2, with its digests. Cached under its key together with what the steps before it
-found (the test results, the package database), so an unchanged recipe reuses it whole."""
+as qcow2, with its digests. Cached under its key, carrying what the steps before it found
+(the test results, the package database), so an unchanged recipe reuses it whole."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import json
 
-from baker.artifact import IMAGE, JUNIT
+from baker.artifact import IMAGE, ImageRecord
+from baker.backends.base import DiskImage
 from baker.build.runner import Saved, Step
-from baker.build.state import BuildState, BuiltImage, Context, TestResults, need
+from baker.build.state import BuildState, BuiltImage, Context, Made, need
 from baker.cache import Entry
 from baker.edge import tools
-from baker.hashing import code_digest, content_key, sha256_file
+from baker.hashing import content_key, sha256_file
 from baker.image import disk
-from baker.image.packages import parse_status
-
-DPKG_STATUS = "dpkg-status"
-COPYRIGHTS = "copyrights.json"
 
 
 class Image(Step):
     name = "image"
     cached = True
+    carries = True
 
     def describe(self, ctx: Context) -> str:
         return "canonical disk, qcow2, digest"
@@ -38,7 +35,7 @@ class Image(Step):
             "tools": tools.versions(
                 "mke2fs", "sfdisk", "grub-mkimage", "qemu-img", "mkfs.fat", "mcopy"
             ),
-            "baker": code_digest(),
+            "code": self.code_digest(),
         }
         return content_key("image", config, previous)
 
@@ -67,31 +64,31 @@ class Image(Step):
 
     def save(self, ctx: Context, state: BuildState) -> Saved:
         image = need(state.image, "the image")
-        (ctx.work / DPKG_STATUS).write_text(state.dpkg_status)
-        (ctx.work / COPYRIGHTS).write_text(json.dumps(state.copyrights, sort_keys=True))
-        files = {
-            IMAGE: image.path,
-            JUNIT: need(state.junit, "the test results"),
-            DPKG_STATUS: ctx.work / DPKG_STATUS,
-            COPYRIGHTS: ctx.work / COPYRIGHTS,
-        }
-        meta = {
-            "digest": image.digest,
-            "raw_digest": image.raw_digest,
-            "tests": need(state.tests, "the test results").as_dict(),
-            # What the record says of the steps this entry makes unneeded.
-            "base_digest": state.base_digest,
-        }
-        return Saved(files, meta, {IMAGE: image.digest.removeprefix("sha256:")})
+        meta = {"raw_digest": image.raw_digest}
+        return Saved({IMAGE: image.path}, meta, {IMAGE: image.digest.removeprefix("sha256:")})
 
     def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
         path = entry.file(IMAGE)
         digest = f"sha256:{entry.files[IMAGE]['sha256']}"
-        state.image = BuiltImage(path, digest, entry.meta["raw_digest"], path.stat().st_size)
-        state.junit = entry.file(JUNIT)
-        state.tests = TestResults.from_dict(entry.meta["tests"])
-        state.dpkg_status = entry.file(DPKG_STATUS).read_text()
-        state.copyrights = json.loads(entry.file(COPYRIGHTS).read_text())
-        state.packages = parse_status(state.dpkg_status)
+        image = BuiltImage(path, digest, entry.meta["raw_digest"], path.stat().st_size)
+        state.image = image
+        base = ctx.spec.recipe.base
+        state.made = Made(
+            image=DiskImage(path),
+            name=IMAGE,
+            digest=digest,
+            signed=IMAGE,
+            record=ImageRecord(
+                file=IMAGE,
+                digest=digest,
+                raw_digest=image.raw_digest,
+                size=image.size,
+                virtual_size=base.disk_size_mib * 1024 * 1024,
+                format="qcow2",
+                boot=base.boot,
+            ),
+            ids={"image": digest},
+            result=digest,
+        )
+        state.files[IMAGE] = path
         state.known_sha256[IMAGE] = entry.files[IMAGE]["sha256"]
-        state.base_digest = state.base_digest or entry.meta.get("base_digest")

@@ -1,9 +1,11 @@
-"""The measure step: boot the published image fresh, several times, the way a user's
-hypervisor would (baker.backends.plainqemu), and record how long it takes to be usable
-(boot.json).
+"""The measure step: the published image booted fresh, the way users launch it, and timed
+(boot.json), through the backend's one `boot_image`: plain qemu under each firmware the image
+claims for a local disk, launches of the image for a cloud's.
 
-Times are the host's monotonic clock from starting qemu: to the first console output and to
-the first successful SSH command; the guest's own view comes from `systemd-analyze`.
+Times are the host's monotonic clock from the start (qemu's, a launch request) to the first
+console output and to the first successful SSH command; the guest's own view comes from
+`systemd-analyze`. A firmware whose median time to SSH is over the recipe's boot budget
+fails the build.
 """
 
 from __future__ import annotations
@@ -12,26 +14,22 @@ import contextlib
 import json
 import re
 import statistics
-from pathlib import Path
 from typing import Any
 
-import paramiko
-
 from baker import interrupts
-from baker.backends import plainqemu
-from baker.backends.accel import Accel
-from baker.backends.plainqemu import Firmware
+from baker.artifact import BootRecord, BootRun, FirmwareBoots
+from baker.backends.base import BootPlan, MeasuredBoot
 from baker.build.runner import Saved, Step
-from baker.build.state import BuildState, Context, need
+from baker.build.state import BuildState, Context, Made, need
 from baker.cache import Entry
-from baker.edge import tools
 from baker.errors import BuildError
 from baker.hashing import code_digest, content_key
-from baker.progress import Reporter
 from baker.recipe.spec import PerAccel
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0}
 _STARTUP = re.compile(r"Startup finished in (.*?)(?:= .*)?$", re.M)
+RUNS_FILE = "runs.json"
+_FIGURES = ("time_to_ssh_s", "time_to_first_output_s", "kernel_s", "initrd_s", "userspace_s")
 
 
 def timespan_s(text: str) -> float:
@@ -70,108 +68,74 @@ def parse_blame(text: str, top: int = 10) -> list[dict[str, object]]:
 
 
 def budget_for(budget: float | PerAccel | None, accel: str) -> float | None:
-    """The recipe's budget where a boot was measured: an accelerator, or "ec2"."""
+    """The recipe's budget where a boot was measured: an accelerator, or a cloud (ec2)."""
     if budget is None or isinstance(budget, float | int):
         return budget
     value = getattr(budget, accel, None)
     return None if value is None else float(value)
 
 
-def _guest(client: paramiko.SSHClient, command: str) -> str:
-    _, out, err = client.exec_command(command, timeout=300)
-    code = out.channel.recv_exit_status()
-    text = out.read().decode(errors="replace")
-    if code != 0:
-        raise BuildError(f"`{command}` failed in the booted image: {err.read().decode().strip()}")
-    return text
-
-
-_SEPARATOR = "----- baker: blame -----"
-# systemd-analyze answers only once the boot transaction is complete.
-_TIME = "systemctl is-system-running --wait >/dev/null || true; systemd-analyze time"
-_BLAME = f" && echo '{_SEPARATOR}' && systemd-analyze blame --no-pager"
-
-
-def one_run(
-    image: Path,
-    workdir: Path,
-    accel: Accel,
-    timeout: float,
-    firmware: Firmware = "bios",
-    units: bool = True,
-) -> dict[str, Any]:
-    """One boot, measured. `units`: also the slowest units (systemd-analyze blame), which
-    asks systemd about every unit and took 4-5 s under TCG: worth it once per image and
-    firmware, not on every boot."""
-    with plainqemu.boot(image, workdir, accel, firmware=firmware) as machine:
-        client, to_ssh = machine.wait_for_ssh(timeout)
-        with client:
-            # One command, not several: each costs a session and a process start in the guest.
-            time_text, _, blame_text = _guest(client, _TIME + (_BLAME if units else "")).partition(
-                _SEPARATOR
-            )
-            startup = parse_startup(time_text)
-            blame = parse_blame(blame_text) if units else None
+def run_record(boot: MeasuredBoot) -> dict[str, Any]:
+    """One boot as boot.json lists it."""
+    try:
+        startup = parse_startup(boot.startup)
+    except ValueError as e:
+        raise BuildError(f"the booted image's {e}") from None
     return {
-        "time_to_first_output_s": (
-            round(machine.first_output_s, 3) if machine.first_output_s is not None else None
-        ),
-        "time_to_ssh_s": round(to_ssh, 3),
+        "time_to_first_output_s": boot.first_output_s,
+        "time_to_ssh_s": boot.to_ssh_s,
         "kernel_s": startup.get("kernel_s"),
         "initrd_s": startup.get("initrd_s"),
         "userspace_s": startup.get("userspace_s"),
-        **({"slowest_units": blame} if blame is not None else {}),
+        **({"slowest_units": parse_blame(boot.blame)} if boot.blame is not None else {}),
+        **boot.extra,
     }
 
 
-METHOD = (
-    "qemu-system-x86_64 -drive (no -kernel), snapshot=on, user-mode NIC; host monotonic clock "
-    "from process start; bios: SeaBIOS (pc), uefi: OVMF with Secure Boot enforcing and "
-    "Microsoft's keys (q35, SMM); slowest_units (systemd-analyze blame) on each firmware's "
-    "first boot"
-)
-RUNS_FILE = "runs.json"
-# The boot paths an image claims, each measured (and held to the budget) on its own.
-FIRMWARE: dict[str, tuple[Firmware, ...]] = {
-    "bios": ("bios",),
-    "hybrid": ("bios", "uefi"),
-    "uefi": ("uefi",),
-}
-
-
 class Measure(Step):
-    """Keyed by what it measures (the image digest, the accelerator, the firmware and the
-    number of boots), not by the steps before it: the same image is measured once."""
+    """Keyed by what it measures (the image, where and how it boots, how many times), not by
+    the steps before it: the same image is measured once."""
 
     name = "measure"
     cached = True
     static = False
 
+    def plan(self, ctx: Context) -> BootPlan:
+        recipe = ctx.spec.recipe
+        return ctx.backend.boot_plan(recipe.base.boot, recipe.boot_runs)
+
     def describe(self, ctx: Context) -> str:
-        firmware = " and ".join(FIRMWARE[ctx.spec.recipe.base.boot])
-        return f"{ctx.spec.recipe.boot_runs} plain boots each under {firmware} ({ctx.accel})"
+        plan = self.plan(ctx)
+        each = ", ".join(f"{runs} under {firmware}" for firmware, runs in plan.firmware)
+        return f"boots of the published image: {each} ({plan.accel})"
 
     def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
+        plan = self.plan(ctx)
         config = {
-            "image": need(state.image, "the image").digest,
-            "accel": ctx.accel,
-            "runs": ctx.spec.recipe.boot_runs,
-            "firmware": list(FIRMWARE[ctx.spec.recipe.base.boot]),
-            "tools": tools.versions("qemu", "ovmf"),
-            "baker": code_digest(),
+            "image": need(state.made, "the image").ids,
+            "accel": plan.accel,
+            "firmware": [list(f) for f in plan.firmware],
+            "plan": plan.key,
+            "code": code_digest(type(self).__module__, type(ctx.backend).__module__),
         }
         return content_key("measure", config)
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
-        image = need(state.image, "the image")
+        made = need(state.made, "the image")
+        plan = self.plan(ctx)
         runs: dict[str, list[dict[str, Any]]] = {}
-        for firmware in FIRMWARE[ctx.spec.recipe.base.boot]:
-            runs[firmware] = boot_runs(
-                image.path, ctx.work, ctx.accel, ctx.spec.recipe.boot_runs, ctx.reporter,
-                firmware=firmware,
-            )  # fmt: skip
+        for firmware, count in plan.firmware:
+            for i in range(count):
+                interrupts.check()
+                boot = ctx.backend.boot_image(made.image, firmware, ctx.work, state.label, i == 0)
+                one = run_record(boot)
+                ctx.reporter.info(
+                    f"boot {i + 1}/{count} ({firmware}): SSH after {one['time_to_ssh_s']:.1f} s "
+                    f"(kernel {one['kernel_s']} s, userspace {one['userspace_s']} s)"
+                )
+                runs.setdefault(firmware, []).append(one)
         # Over budget fails here, before the measurement is stored.
-        state.boot = record(runs, image.digest, ctx.accel, ctx.spec.recipe.boot_budget_s)
+        state.boot = record(runs, made, plan, ctx.spec.recipe.boot_budget_s)
         (ctx.work / RUNS_FILE).write_text(json.dumps(runs))
 
     def save(self, ctx: Context, state: BuildState) -> Saved:
@@ -180,31 +144,8 @@ class Measure(Step):
     def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
         runs = json.loads(entry.file(RUNS_FILE).read_text())
         # The budget is the recipe's of today, also for a reused measurement.
-        state.boot = record(
-            runs, need(state.image, "the image").digest, ctx.accel, ctx.spec.recipe.boot_budget_s
-        )
-
-
-def boot_runs(
-    image: Path,
-    workdir: Path,
-    accel: Accel,
-    runs: int,
-    reporter: Reporter,
-    timeout: float = 300,
-    firmware: Firmware = "bios",
-) -> list[dict[str, Any]]:
-    """Boot `image` `runs` times under `firmware` and measure each boot."""
-    results = []
-    for i in range(runs):
-        interrupts.check()
-        result = one_run(image, workdir, accel, timeout, firmware, units=i == 0)
-        reporter.info(
-            f"boot {i + 1}/{runs} ({firmware}): SSH after {result['time_to_ssh_s']:.1f} s "
-            f"(kernel {result['kernel_s']} s, userspace {result['userspace_s']} s)"
-        )
-        results.append(result)
-    return results
+        made = need(state.made, "the image")
+        state.boot = record(runs, made, self.plan(ctx), ctx.spec.recipe.boot_budget_s)
 
 
 def median(results: list[dict[str, Any]], key: str) -> float | None:
@@ -214,52 +155,50 @@ def median(results: list[dict[str, Any]], key: str) -> float | None:
 
 
 def _medians(results: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "runs": len(results),
-        **{
-            key: median(results, key)
-            for key in (
-                "time_to_first_output_s",
-                "time_to_ssh_s",
-                "kernel_s",
-                "initrd_s",
-                "userspace_s",
-            )
-        },
-    }
+    return {"runs": len(results), **{key: median(results, key) for key in _FIGURES}}
 
 
 def record(
     runs: dict[str, list[dict[str, Any]]],
-    digest: str,
-    accel: Accel,
+    made: Made,
+    plan: BootPlan,
     budget: float | PerAccel | None,
-) -> dict[str, Any]:
+) -> BootRecord:
     """boot.json's content: per firmware its medians and runs; the top-level figures are the
-    first firmware's (SeaBIOS for a hybrid image). Raises BuildError when a firmware's median
-    time to SSH is over budget."""
-    limit = budget_for(budget, accel)
-    per_firmware: dict[str, Any] = {}
+    first firmware's. Raises BuildError when a firmware's median time to SSH is over budget."""
+    limit = budget_for(budget, plan.accel)
+    per_firmware: dict[str, FirmwareBoots] = {}
     for firmware, results in runs.items():
         medians = _medians(results)
         ssh_s = medians["time_to_ssh_s"]
         within = None if limit is None or ssh_s is None else ssh_s <= limit
-        per_firmware[firmware] = {**medians, "within_budget": within, "each_run": results}
         if within is False:
             n = medians["runs"]
+            # A cloud has one way to boot, named like the cloud; a local image has several.
+            where = (
+                f"on {plan.accel}"
+                if firmware == plan.accel
+                else f"under {firmware} was measured under {plan.accel} and"
+            )
             raise BuildError(
                 f"boot budget exceeded: the median time to SSH over {n} boot{'s' if n != 1 else ''}"
-                f" under {firmware} was {ssh_s:.1f} s under {accel}, over the recipe's "
-                f"boot_budget_s of {limit:g} s."
+                f" {where} was {ssh_s:.1f} s, over the recipe's boot_budget_s of {limit:g} s."
             )
-    first = next(iter(per_firmware.values()))
-    return {
-        "image": digest,
-        "accel": accel,
-        **{k: v for k, v in first.items() if k not in ("within_budget", "each_run")},
-        "budget_s": limit,
-        "within_budget": None if limit is None else True,
-        "each_run": first["each_run"],
-        "firmware": per_firmware,
-        "method": METHOD,
-    }
+        per_firmware[firmware] = FirmwareBoots(
+            **medians, within_budget=within, each_run=[BootRun(**r) for r in results]
+        )
+    first = next(iter(runs.values()))
+    # The other numbers a backend's runs carry (a cloud's running_to_ssh_s) get medians too.
+    own = sorted({k for r in first for k, v in r.items() if isinstance(v, float)} - set(_FIGURES))
+    return BootRecord(
+        **made.ids,
+        accel=plan.accel,
+        **_medians(first),
+        budget_s=limit,
+        within_budget=None if limit is None else True,
+        each_run=next(iter(per_firmware.values())).each_run,
+        firmware=per_firmware,
+        method=plan.method,
+        **plan.labels,
+        **{key: median(first, key) for key in own},
+    )

@@ -34,12 +34,17 @@ def describe(spec: Spec) -> list[dict[str, object]]:
 class Provision(Step):
     name = "provision"
     keepable = True
+    uses_machine = True
 
     def describe(self, ctx: Context) -> str:
         return f"{len(ctx.spec.recipe.provisioners)} provisioners over SSH"
 
     def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
-        config = {"provisioners": describe(ctx.spec), "source_date_epoch": ctx.source_date_epoch}
+        config = {
+            "provisioners": describe(ctx.spec),
+            "source_date_epoch": ctx.source_date_epoch,
+            "code": self.code_digest(),
+        }
         return content_key("provision", config, previous)
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:

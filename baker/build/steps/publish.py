@@ -22,7 +22,3 @@ class Publish(Step):
         state.artifact = artifact.publish(
             ctx.opts.out, ctx.spec.name, state.files, state.known_sha256, copy=cached
         )
-        if state.image is not None:
-            state.result = state.image.digest
-        elif state.cloud_image is not None:
-            state.result = state.cloud_image.ref

@@ -1,91 +1,25 @@
 """The shutdown step: the build machine stopped cleanly, so that its disk (or the cloud's
-image of it) is consistent. A cloud makes its image of the disk as it is, so a cloud machine
-is generalized in place first, by the capture's own rules, and its package list and
-copyright files are read after that: what the SBOM lists is what the image holds."""
+image of it) is consistent."""
 
 from __future__ import annotations
 
 import contextlib
-import io
-import shlex
-import tarfile
 
-from baker.backends.base import Guest
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
-from baker.errors import BuildError
-from baker.image import generalize
-from baker.image.packages import parse_status
 
 TIMEOUT_S = 120
-DPKG_STATUS = "/var/lib/dpkg/status"
-# /run is a tmpfs: what is gathered there is read, and never reaches the image.
-COPYRIGHTS_TAR = "/run/baker-copyrights.tar"
-_GATHER = (
-    'cd / && for d in usr/share/doc/*/; do [ -f "${d}copyright" ] && echo "${d}copyright"; '
-    f"done | tar --create --dereference --file={COPYRIGHTS_TAR} --files-from=- 2>/dev/null; "
-    f"[ -f {COPYRIGHTS_TAR} ]"
-)
-MAX_COPYRIGHT = 262144  # a copyright file's first 256 KiB, as a local capture reads it
 
 
 class Shutdown(Step):
     name = "shutdown"
 
     def describe(self, ctx: Context) -> str:
-        return "generalize, clean power-off"
+        return "clean power-off"
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
         machine = need(state.machine, "the build machine")
         guest = need(state.guest, "a session")
-        if ctx.backend.hands_back == "cloud-image":
-            removed = []
-            for command in (
-                *generalize.IN_GUEST,
-                f"sh -c {shlex.quote(generalize.guest_script())}",
-            ):
-                for line in _run(ctx, guest, command):
-                    if line.startswith(generalize.REMOVED):
-                        removed.append(line.removeprefix(generalize.REMOVED).removeprefix("."))
-            state.generalized = {**generalize.applied(), "removed": sorted(removed)}
-            ctx.reporter.info(f"generalized the machine: {len(removed)} paths removed")
-            state.dpkg_status = guest.read(DPKG_STATUS).decode(errors="replace")
-            state.packages = parse_status(state.dpkg_status)
-            state.copyrights = _copyrights(ctx, guest, {p.name for p in state.packages})
         state.machine_record = machine.record()
         state.guest = None  # stop() closes it
         machine.stop(guest, TIMEOUT_S)
-
-
-def _run(ctx: Context, guest: Guest, command: str) -> list[str]:
-    lines: list[str] = []
-
-    def on_line(line: str) -> None:
-        lines.append(line)
-        ctx.reporter.output("generalize", line)
-
-    code, tail = guest.run(command, on_line, TIMEOUT_S)
-    if code != 0:
-        last = " | ".join(tail[-5:]) or "no output"
-        raise BuildError(f"generalizing the build machine failed (exit {code}): {last}")
-    return lines
-
-
-def _copyrights(ctx: Context, guest: Guest, packages: set[str]) -> dict[str, str]:
-    """Each installed package's copyright text (for the SBOMs' licenses), gathered into one
-    tar in the machine's /run and read in one go."""
-    _run(ctx, guest, f"sh -c {shlex.quote(_GATHER)}")
-    data = guest.read(COPYRIGHTS_TAR)
-    _run(ctx, guest, f"rm -f {COPYRIGHTS_TAR}")
-    out: dict[str, str] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            for member in tar:
-                parts = member.name.split("/")
-                if member.isfile() and len(parts) == 5 and parts[3] in packages:
-                    f = tar.extractfile(member)
-                    if f is not None:
-                        out[parts[3]] = f.read(MAX_COPYRIGHT).decode(errors="replace")
-    except tarfile.TarError as e:
-        raise BuildError(f"the copyright files read from the build machine: {e}.") from None
-    return out

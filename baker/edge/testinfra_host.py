@@ -1,7 +1,7 @@
 """pytest plugin for the verify step: testinfra's `host`, bound to the build machine.
 
 testinfra's own paramiko backend accepts any host key; this one accepts only the build's.
-Loaded with `-p baker.build.steps.testinfra_plugin` (testinfra's own plugin disabled); it
+Loaded with `-p baker.edge.testinfra_host` (testinfra's own plugin disabled); it
 reads the endpoint and keys from the BAKER_SSH_* variables the verify step sets, or, for
 a machine reached otherwise (the fake backend), a testinfra host spec in
 BAKER_TESTINFRA_HOST.

@@ -23,12 +23,14 @@ from baker.progress import Reporter
 from baker.recipe.spec import Spec
 
 TIMEOUT_S = 1800
-PLUGIN = "baker.build.steps.testinfra_plugin"
+PLUGIN = "baker.edge.testinfra_host"
 
 
 class Verify(Step):
     name = "verify"
     keepable = True
+    uses_machine = True
+    code = ("baker.edge.testinfra_host",)
 
     def describe(self, ctx: Context) -> str:
         return f"{len(ctx.spec.recipe.tests)} testinfra files"
@@ -37,6 +39,7 @@ class Verify(Step):
         config = {
             "tests": [t.model_dump() for t in ctx.spec.recipe.tests],
             "tools": tools.versions("pytest-testinfra"),
+            "code": self.code_digest(),
         }
         return content_key("verify", config, previous)
 
