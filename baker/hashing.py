@@ -78,19 +78,23 @@ def content_key(step: str, config: Any, previous: str | None = None) -> str:
 
 
 # Modules that run a build but decide nothing of what a step makes: a step's code digest
-# does not follow imports into them (an edit to the progress display rebuilds nothing).
-PLUMBING = frozenset(
-    {
-        "baker.build.options",
-        "baker.build.runner",
-        "baker.build.state",
-        "baker.cache",
-        "baker.errors",
-        "baker.interrupts",
-        "baker.leftovers",
-        "baker.progress",
-    }
+# does not follow imports into them (an edit to the progress display rebuilds nothing). The
+# recipe package reads the input; what it reads is in every key by its content.
+PLUMBING = (
+    "baker.build.options",
+    "baker.build.runner",
+    "baker.build.state",
+    "baker.cache",
+    "baker.errors",
+    "baker.interrupts",
+    "baker.leftovers",
+    "baker.progress",
+    "baker.recipe",
 )
+
+
+def _plumbing(module: str) -> bool:
+    return any(module == p or module.startswith(f"{p}.") for p in PLUMBING)
 
 
 def code_digest(*parts: str) -> str:
@@ -168,5 +172,5 @@ def module_closure(name: str, root: Path = CODE_ROOT) -> set[Path]:
         if current in seen:
             continue
         seen.add(current)
-        todo += [m for m in imported(current, root) if m not in PLUMBING]
+        todo += [m for m in imported(current, root) if not _plumbing(m)]
     return {f for m in seen if (f := module_file(m, root)) is not None}

@@ -124,7 +124,9 @@ def test_build_bogus_accel_exits_2_and_makes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _baker("build", recipe, "--accel", "bogus", "--out", out, env=_nothing_made(tmp_path))
     assert proc.returncode == 2
-    assert _one_error_line(proc) == "--accel bogus: expected auto, kvm or tcg."
+    assert _one_error_line(proc) == (
+        "--accel bogus: expected auto, kvm or tcg; see `baker build --help`."
+    )
     assert proc.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["harmless.yaml"]
 
@@ -140,7 +142,7 @@ def test_version() -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["build"], "missing argument 'RECIPE...'; see `baker build --help`."),
+        (["build"], "missing argument 'RECIPE'; see `baker build --help`."),
         (["build", "x.yaml", "--on-eror", "keep"],
          "no such option: --on-eror (Possible options: --on-error); see `baker build --help`."),
         (["bild"],
@@ -173,7 +175,9 @@ def test_on_error_takes_three_words(tmp_path: Path) -> None:
     recipe.write_text(HARMLESS)
     proc = _baker("build", recipe, "--on-error", "shrug", env=_nothing_made(tmp_path))
     assert proc.returncode == 2
-    assert _one_error_line(proc) == "--on-error shrug: expected abort, keep or ask."
+    assert _one_error_line(proc) == (
+        "--on-error shrug: expected abort, keep or ask; see `baker build --help`."
+    )
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from xml.etree import ElementTree
 import pytest
 
 from baker.build import parallel
+from baker.build.options import Options
 from baker.nightly import run
 from baker.nightly.history import History
 
@@ -40,7 +41,8 @@ def test_a_bad_recipe_and_a_failed_build_are_each_recorded(
     monkeypatch.setattr(parallel, "run_all", failing_builds)
     monkeypatch.setattr(run.mirror, "state", lambda base: "sha256:mirror")
     history = History(str(tmp_path / "h.db"))
-    night, nights = run.run(_recipes(tmp_path), tmp_path / "out", history, [], 1, lambda s: None)
+    night, nights = run.run(_recipes(tmp_path), tmp_path / "out", history, Options(), 1,
+                            lambda s: None)  # fmt: skip
     by_name = {n.name: n for n in nights}
     assert [argv[4] for argv in started] == [str(tmp_path / "good.yaml")]  # bad never built
     assert by_name["good"].error == "the provisioner step failed (exit 3)"

@@ -133,8 +133,15 @@ BAD: list[tuple[str, str, str]] = [
         "absolute-path",
         f"name: demo\nprovisioners:\n  - inline: echo hi\n  - shell: /etc/passwd\n"
         f"    sha256: {STEP_SHA}\n",
-        "$recipe:4: provisioners.1.shell: '/etc/passwd' leaves the project $root; a recipe may "
-        "name only files inside it (see --root).",
+        "$recipe:4: provisioners.1.shell: '/etc/passwd' is an absolute path; a recipe names "
+        "its files relative to itself.",
+    ),
+    (
+        "absolute-path-inside-the-project",
+        f"name: demo\nprovisioners:\n  - file: $root/step.sh\n    sha256: {STEP_SHA}\n"
+        "    dest: /x\n",
+        "$recipe:3: provisioners.0.file: '$root/step.sh' is an absolute path; a recipe names "
+        "its files relative to itself ('step.sh' from the recipe's directory).",
     ),
     (
         "dot-dot-escape",
@@ -157,8 +164,8 @@ BAD: list[tuple[str, str, str]] = [
     (
         "include-escape-absolute",
         "name: demo\n{% include '/etc/hostname' %}\n",
-        "$recipe:2: include '/etc/hostname' leaves the project $root; a recipe may name only "
-        "files inside it (see --root).",
+        "$recipe:2: include '/etc/hostname' is an absolute path; a recipe names its files "
+        "relative to itself.",
     ),
     (
         "include-missing",
@@ -184,7 +191,7 @@ def project(tmp_path: Path) -> tuple[Path, Path]:
 def test_hostile_recipe_message(project: tuple[Path, Path], text: str, expected: str) -> None:
     root, outside = project
     path = root / "recipe.yaml"
-    path.write_text(text)
+    path.write_text(Template(text).safe_substitute(root=root))
     started = time.monotonic()
     with pytest.raises(InputError) as excinfo:
         recipe.load(path)

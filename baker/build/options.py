@@ -10,20 +10,83 @@ from typing import Literal
 
 from baker.cache import Cache
 
+AccelChoice = Literal["auto", "kvm", "tcg"]
+OnError = Literal["abort", "keep", "ask"]
+
 
 @dataclass(frozen=True)
 class Options:
+    """A build's options. The ones a user sets are FLAGS below: the command line, nightly's
+    and the farm's child builds all take them from that one table."""
+
     out: Path = Path("out")
-    accel: str = "auto"
-    cache: Cache = field(default_factory=Cache)
+    accel: AccelChoice = "auto"
     sign_key: Path | None = None
-    measure: bool = True  # a rebuild that only compares digests skips the boot measurement
-    work_root: Path | None = None  # where the throwaway work directory goes
     no_cache: bool = False  # run every step; look nothing up (outputs are still stored)
     # What a failed provisioner or test does to the machine: abort (destroy it), keep it
     # running for a look, or ask (on a terminal) through `decide`.
-    on_error: Literal["abort", "keep", "ask"] = "abort"
+    on_error: OnError = "abort"
+    cache: Cache = field(default_factory=Cache)
+    measure: bool = True  # a rebuild that only compares digests skips the boot measurement
+    work_root: Path | None = None  # where the throwaway work directory goes
     decide: Callable[[Failure], str] | None = None
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A build option on the command line: the Options field it sets, and its words."""
+
+    field: str
+    flag: str
+    help: str
+    metavar: str | None = None
+    envvar: str | None = None
+
+
+FLAGS: tuple[Flag, ...] = (
+    Flag("out", "--out", "Where the artifact directory goes (OUT/NAME).", "OUT"),
+    Flag(
+        "accel",
+        "--accel",
+        "The accelerator: kvm where it works and tcg elsewhere (auto), or the one named.",
+        "auto|kvm|tcg",
+    ),
+    Flag(
+        "sign_key",
+        "--sign-key",
+        "The ECDSA P-256 private key (baker keygen) that signs the image and the provenance.",
+        "KEY",
+        envvar="BAKER_SIGN_KEY",
+    ),
+    Flag("no_cache", "--no-cache", "Run every step; reuse nothing from the step cache."),
+    Flag(
+        "on_error",
+        "--on-error",
+        "What a failed provisioner or test does to the build machine: abort (destroy it), "
+        "keep it running for a look, or ask on the terminal (retry, shell, keep or abort).",
+        "abort|keep|ask",
+    ),
+)
+
+
+def flag(field_name: str) -> Flag:
+    return next(f for f in FLAGS if f.field == field_name)
+
+
+def argv(opts: Options) -> list[str]:
+    """The command-line flags that give a child `baker build` these options: each one that
+    differs from its default."""
+    default = Options()
+    out: list[str] = []
+    for f in FLAGS:
+        value = getattr(opts, f.field)
+        if value == getattr(default, f.field):
+            continue
+        if isinstance(value, bool):
+            out.append(f.flag)
+        else:
+            out.append(f"{f.flag}={value}")
+    return out
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from baker import recipe as recipes
 from baker.artifact import BUILD, IMAGE, read_record, recorded_root
-from baker.build.options import Options
+from baker.build.options import AccelChoice, Options
 from baker.build.pipeline import build
 from baker.cache import Cache
 from baker.errors import InputError
@@ -19,7 +19,7 @@ from baker.progress import Reporter
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Rebuilt:
     expected: str
     actual: str
     recipe_changed: bool
@@ -33,10 +33,10 @@ class Outcome:
 def check(
     artifact: Path,
     reporter: Reporter,
-    accel: str = "auto",
+    accel: AccelChoice = "auto",
     recipe: Path | None = None,
     root: Path | None = None,
-) -> Outcome:
+) -> Rebuilt:
     """`recipe` overrides the recipe path build.json records: an imported bundle's
     sources sit elsewhere than where the artifact was built. The project root is `root`,
     else the one the build recorded, found again beside the recipe."""
@@ -76,6 +76,6 @@ def check(
 
             d = diff.diff(artifact / IMAGE, result.artifact / IMAGE)
             difference = diff.render(d)
-        return Outcome(expected, result.digest, changed, difference)
+        return Rebuilt(expected, result.digest, changed, difference)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -9,6 +9,7 @@ cache (cache list, cache prune), clean.
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from typing import Any, NoReturn
@@ -69,6 +70,23 @@ def _command_path(args: list[str]) -> str:
     return " ".join(words)
 
 
+_NOT_ONE_OF = re.compile(
+    r"[Ii]nvalid value for '(?P<option>[^']+)': (?:Value error, )?'(?P<value>[^']*)' is not "
+    r"one of (?P<choices>.*)"
+)
+
+
+def _in_words(message: str) -> str:
+    """click's words for a usage error, said as baker says the rest: `--accel qemu: expected
+    auto, kvm or tcg`, a guess in parentheses."""
+    if m := _NOT_ONE_OF.fullmatch(message):
+        words = [w.strip("' ") for w in m["choices"].split(",")]
+        expected = ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else words[0]
+        return f"{m['option']} {m['value']}: expected {expected}"
+    message = message.replace(". Did you mean ", " (did you mean ")
+    return message + (")" if "(did you mean " in message else "")
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
@@ -79,9 +97,7 @@ def main() -> None:
     except UsageError as e:
         # One line, not click's framed box: what is wrong and where to look. (With no
         # arguments at all the help was shown, and is what there is to say.)
-        if message := e.format_message().strip().rstrip("."):
-            message = message.replace(". Did you mean ", " (did you mean ")
-            message += ")" if "(did you mean " in message else ""
+        if message := _in_words(e.format_message().strip().rstrip(".")):
             path = e.ctx.command_path if e.ctx else _command_path(sys.argv[1:])
             err.print(f"baker: error: {message[0].lower()}{message[1:]}; see `{path} --help`.",
                       markup=False, highlight=False, soft_wrap=True)  # fmt: skip

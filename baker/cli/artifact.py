@@ -15,8 +15,8 @@ from baker.cli.app import ArtifactArg, JsonOpt, command, err
 def keygen(
     directory: Annotated[Path, typer.Argument(help="Where baker.key and baker.pub go.")],
 ) -> None:
-    """Write an ECDSA P-256 key pair: DIR/baker.key (0600; encrypted when
-    $BAKER_KEY_PASSPHRASE is set) and DIR/baker.pub."""
+    """Write a signing key pair: DIR/baker.key and DIR/baker.pub. The private key is ECDSA
+    P-256, mode 0600, encrypted when $BAKER_KEY_PASSPHRASE is set."""
     from baker.evidence import signing
 
     private, public = signing.keygen(directory)
@@ -39,8 +39,8 @@ def verify_artifact(
         ),
     ] = False,
 ) -> None:
-    """Check an artifact offline: checksums, signature, provenance, SBOMs, digests. Exit 0
-    only if every check holds; one line per check."""
+    """Check an artifact offline, one line per check. Checksums, signatures (with --pub),
+    provenance, SBOMs and digests; exit 0 only if every check holds."""
     from baker.ami import live as live_check
     from baker.evidence import verify
 
@@ -55,7 +55,7 @@ def verify_artifact(
 
 @command()
 def inspect(artifact: ArtifactArg, as_json: JsonOpt = False) -> None:
-    """Summarize an artifact: digest, base, packages, boot time, tests, signer."""
+    """Summarize an artifact. Its digest, base, packages, boot time, tests and signer."""
     from baker.inspect import summary
 
     info = summary.summarize(artifact)
@@ -68,8 +68,8 @@ def diff(
     b: Annotated[Path, typer.Argument(help="Another one.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """What differs between two images: packages (from the SBOMs), files and their metadata
-    (read from the images, without booting them), and disk-level metadata."""
+    """Say what differs between two images. Packages (from the SBOMs), files and their
+    metadata (read from the images, without booting them), and disk-level metadata."""
     from baker.inspect import diff as differ
 
     d = differ.diff(a, b)

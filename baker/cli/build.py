@@ -2,99 +2,69 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from baker import recipe
 from baker.build import parallel
-from baker.cli.app import AccelOpt, RecipeArg, RootOpt, VarOpt, command, err, reporter
+from baker.build.options import Failure, Options, argv
+from baker.cli.app import RecipeArg, RootOpt, VarOpt, command, err, reporter, with_options
 from baker.errors import InputError
-
-if TYPE_CHECKING:
-    from baker.build.options import Failure
-
-
-def _accel(accel: str) -> str:
-    if accel not in ("auto", "kvm", "tcg"):
-        raise InputError(f"--accel {accel}: expected auto, kvm or tcg.")
-    return accel
 
 
 @command()
+@with_options("out", "accel", "sign_key", "no_cache", "on_error")
 def build(
     recipe_files: Annotated[
         list[Path],
-        typer.Argument(help="The recipe file(s) (images/NAME.yaml).", metavar="RECIPE..."),
+        typer.Argument(help="The recipe files (images/NAME.yaml).", metavar="RECIPE"),
     ],
     var: VarOpt = None,
     root: RootOpt = None,
-    out: Annotated[Path, typer.Option(help="Where the artifact directory goes.")] = Path("out"),
-    accel: AccelOpt = "auto",
-    sign_key: Annotated[
-        Path | None,
-        typer.Option(
-            help="ECDSA P-256 private key (baker keygen) to sign the image and provenance; "
-            "$BAKER_SIGN_KEY by default.",
-            envvar="BAKER_SIGN_KEY",
-        ),
-    ] = None,
-    no_cache: Annotated[
-        bool,
-        typer.Option("--no-cache", help="Run every step; reuse nothing from the step cache."),
-    ] = False,
-    on_error: Annotated[
-        str,
-        typer.Option(
-            "--on-error",
-            help="When a provisioner or test fails: abort (destroy the machine), keep it "
-            "running for a look, or ask (on a terminal: retry, shell, keep or abort).",
-        ),
-    ] = "abort",
     jobs: Annotated[
         int,
-        typer.Option("--jobs", "-j", help="With several recipes: how many to build at once."),
+        typer.Option(
+            "--jobs", "-j", help="With several recipes: how many to build at once.", metavar="N"
+        ),
     ] = 1,
+    *,
+    options: Options,
 ) -> None:
-    """Bake RECIPE into OUT/NAME/; prints the image digest as the last line. Several recipes:
-    each is built as its own build, --jobs at a time, and each gets a line NAME DIGEST."""
+    """Bake each RECIPE into OUT/NAME and print its digest. The digest is the last line;
+    several recipes are built as builds of their own, N at a time, each printing NAME
+    DIGEST."""
     # Bad input is reported before the heavier pipeline modules are even imported.
     specs = [recipe.load(f, recipe.parse_vars(var), root) for f in recipe_files]
-    _accel(accel)
-    if on_error not in ("abort", "keep", "ask"):
-        raise InputError(f"--on-error {on_error}: expected abort, keep or ask.")
     if jobs < 1:
         raise InputError(f"--jobs {jobs}: expected 1 or more builds at once.")
     if len(specs) > 1:
-        if on_error == "ask":
+        if options.on_error == "ask":
             raise InputError("--on-error ask takes one recipe: several builds share no terminal.")
         if clash := parallel.names_unique([(s.source, s.name) for s in specs]):
             raise InputError(clash)
         from baker.artifact import check_out_dir
 
-        check_out_dir(out)  # once here, not as many times as there are builds
-        options = [f"--out={out}", f"--accel={accel}", f"--on-error={on_error}",
-                   *(f"--var={v}" for v in var or []), *([f"--root={root}"] if root else []),
-                   *([f"--sign-key={sign_key}"] if sign_key else []),
-                   *(["--no-cache"] if no_cache else [])]  # fmt: skip
-        _build_many([(s.name, f) for s, f in zip(specs, recipe_files, strict=True)], options, jobs)
+        check_out_dir(options.out)  # once here, not as many times as there are builds
+        child = [*argv(options), *(f"--var={v}" for v in var or []),
+                 *([f"--root={root}"] if root else [])]  # fmt: skip
+        _build_many([(s.name, f) for s, f in zip(specs, recipe_files, strict=True)], child, jobs)
         return
     (spec,) = specs
-    from baker.build.options import Options
     from baker.build.pipeline import build as run_build
 
     progress = reporter()
-    policy: Literal["abort", "keep", "ask"] = on_error  # type: ignore[assignment]
-    if policy == "ask" and not (sys.stdin.isatty() and sys.stderr.isatty()):
+    if options.on_error == "ask" and not (sys.stdin.isatty() and sys.stderr.isatty()):
         progress.info("--on-error ask needs a terminal; a failure aborts the build")
-        policy = "abort"
-    opts = Options(out=out, accel=accel, sign_key=sign_key, no_cache=no_cache,
-                   on_error=policy, decide=_ask if policy == "ask" else None)  # fmt: skip
-    result = run_build(spec, opts, progress)
+        options = dataclasses.replace(options, on_error="abort")
+    if options.on_error == "ask":
+        options = dataclasses.replace(options, decide=_ask)
+    result = run_build(spec, options, progress)
     progress.info(f"published {result.artifact}")
     typer.echo(result.digest)
 
@@ -130,7 +100,7 @@ def _ask(failure: Failure) -> str:
 
 @command()
 def validate(recipe_file: RecipeArg, var: VarOpt = None, root: RootOpt = None) -> None:
-    """Check RECIPE (template, fields, file pins) without starting anything."""
+    """Check RECIPE without starting anything. Its template, fields and file pins."""
     spec = recipe.load(recipe_file, recipe.parse_vars(var), root)
     typer.echo(
         f"{recipe_file}: ok ({spec.name}, {len(spec.recipe.provisioners)} provisioners, "
@@ -145,8 +115,8 @@ def lock(
     root: RootOpt = None,
     update: Annotated[bool, typer.Option("--update", help="Replace an existing lock.")] = False,
 ) -> None:
-    """Resolve the base's full package set to exact versions and .deb hashes, into
-    RECIPE's .lock beside it, and fetch those files into the package cache."""
+    """Pin RECIPE's packages in a lock file beside it. The base's whole package set, at exact
+    versions with the hashes of their .deb files, which are fetched into the package cache."""
     from baker.cache import Cache
     from baker.image import apt, debian
     from baker.leftovers import workdir
@@ -175,25 +145,28 @@ def lock(
 
 
 @command()
+@with_options("accel")
 def rebuild(
     artifact: Annotated[Path, typer.Argument(help="An artifact directory (out/NAME).")],
     check: Annotated[
         bool, typer.Option("--check", help="Rebuild and compare the image digests.")
     ] = False,
-    accel: AccelOpt = "auto",
     recipe_file: Annotated[
         Path | None,
         typer.Option("--recipe", help="The recipe to rebuild from, if not where build.json says."),
     ] = None,
     root: RootOpt = None,
+    *,
+    options: Options,
 ) -> None:
-    """Rebuild ARTIFACT's recipe from its recorded pins in a fresh work directory; with
-    --check, exit 0 only if the new image has the same digest (else say which files differ)."""
+    """Rebuild an artifact from its recorded pins and compare. The recipe is built again in a
+    fresh work directory; with --check, exit 0 only if the new image has the same digest,
+    else say which files differ."""
     from baker.build import rebuild as rebuilding
 
     if not check:
         raise InputError("baker rebuild needs --check (the only mode so far).")
-    outcome = rebuilding.check(artifact, reporter(), _accel(accel), recipe_file, root)
+    outcome = rebuilding.check(artifact, reporter(), options.accel, recipe_file, root)
     if outcome.reproduced:
         typer.echo(f"reproduced {outcome.actual}")
         return

@@ -32,7 +32,8 @@ def _when(epoch: float) -> str:
 
 @command("list", on=cache_app)
 def list_entries(as_json: JsonOpt = False) -> None:
-    """Every step entry: step, key, size on disk, when it was made and last used."""
+    """List the step entries. Each with its step, key, size on disk, and when it was made and
+    last used."""
     import json
 
     from baker.cache import Cache

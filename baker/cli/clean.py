@@ -20,8 +20,8 @@ def clean(
         "qemu:///system"
     ),
 ) -> None:
-    """Stop and remove baker's libvirt domains and work directories whose build process is
-    gone; a running build's are never touched."""
+    """Remove what builds that are gone left behind. Their libvirt domains and work
+    directories; a running build's are never touched."""
     from baker.backends.libvirt import stale_domains
     from baker.leftovers import stale_work_dirs, work_root
 

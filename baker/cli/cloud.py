@@ -37,8 +37,9 @@ def publish(
     ] = 3600,
     as_json: JsonOpt = False,
 ) -> None:
-    """Upload ARTIFACT's image to EC2 as an AMI through the EBS direct API (no S3), tagged with
-    its digest; reuses the AMI if that digest is already published. Prints REGION AMI-ID."""
+    """Upload an artifact's image to EC2 as an AMI. It goes through the EBS direct API (no
+    S3), tagged with its digest; an AMI of that digest already there is reused. Prints
+    REGION AMI-ID."""
     if to != "ec2":
         raise InputError(f"--to {to}: the only publish target is ec2.")
     targets = _regions(copy_to)

@@ -23,8 +23,8 @@ FormatOpt = Annotated[
 
 @command()
 def convert(artifact: ArtifactArg, formats: FormatOpt = None) -> None:
-    """Write ARTIFACT's image in other formats beside it (image.vmdk, image.ova, ...) and list
-    them in its SHA256SUMS. Converting again gives the same bytes."""
+    """Write the image in other disk formats beside it. image.vmdk, image.ova and the rest
+    are listed in SHA256SUMS; converting again gives the same bytes."""
     from baker.formats import convert as converting
     from baker.progress import human, rate
 
@@ -67,8 +67,8 @@ def export(
         typer.Option(help="The recipe the artifact was built from, if not where build.json says."),
     ] = None,
 ) -> None:
-    """Write ARTIFACT, its evidence and VERIFY.txt (and with --with-sources, what an offline
-    rebuild needs) into one deterministic tar."""
+    """Write an artifact into one tar to carry elsewhere. The image, its evidence and
+    VERIFY.txt (and with --with-sources, what an offline rebuild needs), deterministic."""
     from baker.bundle import export as bundle
     from baker.bundle import layout
     from baker.formats import convert
@@ -98,8 +98,8 @@ def import_(
         typer.Option(help="The public key you trust; required if the bundle is signed."),
     ] = None,
 ) -> None:
-    """Check BUNDLE completely (checksums, signature with --pub, provenance, converted disks,
-    sources) and only then extract it into DIR; .deb files go into the package cache."""
+    """Check a bundle completely, then extract it into DIR. Checksums, signature (--pub),
+    provenance, converted disks and sources; its .deb files go into the package cache."""
     from baker.bundle import importer, layout
 
     done = importer.import_bundle(bundle_file, into, reporter(), pub=pub)

@@ -43,9 +43,9 @@ def worker(
         str | None, typer.Option(help="The worker's name (default baker-HOST-PID).")
     ] = None,
 ) -> None:
-    """Run a build worker: take build jobs from the broker's queues this host can serve,
-    build each with `baker build`, store the artifact, and acknowledge the job only then.
-    First removes what a killed predecessor left (its domains and work directories)."""
+    """Run a build worker of the farm. It takes jobs from the broker's queues this host can
+    serve, builds each with `baker build`, stores the artifact and only then acknowledges
+    the job; first it removes what a killed predecessor left."""
     _check_broker(broker)
     if concurrency < 1:
         raise InputError(f"--concurrency {concurrency}: expected 1 or more.")
@@ -103,7 +103,7 @@ def worker(
 
 @command()
 def submit(
-    recipe_files: Annotated[list[Path], typer.Argument(help="The recipes.", metavar="RECIPE...")],
+    recipe_files: Annotated[list[Path], typer.Argument(help="The recipes.", metavar="RECIPE")],
     broker: BrokerOpt,
     var: VarOpt = None,
     wait: Annotated[
@@ -120,9 +120,9 @@ def submit(
         ),
     ] = None,
 ) -> None:
-    """Send each recipe, with its lock and every file it pins, as a build job to a queue
-    that can build it. Prints NAME TASK-ID; with --wait, NAME DIGEST (or NAME failed: why)
-    as each finishes."""
+    """Send recipes to the farm as build jobs. Each goes with its lock and every file it
+    pins to a queue that can build it. Prints NAME TASK-ID; with --wait, NAME DIGEST (or
+    NAME failed: why) as each finishes."""
     _check_broker(broker)
     from baker import recipe
     from baker.farm import payload, queues

@@ -7,14 +7,16 @@ from typing import Annotated
 
 import typer
 
-from baker.cli.app import AccelOpt, command, err
+from baker.build.options import Options
+from baker.cli.app import command, err, with_options
 from baker.errors import BuildError, InputError
 
 
 @command()
+@with_options("accel", "sign_key")
 def nightly(
     recipe_files: Annotated[
-        list[Path], typer.Argument(help="The recipes (images/NAME.yaml).", metavar="RECIPE...")
+        list[Path], typer.Argument(help="The recipes (images/NAME.yaml).", metavar="RECIPE")
     ],
     out: Annotated[
         Path, typer.Option(help="Where each image's last good artifact is kept.")
@@ -31,18 +33,16 @@ def nightly(
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", help="How many recipes to build at once.")
     ] = 1,
-    sign_key: Annotated[
-        Path | None, typer.Option(help="Sign each image with this key.", envvar="BAKER_SIGN_KEY")
-    ] = None,
-    accel: AccelOpt = "auto",
     broker: Annotated[
         str | None, typer.Option(help="Build on the farm through this Redis broker (baker worker).")
     ] = None,
+    *,
+    options: Options,
 ) -> None:
-    """Rebuild RECIPEs as a night: reuse what did not change (recorded "unchanged"), build
-    and test what did, report the drift against the last good build with the CVEs the
-    upgrades fix, hold each to its regression gates, and record it all in the history.
-    Exit 0 if every recipe built or was unchanged, 1 if any failed."""
+    """Rebuild recipes as a night and record it. What did not change is reused ("unchanged");
+    what did is built and tested, its drift from the last good build reported with the
+    CVEs the upgrades fix, and held to its regression gates. Exit 0 if every recipe built
+    or was unchanged, 1 if any failed."""
     from baker.nightly import drift, run
     from baker.nightly import report as site
     from baker.nightly.history import History
@@ -52,7 +52,6 @@ def nightly(
     for f in recipe_files:
         if not f.is_file():
             raise InputError(f"{f}: no such recipe file.")
-    options = [f"--accel={accel}", *([f"--sign-key={sign_key}"] if sign_key else [])]
     db = History(history)
     try:
         night, nights = run.run(recipe_files, out, db, options, jobs, _say, broker)

@@ -50,9 +50,9 @@ def push(
     insecure: InsecureOpt = False,
     ca_bundle: CaOpt = None,
 ) -> None:
-    """Push ARTIFACT to an OCI registry: one manifest (the disk, build.json and the files
-    they are checked against), the SBOMs, provenance and signature as its referrers. Blobs
-    the registry has are not sent again. Last line: REF@sha256:<manifest digest>."""
+    """Push an artifact to an OCI registry. One manifest (the disk, build.json and the files
+    they are checked against), with the SBOMs, provenance and signature as its referrers;
+    blobs the registry has are not sent again. Last line: REF@sha256:<manifest digest>."""
     from baker import artifact as layout
     from baker.progress import Meter
     from baker.registry import containerdisk as cd
@@ -90,8 +90,8 @@ def pull(
     insecure: InsecureOpt = False,
     ca_bundle: CaOpt = None,
 ) -> None:
-    """Pull an artifact: every blob checked against its digest as it streams, everything
-    `baker verify` checks must hold, and only then does DIR appear. Prints the digest."""
+    """Pull an artifact, checked before DIR appears. Every blob is checked against its digest
+    as it streams and everything `baker verify` checks must hold. Prints the digest."""
     from baker.evidence import signing
     from baker.progress import Meter
     from baker.registry import pull as puller
@@ -118,8 +118,8 @@ def promote(
     insecure: InsecureOpt = False,
     ca_bundle: CaOpt = None,
 ) -> None:
-    """Copy an image by digest, referrers included, to another repository or tag: blobs are
-    mounted on the same registry, not sent again. Last line: DST@sha256:<digest>."""
+    """Copy an image by digest to another repository or tag. Its referrers go along; blobs
+    are mounted on the same registry, not sent again. Last line: DST@sha256:<digest>."""
     from baker.registry import promote as promoter
     from baker.registry.ref import parse
 

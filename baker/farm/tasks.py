@@ -7,7 +7,6 @@ build (the artifact store, the registry) is retried, a bounded number of times.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from typing import Any
 from celery import shared_task  # type: ignore[import-untyped]
 
 from baker import leftovers
+from baker.build.options import Options
+from baker.build.options import argv as flags
 from baker.farm import payload as payloads
 from baker.farm import store
 
@@ -52,6 +53,8 @@ def _build(job: dict[str, Any], hostname: str) -> dict[str, Any]:
         root = Path(tmp) / "project"
         recipe = payloads.lay_out(job, root)
         out = Path(tmp) / "out"
+        # The worker's signing key, if it has one, comes to the build through the environment.
+        options = Options(out=out, no_cache=bool(job.get("no_cache")))
         argv = [
             sys.executable,
             "-m",
@@ -59,13 +62,9 @@ def _build(job: dict[str, Any], hostname: str) -> dict[str, Any]:
             "build",
             str(recipe),
             f"--root={root}",
-            f"--out={out}",
             *(f"--var={k}={v}" for k, v in job["variables"].items()),
+            *flags(options),
         ]
-        if job.get("no_cache"):
-            argv.append("--no-cache")
-        if os.environ.get("BAKER_SIGN_KEY"):
-            argv.append(f"--sign-key={os.environ['BAKER_SIGN_KEY']}")
         proc = run_build(argv)
         sys.stderr.write(proc.stderr[-20000:])
         if proc.returncode != 0:

@@ -12,6 +12,7 @@ gates; it replaces OUT/NAME only if it passed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -25,6 +26,7 @@ from xml.etree import ElementTree
 
 from baker import artifact, recipe
 from baker.build import parallel
+from baker.build.options import Options, argv
 from baker.errors import BakerError, InputError
 from baker.evidence import verify
 from baker.hashing import sha256_file
@@ -54,7 +56,7 @@ def run(
     recipes: list[Path],
     out: Path,
     history: History,
-    build_options: list[str],
+    build_options: Options,
     jobs: int,
     say: Callable[[str], None],
     broker: str | None = None,
@@ -96,11 +98,12 @@ def run(
     return night_id, nights
 
 
-def _argv(n: Night, tonight: Path, build_options: list[str], broker: str | None) -> list[str]:
+def _argv(n: Night, tonight: Path, build_options: Options, broker: str | None) -> list[str]:
     """The command that builds `n` into `tonight`: here, or on the farm through `broker`
     (the workers' shared artifact directory is where `submit --out` copies it from)."""
-    no_cache = ["--no-cache"] if n.no_cache else []
+    options = dataclasses.replace(build_options, out=tonight, no_cache=n.no_cache)
     if broker:
+        no_cache = ["--no-cache"] if n.no_cache else []
         return [
             sys.executable,
             "-m",
@@ -118,9 +121,7 @@ def _argv(n: Night, tonight: Path, build_options: list[str], broker: str | None)
         "baker",
         "build",
         str(n.recipe),
-        f"--out={tonight}",
-        *build_options,
-        *no_cache,
+        *argv(options),
     ]
 
 

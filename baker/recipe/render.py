@@ -41,8 +41,20 @@ class Outside(Exception):
 
 
 def inside(here: Path, rel: str, root: Path) -> Path | None:
-    """`rel` (relative to `here`, or absolute) resolved with its symbolic links; None if it
-    cannot be resolved at all. Raises Outside when it leads out of `root`."""
+    """`rel` (relative to `here`) resolved with its symbolic links; None if it cannot be
+    resolved at all. Raises Outside when it leads out of `root`, or is an absolute path:
+    that names one machine's directories, and a project carried elsewhere (a bundle's
+    sources, a rebuild on another host) would not find it."""
+    if os.path.isabs(rel):
+        lexical = Path(os.path.normpath(rel))
+        hint = (
+            f" ({os.path.relpath(lexical, here)!r} from the recipe's directory)"
+            if lexical.is_relative_to(root)
+            else ""
+        )
+        raise Outside(
+            f"{shown(rel)} is an absolute path; a recipe names its files relative to itself{hint}"
+        )
     try:
         target = (here / rel).resolve()
     except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte
