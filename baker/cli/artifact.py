@@ -28,7 +28,10 @@ def keygen(
 def verify_artifact(
     artifact: ArtifactArg,
     pub: Annotated[
-        Path | None, typer.Option(help="The signer's public key (baker.pub) to check signatures.")
+        Path | None,
+        typer.Option(
+            help="The signer's public key (baker.pub) to check signatures.", metavar="KEY"
+        ),
     ] = None,
     live: Annotated[
         bool,

@@ -21,19 +21,25 @@ _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
 @command()
 def publish(
     artifact: ArtifactArg,
-    to: Annotated[str, typer.Option("--to", help="Where to publish: ec2.")] = "ec2",
+    to: Annotated[
+        str, typer.Option("--to", help="Where to publish: ec2.", metavar="CLOUD")
+    ] = "ec2",
     region: Annotated[
         str | None,
         typer.Option(help="The AWS region of the AMI ($AWS_REGION or the profile's by default)."),
     ] = None,
     copy_to: Annotated[
-        str, typer.Option("--copy-to", help="More regions to copy the AMI to: R2,R3.")
+        str,
+        typer.Option(
+            "--copy-to", help="More regions to copy the AMI to: R2,R3.", metavar="REGIONS"
+        ),
     ] = "",
     profile: Annotated[
-        str | None, typer.Option(help="An AWS profile ($AWS_PROFILE by default).")
+        str | None, typer.Option(help="An AWS profile ($AWS_PROFILE by default).", metavar="NAME")
     ] = None,
     timeout: Annotated[
-        float, typer.Option(help="Seconds each wait (snapshot, image, copy) may take.")
+        float,
+        typer.Option(help="Seconds each wait (snapshot, image, copy) may take.", metavar="SECONDS"),
     ] = 3600,
     as_json: JsonOpt = False,
 ) -> None:

@@ -49,7 +49,9 @@ def convert(artifact: ArtifactArg, formats: FormatOpt = None) -> None:
 @command()
 def export(
     artifact: ArtifactArg,
-    to: Annotated[Path, typer.Option("--to", help="The bundle to write (a .tar).")],
+    to: Annotated[
+        Path, typer.Option("--to", help="The bundle to write (a .tar).", metavar="BUNDLE")
+    ],
     formats: FormatOpt = None,
     with_sources: Annotated[
         bool,
@@ -60,7 +62,9 @@ def export(
     ] = False,
     pub: Annotated[
         Path | None,
-        typer.Option(help="The signer's public key (required for a signed artifact)."),
+        typer.Option(
+            help="The signer's public key (required for a signed artifact).", metavar="KEY"
+        ),
     ] = None,
     recipe: Annotated[
         Path | None,
@@ -92,10 +96,14 @@ def export(
 @command("import")
 def import_(
     bundle_file: Annotated[Path, typer.Argument(help="A bundle written by baker export.")],
-    into: Annotated[Path, typer.Option("--into", help="The new artifact directory.")],
+    into: Annotated[
+        Path, typer.Option("--into", help="The new artifact directory.", metavar="DIR")
+    ],
     pub: Annotated[
         Path | None,
-        typer.Option(help="The public key you trust; required if the bundle is signed."),
+        typer.Option(
+            help="The public key you trust; required if the bundle is signed.", metavar="KEY"
+        ),
     ] = None,
 ) -> None:
     """Check a bundle completely, then extract it into DIR. Checksums, signature (--pub),

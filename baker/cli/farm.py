@@ -9,10 +9,13 @@ from typing import Annotated
 
 import typer
 
-from baker.cli.app import VarOpt, command, err, reporter
+from baker.build.options import Options
+from baker.cli.app import VarOpt, command, err, reporter, with_options
 from baker.errors import BakerError, BuildError, InputError
 
-BrokerOpt = Annotated[str, typer.Option("--broker", help="The Redis broker: redis://host:port/db.")]
+BrokerOpt = Annotated[
+    str, typer.Option("--broker", help="The Redis broker: redis://host:port/db.", metavar="URL")
+]
 
 
 def _check_broker(broker: str) -> None:
@@ -21,27 +24,32 @@ def _check_broker(broker: str) -> None:
 
 
 @command()
+@with_options("sign_key")
 def worker(
     broker: BrokerOpt,
     queues: Annotated[
-        str | None, typer.Option(help="Queues to take (default: what this host can build).")
+        str | None,
+        typer.Option(help="Queues to take (default: what this host can build).", metavar="Q,…"),
     ] = None,
-    concurrency: Annotated[int, typer.Option(help="Builds at once (one a slot).")] = 1,
+    concurrency: Annotated[int, typer.Option(help="Builds at once (one a slot).", metavar="N")] = 1,
     artifacts: Annotated[
-        Path | None, typer.Option(help="Shared directory to store artifacts in.")
+        Path | None, typer.Option(help="Shared directory to store artifacts in.", metavar="DIR")
     ] = None,
     registry: Annotated[
-        str | None, typer.Option(help="Push artifacts under host[:port]/prefix instead.")
+        str | None,
+        typer.Option(
+            help="Push artifacts under host[:port]/prefix instead.", metavar="HOST/PREFIX"
+        ),
     ] = None,
     history: Annotated[
-        str | None, typer.Option(help="Record builds in this history (postgresql://…).")
-    ] = None,
-    sign_key: Annotated[
-        Path | None, typer.Option(help="Sign each image with this key.", envvar="BAKER_SIGN_KEY")
+        str | None,
+        typer.Option(help="Record builds in this history (postgresql://…).", metavar="DB"),
     ] = None,
     name: Annotated[
-        str | None, typer.Option(help="The worker's name (default baker-HOST-PID).")
+        str | None, typer.Option(help="The worker's name (default baker-HOST-PID).", metavar="NAME")
     ] = None,
+    *,
+    options: Options,
 ) -> None:
     """Run a build worker of the farm. It takes jobs from the broker's queues this host can
     serve, builds each with `baker build`, stores the artifact and only then acknowledges
@@ -74,7 +82,7 @@ def worker(
         ("BAKER_FARM_ARTIFACTS", artifacts),
         ("BAKER_FARM_REGISTRY", registry),
         ("BAKER_FARM_HISTORY", history),
-        ("BAKER_SIGN_KEY", sign_key),
+        ("BAKER_SIGN_KEY", options.sign_key),
     ):
         if value is not None:
             os.environ[key] = str(value)
@@ -112,7 +120,9 @@ def submit(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Build every step again on the worker.")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="With --wait: seconds to wait in all.")] = 6 * 3600,
+    timeout: Annotated[
+        float, typer.Option(help="With --wait: seconds to wait in all.", metavar="SECONDS")
+    ] = 6 * 3600,
     out: Annotated[
         Path | None,
         typer.Option(

@@ -19,10 +19,10 @@ def nightly(
         list[Path], typer.Argument(help="The recipes (images/NAME.yaml).", metavar="RECIPE")
     ],
     out: Annotated[
-        Path, typer.Option(help="Where each image's last good artifact is kept.")
+        Path, typer.Option(help="Where each image's last good artifact is kept.", metavar="DIR")
     ] = Path("out"),
     history: Annotated[
-        str, typer.Option(help="An SQLite file, or a postgresql:// URL.")
+        str, typer.Option(help="An SQLite file, or a postgresql:// URL.", metavar="DB")
     ] = "out/history.db",
     report: Annotated[
         Path | None, typer.Option(help="Write the report site here.", metavar="DIR")
@@ -31,10 +31,13 @@ def nightly(
         Path | None, typer.Option(help="Write the night's JUnit file here.", metavar="FILE")
     ] = None,
     jobs: Annotated[
-        int, typer.Option("--jobs", "-j", help="How many recipes to build at once.")
+        int, typer.Option("--jobs", "-j", help="How many recipes to build at once.", metavar="N")
     ] = 1,
     broker: Annotated[
-        str | None, typer.Option(help="Build on the farm through this Redis broker (baker worker).")
+        str | None,
+        typer.Option(
+            help="Build on the farm through this Redis broker (baker worker).", metavar="URL"
+        ),
     ] = None,
     *,
     options: Options,
