@@ -77,7 +77,9 @@ OVERLAPPING = ssh.answering
 PROBES = {"overlapping": OVERLAPPING, "sequential": _sequential}
 
 
-def compare(images: list[tuple[Path, str]], runs: int, firmware: list[str], probe: str) -> None:
+def compare(
+    images: list[tuple[Path, str]], runs: int, firmware: list[plainqemu.Firmware], probe: str
+) -> None:
     if probe == "both":  # each image once with each probe, alternated
         images = [(i, f"{label}/{p}") for i, label in images for p in PROBES]
     accel = choose("auto")
@@ -87,8 +89,8 @@ def compare(images: list[tuple[Path, str]], runs: int, firmware: list[str], prob
             for fw in firmware:
                 for image, label in images:
                     chosen = label.rpartition("/")[2] if probe == "both" else probe
-                    ssh.answering = PROBES[chosen]  # type: ignore[assignment]
-                    boot = plainqemu.measured_boot(image, Path(tmp), accel, fw, detail=True)  # type: ignore[arg-type]
+                    ssh.answering = PROBES[chosen]
+                    boot = plainqemu.measured_boot(image, Path(tmp), accel, fw, detail=True)
                     run = measure.run_record(boot)
                     results.setdefault((label, fw), []).append(run)
                     print(f"run {n + 1}/{runs} {label} ({fw}): SSH after "
@@ -217,7 +219,9 @@ def main() -> None:
         if not Path(path).is_file():
             sys.exit(f"bench/boot.py: no image at {path}")
         images.append((Path(path), label or Path(path).stem))
-    firmware = ["bios", "uefi"] if args.firmware == "both" else [args.firmware]
+    firmware: list[plainqemu.Firmware] = (
+        ["bios", "uefi"] if args.firmware == "both" else [args.firmware]
+    )
     compare(images, args.runs, firmware, args.probe)
 
 

@@ -4,8 +4,8 @@ the physical limit here, SHA-256 of the same volume's bytes from memory (the has
 API, no network, no disk), and against `sha256sum` of the volume as a local sparse raw file,
 side by side, alternating A B C A B C.
 
-The snapshot lives in moto (tests/moto_launch.py) on loopback: VOLUME GiB with DATA MiB of
-random blocks spread over it, the rest never written (zeros), as on a fresh root volume.
+The snapshot lives in moto (tests/support/moto_launch.py) on loopback: VOLUME GiB with DATA
+MiB of random blocks spread over it, the rest never written (zeros), as on a fresh root volume.
 It prints each median, min-max, the throughput over the volume, and baker/sha256sum.
 
 Usage (from the repository root):
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
-from ec2_fakes import REGION, MotoServer, client  # noqa: E402
+from support.ec2_endpoint import REGION, MotoServer, client  # noqa: E402
 
 from baker.ami.ebs import BLOCK, hash_zeros, snapshot_digest  # noqa: E402
 from baker.edge.aws import Aws  # noqa: E402

@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-import registry_server  # noqa: E402
+from support import registry_server  # noqa: E402
 
 BAKER = ROOT / ".venv" / "bin" / "baker"
 

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from baker.backends.accel import choose
 from baker.edge.ssh import BuildKeys
@@ -57,7 +58,9 @@ def sha256(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def packer_template(base: Path, out: Path, key: Path, keys: BuildKeys, accel: str) -> dict:
+def packer_template(
+    base: Path, out: Path, key: Path, keys: BuildKeys, accel: str
+) -> dict[str, Any]:
     oem = ",".join(f"value={s}" for s in keys.oem_strings())
     credential = f"value=io.systemd.credential:ssh.authorized_keys.root={keys.client_public}"
     return {

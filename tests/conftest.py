@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from support.recipe_files import WriteRecipe
 
 # unit-test fixtures ------------------------------------------------------------------------
 # Small helpers for the fast tests (no VM). Keep this section separate from the e2e one.
-
-WriteRecipe = Callable[..., Path]
 
 
 @pytest.fixture
@@ -18,7 +17,7 @@ def write_recipe(tmp_path: Path) -> WriteRecipe:
 
     def write(
         text: str | bytes,
-        files: dict[str, str | bytes] | None = None,
+        files: Mapping[str, str | bytes] | None = None,
         name: str = "recipe.yaml",
     ) -> Path:
         for rel, content in (files or {}).items():

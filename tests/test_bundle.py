@@ -9,17 +9,18 @@ import json
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_convert import (  # the artifact helpers and their session fixtures
+from support.artifacts import (
     BAKER,
     NAME,
     SDE,
-    image_fixture,  # noqa: F401
-    keypair_fixture,  # noqa: F401
+    image_fixture,
+    keypair_fixture,
     make_artifact,
     make_project,
     quiet,
@@ -34,6 +35,8 @@ from baker.evidence import signing
 from baker.evidence import verify as check
 from baker.formats import convert, tario
 from baker.hashing import sha256_file
+
+__all__ = ["image_fixture", "keypair_fixture"]  # fixtures
 
 ALL = ("raw", "vmdk", "vhdx", "vhd", "ova")
 
@@ -451,7 +454,7 @@ def _malicious(src: Path, out: Path, extra: list[tuple[tarfile.TarInfo, bytes | 
                 bad.addfile(m, good.extractfile(m))
         for info, data in extra:
             if data is None:  # only a header: the size it claims is never backed by data
-                bad.fileobj.write(info.tobuf(tarfile.PAX_FORMAT))  # type: ignore[union-attr]
+                bad.fileobj.write(info.tobuf(tarfile.PAX_FORMAT))
             else:
                 bad.addfile(info, io.BytesIO(data))
 
@@ -544,7 +547,7 @@ def test_a_system_error_is_one_sentence(
     def refuse(*_: object, **__: object) -> str:
         raise PermissionError(13, "Permission denied", str(target.parent / ".x"))
 
-    monkeypatch.setattr(importer.tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
     with pytest.raises(BuildError, match=r"failed: Permission denied \(.*/\.x\)\.$"):
         _import(signed["bundle"], target, signed["pub"], tmp_path / "cache")
     assert not target.exists()

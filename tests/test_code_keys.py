@@ -49,7 +49,7 @@ def test_an_unrelated_edit_keeps_every_key_and_a_related_one_changes_the_later_o
     assert list(before) == ["base", "disk", "boot", "provision", "verify", "shutdown",
                             "capture", "image"]  # fmt: skip
 
-    for unrelated in ("cli/app.py", "registry/client.py", "nightly/run.py", "progress.py",
+    for unrelated in ("cli/shared.py", "registry/client.py", "nightly/run.py", "progress.py",
                       "recipe/render.py"):  # fmt: skip
         _edit(tree / "baker" / unrelated)
     assert step_keys(spec) == before
@@ -70,4 +70,4 @@ def test_a_step_key_follows_imports_into_the_modules_a_step_uses(tree: Path) -> 
     }
     assert {"baker/build/steps/image.py", "baker/image/disk.py", "baker/image/bios.py"} <= closure
     # The runner and the progress display decide nothing of an image.
-    assert not {"baker/build/runner.py", "baker/progress.py", "baker/cli/app.py"} & closure
+    assert not {"baker/build/runner.py", "baker/progress.py", "baker/cli/shared.py"} & closure

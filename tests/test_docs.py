@@ -13,7 +13,7 @@ from baker import artifact
 from baker.backends.fake import FakeBackend
 from baker.build.options import FLAGS
 from baker.build.pipeline import steps
-from baker.cli import app
+from baker.cli import app  # importing baker.cli registers every command on the app
 from baker.recipe.spec import Ec2Backend, LibvirtBackend, Recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,19 +12,17 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paramiko
 import pytest
-from ec2_fakes import (
+from support.ec2_endpoint import (
     ACCESS_KEY,
     DEBIAN,
     NEW_BASE,
     OLD_BASE,
     REGION,
     SECRET_KEY,
-    FakeSshd,
-    Proxy,
     aws,
     aws_env,
     client,
@@ -33,6 +31,8 @@ from ec2_fakes import (
     proxy,
     shared_proxy,
 )
+from support.fake_sshd import FakeSshd
+from support.recording_proxy import Proxy
 
 from baker.backends.base import BaseDisk, BuildLabel, CloudImage, SshTarget
 from baker.backends.ec2 import BaseAmi, Ec2, Ec2Machine
@@ -49,10 +49,14 @@ from baker.backends.ec2.access import (
 )
 from baker.backends.ec2.base import resolve_base
 from baker.edge import ssh
-from baker.edge.aws import Aws
+from baker.edge.aws import Aws, AwsError, wait
 from baker.edge.guest import SshGuest
 from baker.errors import BakerError, BuildError, InputError
 from baker.recipe.spec import Ec2Backend
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import FilterTypeDef
 
 __all__ = ["aws_env", "dying_proxy", "moto_server", "proxy", "shared_proxy"]  # fixtures
 
@@ -100,7 +104,7 @@ class Run:
         return self.backend.start(self.backend.resolve_base(), self.keys, NO_WORKDIR, self.build)
 
 
-def ec2() -> Any:
+def ec2() -> EC2Client:
     return client("ec2")
 
 
@@ -108,7 +112,7 @@ def assert_clean(build: BuildLabel, keep_image: str | None = None) -> None:
     """Nothing of the build is left: no instance that is not terminated, no key pair or
     security group of its name, no image (but the finished one) or snapshot of its id."""
     c = ec2()
-    by_build = [{"Name": "tag:baker:build", "Values": [build.build_id]}]
+    by_build: list[FilterTypeDef] = [{"Name": "tag:baker:build", "Values": [build.build_id]}]
     reservations = c.describe_instances(Filters=by_build)["Reservations"]
     states = [i["State"]["Name"] for r in reservations for i in r["Instances"]]
     assert all(s == "terminated" for s in states), states
@@ -435,7 +439,7 @@ def test_instance_terminated_behind_our_back_while_waiting_for_ssh(aws_env: Prox
     def knock() -> None:
         conn, _ = listener.accept()
         c = ec2()
-        tagged = [{"Name": "tag:baker:build", "Values": [run.build.build_id]}]
+        tagged: list[FilterTypeDef] = [{"Name": "tag:baker:build", "Values": [run.build.build_id]}]
         for r in c.describe_instances(Filters=tagged)["Reservations"]:
             c.terminate_instances(InstanceIds=[i["InstanceId"] for i in r["Instances"]])
         conn.close()
@@ -445,6 +449,17 @@ def test_instance_terminated_behind_our_back_while_waiting_for_ssh(aws_env: Prox
         run.start()
     listener.close()
     assert_clean(run.build)
+
+
+def test_an_instance_terminated_while_waited_on_to_run_is_said_in_words(aws_env: Proxy) -> None:
+    """A waiter that meets a failure state (the instance terminated before it ran) fails the
+    wait at once with the waiter's reason, not with a crash in the error handling."""
+    c = ec2()
+    made = c.run_instances(ImageId=NEW_BASE, MinCount=1, MaxCount=1, InstanceType="t3.micro")
+    instance = made["Instances"][0]["InstanceId"]
+    c.terminate_instances(InstanceIds=[instance])
+    with pytest.raises(AwsError, match=r"wait for it to run: .*terminated"):
+        wait(c.get_waiter("instance_running"), 30, "wait for it to run", InstanceIds=[instance])
 
 
 def test_interrupt_during_first_contact_cleans_up(aws_env: Proxy, sshd: FakeSshd) -> None:
@@ -476,6 +491,7 @@ def test_image_timeout_zero_removes_the_half_made_ami(aws_env: Proxy, sshd: Fake
     with pytest.raises(BuildError, match="to become available: not done"):
         finish(machine)
     half_made = machine.made.image_id
+    assert half_made is not None
     snapshots = [
         m["Ebs"]["SnapshotId"]
         for m in ec2().describe_images(ImageIds=[half_made])["Images"][0]["BlockDeviceMappings"]
@@ -497,10 +513,12 @@ def test_resources_removed_behind_our_back_are_not_leftovers(
 ) -> None:
     run = Run(config(sshd), sshd)
     machine = run.start()
+    made = machine.made
+    assert made.instance_id and made.group_id and made.key_name
     c = ec2()
-    c.terminate_instances(InstanceIds=[machine.made.instance_id])
-    c.delete_security_group(GroupId=machine.made.group_id)
-    c.delete_key_pair(KeyName=machine.made.key_name)
+    c.terminate_instances(InstanceIds=[made.instance_id])
+    c.delete_security_group(GroupId=made.group_id)
+    c.delete_key_pair(KeyName=made.key_name)
     machine.destroy()
     assert machine.leftovers == []
     aws_env.clear()
@@ -527,6 +545,7 @@ def test_endpoint_dying_midway_reports_every_leftover_by_id(
     assert sum("NOT cleaned up" in line for line in run.logs) == len(left)
     # What was reported is what is really still there (the endpoint died, not moto).
     direct = client("ec2", endpoint=dying_proxy.upstream.geturl())
+    assert machine.made.instance_id is not None
     instance = direct.describe_instances(InstanceIds=[machine.made.instance_id])
     assert instance["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
     assert direct.describe_key_pairs(KeyNames=[run.build.name])["KeyPairs"]

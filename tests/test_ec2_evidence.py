@@ -18,18 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ec2_fakes import (
-    DEBIAN,
-    REGION,
-    Call,
-    FakeSshd,
-    Proxy,
-    aws_env,
-    client,
-    moto_server,
-    proxy,
-    shared_proxy,
-)
+from support.ec2_endpoint import DEBIAN, REGION, aws_env, client, moto_server, proxy, shared_proxy
+from support.fake_sshd import FakeSshd
+from support.recording_proxy import Call, Proxy
 
 from baker import recipe
 from baker.ami import live

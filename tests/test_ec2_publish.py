@@ -11,15 +11,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from ec2_fakes import (
+from support.ec2_endpoint import (
     ACCESS_KEY,
     REGION,
     SECRET_KEY,
-    Call,
-    Proxy,
     aws,
     aws_env,
     client,
@@ -28,10 +26,15 @@ from ec2_fakes import (
     proxy,
     shared_proxy,
 )
+from support.recording_proxy import Call, Proxy
 
 from baker import artifact
 from baker.ami.publish import BLOCK, TAG_DIGEST, Published, Timeouts, publish
 from baker.errors import BuildError, InputError
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import FilterTypeDef
 
 __all__ = ["aws_env", "dying_proxy", "moto_server", "proxy", "shared_proxy"]  # fixtures
 
@@ -76,13 +79,13 @@ def run(art: dict[str, Any], logs: list[str], **kwargs: Any) -> Published:
     )
 
 
-def ec2(region: str = REGION) -> Any:
+def ec2(region: str = REGION) -> EC2Client:
     return client("ec2", region)
 
 
 def tagged(region: str, digest: str) -> tuple[list[str], list[str]]:
     """The images and snapshots of this account tagged with `digest` in `region`."""
-    flt = [{"Name": f"tag:{TAG_DIGEST}", "Values": [digest]}]
+    flt: list[FilterTypeDef] = [{"Name": f"tag:{TAG_DIGEST}", "Values": [digest]}]
     images = ec2(region).describe_images(Owners=["self"], Filters=flt)["Images"]
     snaps = ec2(region).describe_snapshots(OwnerIds=["self"], Filters=flt)["Snapshots"]
     return [i["ImageId"] for i in images], [s["SnapshotId"] for s in snaps]
@@ -373,7 +376,7 @@ def test_endpoint_dying_after_register_reports_image_and_snapshot(
 
 
 def tagged_direct(c: Any, digest: str) -> tuple[list[str], list[str]]:
-    flt = [{"Name": f"tag:{TAG_DIGEST}", "Values": [digest]}]
+    flt: list[FilterTypeDef] = [{"Name": f"tag:{TAG_DIGEST}", "Values": [digest]}]
     images = c.describe_images(Owners=["self"], Filters=flt)["Images"]
     snaps = c.describe_snapshots(OwnerIds=["self"], Filters=flt)["Snapshots"]
     return [i["ImageId"] for i in images], [s["SnapshotId"] for s in snaps]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery.contrib.testing.worker import start_worker
+from celery.contrib.testing.worker import start_worker  # type: ignore[import-untyped]
 
 from baker import recipe
 from baker.errors import InputError

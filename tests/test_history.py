@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pg_server
 import pytest
 import sqlalchemy as sa
+from support import pg_server
 
 from baker.errors import InputError
 from baker.nightly.history import History, url_for

@@ -10,6 +10,7 @@ from pathlib import Path
 from string import Template
 
 import pytest
+from support.recipe_files import WriteRecipe
 
 from baker import recipe
 from baker.backends import accel
@@ -177,7 +178,7 @@ KEYED = [s for s in STEPS if s != "shutdown"]
 
 
 @pytest.fixture
-def demo(write_recipe) -> Path:
+def demo(write_recipe: WriteRecipe) -> Path:
     return write_recipe(RECIPE, files={"step.sh": STEP, "test_demo.py": TEST})
 
 

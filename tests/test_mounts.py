@@ -8,7 +8,9 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,7 +57,7 @@ def test_a_mount_that_took_effect_is_undone_when_the_caller_is_stopped(
 ) -> None:
     real_run = tools.run
 
-    def stopped_after_mounting(argv, **kw):  # type: ignore[no-untyped-def]
+    def stopped_after_mounting(argv: Sequence[str | Path], **kw: Any) -> str:
         out = real_run(argv, **kw)
         if Path(str(argv[0])).name == "mount":
             raise KeyboardInterrupt  # as if the signal came just as mount returned

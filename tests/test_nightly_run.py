@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -13,7 +14,7 @@ import pytest
 
 from baker.build import parallel
 from baker.build.options import Options
-from baker.nightly import run
+from baker.nightly import mirror, run
 from baker.nightly.history import History
 
 
@@ -31,7 +32,9 @@ def test_a_bad_recipe_and_a_failed_build_are_each_recorded(
 ) -> None:
     started: list[list[str]] = []
 
-    def failing_builds(jobs, limit, say):  # type: ignore[no-untyped-def]
+    def failing_builds(
+        jobs: Sequence[parallel.Job], limit: int, say: Callable[[str], None]
+    ) -> list[parallel.Job]:
         for job in jobs:
             started.append(job.argv)
             say(f"[{job.name}] baker: error: the provisioner step failed (exit 3)")
@@ -39,7 +42,7 @@ def test_a_bad_recipe_and_a_failed_build_are_each_recorded(
         return list(jobs)
 
     monkeypatch.setattr(parallel, "run_all", failing_builds)
-    monkeypatch.setattr(run.mirror, "state", lambda base: "sha256:mirror")
+    monkeypatch.setattr(mirror, "state", lambda base: "sha256:mirror")
     history = History(str(tmp_path / "h.db"))
     night, nights = run.run(_recipes(tmp_path), tmp_path / "out", history, Options(), 1,
                             lambda s: None)  # fmt: skip

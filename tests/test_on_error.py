@@ -9,11 +9,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
+from support.recipe_files import WriteRecipe
 
 from baker import leftovers, recipe
 from baker.backends.fake import FakeBackend
@@ -23,7 +24,6 @@ from baker.cache import Cache
 from baker.errors import BuildError
 from baker.progress import Reporter
 
-WriteRecipe = Callable[..., Path]
 RECIPE = """\
 name: fake-image
 provisioners:
@@ -36,11 +36,11 @@ provisioners:
 """
 
 
-def _opts(tmp_path: Path, **kw: object) -> Options:
+def _opts(tmp_path: Path, **kw: Any) -> Options:
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     return Options(out=tmp_path / "out", cache=Cache(tmp_path / "cache"), work_root=work,
-                   measure=False, **kw)  # type: ignore[arg-type]  # fmt: skip
+                   measure=False, **kw)  # fmt: skip
 
 
 def _reporter() -> Reporter:

@@ -9,11 +9,11 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from rich.console import Console
+from support.recipe_files import WriteRecipe
 
 from baker import recipe
 from baker.artifact import ImageRecord, read_record
@@ -41,7 +41,6 @@ provisioners:
 """
 SCRIPT = "echo second\n"
 
-WriteRecipe = Callable[..., Path]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="loop-mounts a disk: needs root")
 
 

@@ -7,11 +7,12 @@ from pathlib import Path
 from string import Template
 
 import pytest
+from support.recipe_files import WriteRecipe
 
 from baker import recipe
 from baker.errors import BuildError, InputError
 from baker.recipe import messages
-from baker.recipe.spec import FileUpload, Recipe, ShellFile, ShellInline
+from baker.recipe.spec import FileUpload, LibvirtBackend, Recipe, ShellFile, ShellInline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -390,10 +391,11 @@ provisioners:
 """
 
 
-def test_variable_defaults_render(write_recipe) -> None:
+def test_variable_defaults_render(write_recipe: WriteRecipe) -> None:
     spec = recipe.load(write_recipe(VARIABLES))
     assert spec.variables == {"motd": "baked by baker", "cpus": 2, "debug": True, "ratio": 0.5}
     assert spec.recipe.description == "baked by baker"
+    assert isinstance(spec.recipe.backend, LibvirtBackend)
     assert spec.recipe.backend.cpus == 2
     steps = spec.recipe.provisioners
     assert [s.inline for s in steps if isinstance(s, ShellInline)] == [
@@ -402,7 +404,7 @@ def test_variable_defaults_render(write_recipe) -> None:
     ]
 
 
-def test_overrides_render_and_are_coerced_to_the_defaults_type(write_recipe) -> None:
+def test_overrides_render_and_are_coerced_to_the_defaults_type(write_recipe: WriteRecipe) -> None:
     path = write_recipe(VARIABLES)
     spec = recipe.load(path, {"motd": "hello", "cpus": "4", "debug": "false", "ratio": "2"})
 
@@ -411,6 +413,7 @@ def test_overrides_render_and_are_coerced_to_the_defaults_type(write_recipe) -> 
     assert type(spec.variables["debug"]) is bool
     assert type(spec.variables["ratio"]) is float
     assert spec.recipe.description == "hello"
+    assert isinstance(spec.recipe.backend, LibvirtBackend)
     assert spec.recipe.backend.cpus == 4
     # "false" as a string would be true in the template: the debug step must be gone.
     assert len(spec.recipe.provisioners) == 1
@@ -420,12 +423,12 @@ def test_overrides_render_and_are_coerced_to_the_defaults_type(write_recipe) -> 
     ("given", "expected"),
     [("true", True), ("yes", True), ("1", True), ("FALSE", False), ("no", False), ("0", False)],
 )
-def test_bool_override_spellings(write_recipe, given: str, expected: bool) -> None:
+def test_bool_override_spellings(write_recipe: WriteRecipe, given: str, expected: bool) -> None:
     spec = recipe.load(write_recipe(VARIABLES), {"debug": given})
     assert spec.variables["debug"] is expected
 
 
-def test_digests(write_recipe) -> None:
+def test_digests(write_recipe: WriteRecipe) -> None:
     path = write_recipe(VARIABLES)
     plain = recipe.load(path)
     overridden = recipe.load(path, {"motd": "other"})
@@ -436,7 +439,9 @@ def test_digests(write_recipe) -> None:
     assert plain.source == path.resolve()
 
 
-def test_files_are_resolved_relative_to_the_recipe_and_pinned(write_recipe, tmp_path) -> None:
+def test_files_are_resolved_relative_to_the_recipe_and_pinned(
+    write_recipe: WriteRecipe, tmp_path: Path
+) -> None:
     text = f"""\
 name: demo
 provisioners:
@@ -475,7 +480,7 @@ tests:
     assert spec.step_name(1, upload) == "02-index"
 
 
-def test_read_rechecks_the_pin(write_recipe, tmp_path) -> None:
+def test_read_rechecks_the_pin(write_recipe: WriteRecipe, tmp_path: Path) -> None:
     path = write_recipe(
         f"name: demo\nprovisioners:\n  - shell: step.sh\n    sha256: {STEP_SHA}\n",
         files={"step.sh": STEP},
@@ -499,11 +504,12 @@ def test_read_rechecks_the_pin(write_recipe, tmp_path) -> None:
     )
 
 
-def test_spec_is_frozen(write_recipe) -> None:
+def test_spec_is_frozen(write_recipe: WriteRecipe) -> None:
     spec = recipe.load(write_recipe("name: demo\n"))
     with pytest.raises(Exception, match="frozen"):
         spec.recipe.name = "other"  # type: ignore[misc]
     assert spec.recipe.base.disk_size_mib == 2048
+    assert isinstance(spec.recipe.backend, LibvirtBackend)
     assert spec.recipe.backend.accel == "auto"
 
 

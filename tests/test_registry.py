@@ -7,18 +7,22 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-import registry_server
 import requests
+from support import registry_server
+from support.registry_server import Registry
 
 from baker import artifact
 from baker.edge.ssh import free_port
-from baker.errors import InputError
+from baker.errors import BuildError, InputError
 from baker.registry import client as client_mod
 from baker.registry import containerdisk, oci, promote, push, referrers
 from baker.registry.client import connect
@@ -28,21 +32,21 @@ BAKER = Path(sys.executable).parent / "baker"
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory):
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     reg = registry_server.start(tmp_path_factory.mktemp("reg") / "tls")
     yield reg
     reg.stop()
 
 
 @pytest.fixture(scope="module")
-def plain_registry(tmp_path_factory: pytest.TempPathFactory):
+def plain_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     reg = registry_server.start(tmp_path_factory.mktemp("reg") / "plain", tls=False)
     yield reg
     reg.stop()
 
 
 @pytest.fixture
-def logged_in(registry, monkeypatch: pytest.MonkeyPatch):
+def logged_in(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> Registry:
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(registry.auth_file))
     monkeypatch.setenv("HOME", str(registry.root))  # no login of the machine's own
     return registry
@@ -86,7 +90,7 @@ def baker(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Co
 
 
 def test_push_twice_sends_nothing_the_second_time_and_gives_the_same_digest(
-    logged_in, tmp_path: Path
+    logged_in: Registry, tmp_path: Path
 ) -> None:
     art = make_artifact(tmp_path / "small")
     ref = parse(f"{logged_in.host}/team/small:v1")
@@ -99,11 +103,11 @@ def test_push_twice_sends_nothing_the_second_time_and_gives_the_same_digest(
 
 
 def test_cli_push_prints_ref_at_digest_and_skopeo_reads_the_manifest(
-    logged_in, tmp_path: Path
+    logged_in: Registry, tmp_path: Path
 ) -> None:
     art = make_artifact(tmp_path / "cli")
     target = f"{logged_in.host}/team/cli:nightly"
-    proc = baker("push", art, target, "--ca-bundle", logged_in.ca)
+    proc = baker("push", art, target, "--ca-bundle", logged_in.ca_bundle)
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith(f"{target}@sha256:")
@@ -136,7 +140,7 @@ def test_cli_push_prints_ref_at_digest_and_skopeo_reads_the_manifest(
 
 
 def test_a_dropped_connection_mid_upload_resumes_from_the_registrys_offset(
-    logged_in, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    logged_in: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(client_mod, "CHUNK", 1024)
     art = make_artifact(tmp_path / "resume", disk=os.urandom(10 * 1024))
@@ -145,7 +149,7 @@ def test_a_dropped_connection_mid_upload_resumes_from_the_registrys_offset(
     real = c.session.request
     patches = []
 
-    def flaky(method: str, url: str, **kw):  # type: ignore[no-untyped-def]
+    def flaky(method: str, url: str, **kw: Any) -> requests.Response:
         if method == "PATCH":
             patches.append(kw["headers"]["Content-Range"])
             if patches.count("3072-4095") == 1 and kw["headers"]["Content-Range"] == "3072-4095":
@@ -174,7 +178,7 @@ def test_a_dropped_connection_mid_upload_resumes_from_the_registrys_offset(
     assert fetched.read_bytes() == (art / artifact.IMAGE).read_bytes()
 
 
-def test_without_the_ca_tls_is_refused_in_one_line(logged_in, tmp_path: Path) -> None:
+def test_without_the_ca_tls_is_refused_in_one_line(logged_in: Registry, tmp_path: Path) -> None:
     art = make_artifact(tmp_path / "noca")
     proc = baker("push", art, f"{logged_in.host}/team/noca:v1")
     assert proc.returncode == 1
@@ -186,14 +190,14 @@ def test_without_the_ca_tls_is_refused_in_one_line(logged_in, tmp_path: Path) ->
     assert "--ca-bundle" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_without_a_login_access_is_refused_in_one_line(registry, tmp_path: Path) -> None:
+def test_without_a_login_access_is_refused_in_one_line(registry: Registry, tmp_path: Path) -> None:
     art = make_artifact(tmp_path / "nologin")
     proc = baker(
         "push",
         art,
         f"{registry.host}/team/nologin:v1",
         "--ca-bundle",
-        registry.ca,
+        registry.ca_bundle,
         env={"HOME": str(tmp_path), "REGISTRY_AUTH_FILE": ""},
     )
     assert proc.returncode == 1
@@ -202,7 +206,7 @@ def test_without_a_login_access_is_refused_in_one_line(registry, tmp_path: Path)
 
 
 def test_a_loopback_registry_without_tls_is_used_over_plain_http(
-    plain_registry, tmp_path: Path
+    plain_registry: Registry, tmp_path: Path
 ) -> None:
     art = make_artifact(tmp_path / "plain")
     proc = baker("push", art, f"{plain_registry.host}/dev/plain:v1")
@@ -232,7 +236,7 @@ def test_bad_references_are_one_line_and_exit_2(text: str, fault: str, tmp_path:
 
 
 def test_promote_mounts_blobs_and_refuses_to_move_a_tag_without_force(
-    logged_in, tmp_path: Path
+    logged_in: Registry, tmp_path: Path
 ) -> None:
     a, b = (
         make_artifact(tmp_path / "a"),
@@ -253,7 +257,7 @@ def test_promote_mounts_blobs_and_refuses_to_move_a_tag_without_force(
         f"{host}/dev/app:2",
         f"{host}/prod/app:stable",
         "--ca-bundle",
-        logged_in.ca,
+        logged_in.ca_bundle,
         env=env,
     )
     assert proc.returncode == 2
@@ -264,14 +268,14 @@ def test_promote_mounts_blobs_and_refuses_to_move_a_tag_without_force(
         f"{host}/prod/app:stable",
         "--force",
         "--ca-bundle",
-        logged_in.ca,
+        logged_in.ca_bundle,
         env=env,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith(f"@{pb.ref.digest}")
 
 
-def test_containerdisk_layer_holds_the_disk_under_disk(logged_in, tmp_path: Path) -> None:
+def test_containerdisk_layer_holds_the_disk_under_disk(logged_in: Registry, tmp_path: Path) -> None:
     art = make_artifact(tmp_path / "cd", disk=os.urandom(5000))
     ref = parse(f"{logged_in.host}/team/cd:v1-containerdisk")
     c = connect(ref, ca_bundle=logged_in.ca)
@@ -309,7 +313,7 @@ def test_a_registry_that_is_down_is_one_line(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines()[-1].endswith("cannot connect (connection refused).")
 
 
-def test_a_tampered_artifact_is_not_pushed(logged_in, tmp_path: Path) -> None:
+def test_a_tampered_artifact_is_not_pushed(logged_in: Registry, tmp_path: Path) -> None:
     """A file that does not match SHA256SUMS is found while it is sent (hashed as it goes),
     and its upload is cancelled: nothing of it is stored under its claimed digest."""
     art = make_artifact(tmp_path / "tampered")
@@ -325,7 +329,7 @@ def test_a_tampered_artifact_is_not_pushed(logged_in, tmp_path: Path) -> None:
 
 @pytest.fixture
 def standin():
-    from registry_standin import StandIn
+    from support.registry_standin import StandIn
 
     reg = StandIn()
     yield reg
@@ -352,7 +356,7 @@ def test_a_registry_with_the_referrers_api_gets_no_referrers_tag(standin, tmp_pa
 
 
 def test_pull_refuses_before_fetching_when_the_disk_cannot_hold_it(
-    logged_in, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    logged_in: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from baker.registry import pull
 
@@ -361,10 +365,15 @@ def test_pull_refuses_before_fetching_when_the_disk_cannot_hold_it(
     c = connect(ref, ca_bundle=logged_in.ca)
     push.push(c, art, ref)
     fetched: list[str] = []
-    monkeypatch.setattr(c, "fetch_blob", lambda *a, **k: fetched.append("x") or "")
-    monkeypatch.setattr(pull.shutil, "disk_usage", lambda p: type("U", (), {"free": 100})())
+
+    def fetch_blob(*_args: object, **_kwargs: object) -> str:
+        fetched.append("x")
+        return ""
+
+    monkeypatch.setattr(c, "fetch_blob", fetch_blob)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: type("U", (), {"free": 100})())
     into = tmp_path / "into"
-    with pytest.raises(client_mod.BuildError, match="has 0 MB free"):
+    with pytest.raises(BuildError, match="has 0 MB free"):
         pull.pull(c, ref, into, tmp_path / "unused.pub")
     assert fetched == [] and not into.exists()
 
@@ -377,7 +386,7 @@ def test_token_authentication_with_the_login_from_the_auth_file(
     server for it."""
     import base64
 
-    from registry_standin import StandIn
+    from support.registry_standin import StandIn
 
     reg = StandIn(login=("robot", "pw"))
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,7 +97,7 @@ can be found in `/usr/share/common-licenses/GPL-3'.
 """
 
 
-def build(fn: Any, **overrides: Any) -> bytes:
+def build(fn: Callable[[sbom.Subject], bytes], **overrides: Any) -> bytes:
     kwargs: dict[str, Any] = {
         "image_name": "debian-12-base",
         "image_file": "image.qcow2",
@@ -213,16 +214,16 @@ def test_cyclonedx_components(cdx: bytes) -> None:
             "baker:deb:source": p.source,
             "baker:deb:source-version": p.source_version,
         }
-    comps = {(c["name"], c["purl"].split("arch=")[1].split("&")[0]): c for c in comps.values()}
-    assert "licenses" not in comps["bsdutils", "amd64"]
-    assert comps["libc6", "amd64"]["licenses"] == comps["libc6", "i386"]["licenses"]
-    libc = [x["license"] for x in comps["libc6", "amd64"]["licenses"]]
+    by_arch = {(c["name"], c["purl"].split("arch=")[1].split("&")[0]): c for c in comps.values()}
+    assert "licenses" not in by_arch["bsdutils", "amd64"]
+    assert by_arch["libc6", "amd64"]["licenses"] == by_arch["libc6", "i386"]["licenses"]
+    libc = [x["license"] for x in by_arch["libc6", "amd64"]["licenses"]]
     # a deprecated SPDX id comes out as its successor; a Debian-only name as a named licence
     assert {x.get("id") or x.get("name") for x in libc} == {"LGPL-2.1-or-later", "GPL-2+"}
     assert {"name": "GPL-2+", "acknowledgement": "declared"} in libc
-    util = [x["license"]["id"] for x in comps["util-linux", "amd64"]["licenses"]]
+    util = [x["license"]["id"] for x in by_arch["util-linux", "amd64"]["licenses"]]
     assert sorted(util) == ["GPL-2.0-only", "MIT"]
-    assert comps["tzdata", "all"]["licenses"] == [
+    assert by_arch["tzdata", "all"]["licenses"] == [
         {"license": {"name": "public-domain", "acknowledgement": "declared"}}
     ]
 

@@ -150,21 +150,6 @@ class Guest:
             conn.close()
 
 
-def _open_ones(conns: list[socket.socket]) -> list[socket.socket]:
-    """The connections the client has not closed (a closed one reads as EOF at once)."""
-    still = []
-    for conn in conns:
-        conn.setblocking(False)
-        try:
-            if conn.recv(1, socket.MSG_PEEK) != b"":
-                still.append(conn)
-        except BlockingIOError:
-            still.append(conn)
-        except OSError:
-            pass
-    return still
-
-
 @pytest.fixture
 def guest() -> Iterator[Guest]:
     machine = Guest()

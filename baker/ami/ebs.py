@@ -19,12 +19,16 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from baker import leftovers
 from baker.edge import tools
 from baker.edge.aws import api, tags
 from baker.errors import BuildError
+
+if TYPE_CHECKING:
+    from mypy_boto3_ebs import EBSClient
+    from mypy_boto3_ebs.type_defs import ListSnapshotBlocksRequestTypeDef
 
 BLOCK = 512 * 1024  # the EBS direct API's one block size
 GIB = 1 << 30
@@ -48,7 +52,7 @@ def raw_copy(image: Path, work_root: Path | None) -> Iterator[Path]:
 
 
 def upload_snapshot(
-    ebs: Any,
+    ebs: EBSClient,
     raw: Path,
     raw_digest: str,
     description: str,
@@ -81,7 +85,7 @@ def upload_snapshot(
     return snapshot
 
 
-def put_blocks(ebs: Any, snapshot: str, raw: Path) -> tuple[str, int]:
+def put_blocks(ebs: EBSClient, snapshot: str, raw: Path) -> tuple[str, int]:
     """Upload every non-zero 512 KiB block of `raw`; returns the sha256 (hex) of all of its
     bytes, read once, and the number of blocks written."""
     whole = hashlib.sha256()
@@ -110,7 +114,7 @@ def put_blocks(ebs: Any, snapshot: str, raw: Path) -> tuple[str, int]:
     return whole.hexdigest(), written
 
 
-def put_block(ebs: Any, snapshot: str, index: int, data: bytes) -> None:
+def put_block(ebs: EBSClient, snapshot: str, index: int, data: bytes) -> None:
     """One whole block, with the SHA-256 checksum the service checks it against."""
     checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
     with api(f"upload block {index} of snapshot {snapshot}"):
@@ -147,7 +151,7 @@ class SnapshotDigest:
         }
 
 
-def snapshot_digest(ebs: Any, snapshot: str, log: Callable[[str], None]) -> SnapshotDigest:
+def snapshot_digest(ebs: EBSClient, snapshot: str, log: Callable[[str], None]) -> SnapshotDigest:
     """The sha256 of the whole volume `snapshot` holds, read through the EBS direct API in
     block order: its blocks fetched THREADS at a time as list_snapshot_blocks names them,
     page by page (memory stays bounded whatever the volume's size), each checked against its
@@ -195,12 +199,12 @@ def _hash_next(
     return index + 1
 
 
-def _pages(ebs: Any, snapshot: str) -> Iterator[tuple[int, int, list[tuple[int, str]]]]:
+def _pages(ebs: EBSClient, snapshot: str) -> Iterator[tuple[int, int, list[tuple[int, str]]]]:
     """(volume bytes, block size, [(index, token)]) for each page of the snapshot's blocks."""
     token: str | None = None
     last = -1
     while True:
-        params: dict[str, Any] = {"SnapshotId": snapshot, "MaxResults": 10000}
+        params: ListSnapshotBlocksRequestTypeDef = {"SnapshotId": snapshot, "MaxResults": 10000}
         if token:
             params["NextToken"] = token
         with api(f"list the blocks of snapshot {snapshot}"):
@@ -215,7 +219,7 @@ def _pages(ebs: Any, snapshot: str) -> Iterator[tuple[int, int, list[tuple[int, 
             return
 
 
-def get_block(ebs: Any, snapshot: str, index: int, token: str, size: int) -> bytes:
+def get_block(ebs: EBSClient, snapshot: str, index: int, token: str, size: int) -> bytes:
     """One block's bytes, checked against the checksum the service gives with them."""
     with api(f"read block {index} of snapshot {snapshot}"):
         reply = ebs.get_snapshot_block(SnapshotId=snapshot, BlockIndex=index, BlockToken=token)

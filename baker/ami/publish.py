@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from baker import artifact
 from baker.ami.ebs import BLOCK, TAG_RAW, raw_copy, upload_snapshot
@@ -28,6 +28,10 @@ from baker.edge.aws import (
 )
 from baker.errors import BuildError, InputError
 from baker.hashing import sha256_file
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.literals import BootModeValuesType
 
 __all__ = ["BLOCK", "TAG_DIGEST", "TAG_RAW", "TAG_RECIPE", "Published", "Timeouts", "publish"]
 
@@ -58,7 +62,11 @@ class Timeouts:
 
 # EC2's boot mode for each of baker's: a hybrid disk starts under UEFI where the instance
 # type has it (Secure Boot, NitroTPM), else under BIOS.
-BOOT_MODES = {"bios": "legacy-bios", "hybrid": "uefi-preferred", "uefi": "uefi"}
+BOOT_MODES: dict[str, BootModeValuesType] = {
+    "bios": "legacy-bios",
+    "hybrid": "uefi-preferred",
+    "uefi": "uefi",
+}
 
 
 @dataclass(frozen=True)
@@ -140,7 +148,7 @@ class Published:
 class _Undo:
     """What this publish made so far in one region, removed again if it fails."""
 
-    ec2: Any
+    ec2: EC2Client
     snapshots: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
 
@@ -181,7 +189,9 @@ def publish(
     return Published(art.digest, raw_digest, tuple(images))
 
 
-def _find(ec2: Any, region: str, art: Artifact, timeout_s: float, log: Log) -> RegionImage | None:
+def _find(
+    ec2: EC2Client, region: str, art: Artifact, timeout_s: float, log: Log
+) -> RegionImage | None:
     """This account's AMI for the image's digest in `region`, if there is one (once it is
     available), checked against the raw digest the build recorded."""
     with api(f"look for an AMI of {art.digest} in {region}"):
@@ -203,7 +213,7 @@ def _find(ec2: Any, region: str, art: Artifact, timeout_s: float, log: Log) -> R
         )
     if image["State"] == "pending":
         what = f"wait for {image_id} in {region} to become available"
-        wait(ec2, "image_available", timeout_s, what, ImageIds=[image_id])
+        wait(ec2.get_waiter("image_available"), timeout_s, what, ImageIds=[image_id])
     log(f"{art.digest} is already published in {region} as {image_id}: reusing it")
     snapshots = tuple(sorted(image_snapshots(ec2, image_id)))
     return RegionImage(region, image_id, snapshots, reused=True, raw_digest=raw)
@@ -228,16 +238,14 @@ def _upload_and_register(
             )
         _tag(ec2, [snapshot], art.tags(raw_digest))
         wait(
-            ec2,
-            "snapshot_completed",
+            ec2.get_waiter("snapshot_completed"),
             timeouts.snapshot_s,
             f"wait for snapshot {snapshot} to complete",
             SnapshotIds=[snapshot],
         )
         image_id = _register(ec2, snapshot, art, raw_digest, undo)
         wait(
-            ec2,
-            "image_available",
+            ec2.get_waiter("image_available"),
             timeouts.image_s,
             f"wait for image {image_id} to become available",
             ImageIds=[image_id],
@@ -264,7 +272,7 @@ def _check_raw(raw: Path, art: Artifact, log: Log) -> str:
     return raw_digest
 
 
-def _register(ec2: Any, snapshot: str, art: Artifact, raw_digest: str, undo: _Undo) -> str:
+def _register(ec2: EC2Client, snapshot: str, art: Artifact, raw_digest: str, undo: _Undo) -> str:
     values = art.tags(raw_digest)
     with api(f"register an AMI from snapshot {snapshot}"):
         image_id = str(
@@ -294,7 +302,7 @@ def _register(ec2: Any, snapshot: str, art: Artifact, raw_digest: str, undo: _Un
     return image_id
 
 
-def _tag(ec2: Any, resources: list[str], values: dict[str, str]) -> None:
+def _tag(ec2: EC2Client, resources: list[str], values: dict[str, str]) -> None:
     # Also after TagSpecifications: not every EC2-compatible endpoint applies those.
     with api(f"tag {', '.join(resources)}"):
         ec2.create_tags(Resources=resources, Tags=tags(values))
@@ -329,8 +337,7 @@ def _copy(
         undo.images.append(image_id)
         _tag(ec2, [image_id], values)
         wait(
-            ec2,
-            "image_available",
+            ec2.get_waiter("image_available"),
             timeouts.copy_s,
             f"wait for copy {image_id} in {region} to become available",
             ImageIds=[image_id],

@@ -1,7 +1,7 @@
 """The command line (DESIGN.md, CLI contract). Exit 0 success, 1 failure, 2 bad input, 130
 interrupted; errors are one sentence on stderr, never a traceback for a user's mistake.
 
-Each module registers its commands on baker.cli.app.app when imported: build (build,
+Each module registers its commands on baker.cli.shared.app when imported: build (build,
 validate, lock, rebuild), artifact (verify, inspect, diff, keygen), export (convert, export,
 import), cloud (publish), registry (push, pull, promote), nightly, farm (worker, submit),
 cache (cache list, cache prune), clean.
@@ -32,7 +32,9 @@ from baker.cli import (  # noqa: F401  (they register)
     nightly,
     registry,
 )
-from baker.cli.app import app, err
+from baker.cli.shared import app, err
+
+__all__ = ["app", "main"]
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from baker.cli.app import ArtifactArg, JsonOpt, command, err
+from baker.cli.shared import ArtifactArg, JsonOpt, command, err
 
 
 @command()

@@ -14,7 +14,7 @@ import typer
 from baker import recipe
 from baker.build import parallel
 from baker.build.options import Failure, Options, argv
-from baker.cli.app import RecipeArg, RootOpt, VarOpt, command, err, reporter, with_options
+from baker.cli.shared import RecipeArg, RootOpt, VarOpt, command, err, reporter, with_options
 from baker.errors import InputError
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from baker.cli.app import JsonOpt, app, command
+from baker.cli.shared import JsonOpt, app, command
 from baker.errors import InputError
 
 cache_app = typer.Typer(no_args_is_help=True, help="The step cache: list and prune its entries.")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from baker.cli.app import command
+from baker.cli.shared import command
 from baker.errors import BakerError, BuildError
 
 

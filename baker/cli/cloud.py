@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from baker.cli.app import ArtifactArg, JsonOpt, command, reporter
+from baker.cli.shared import ArtifactArg, JsonOpt, command, reporter
 from baker.errors import InputError
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from baker.cli.app import ArtifactArg, command, reporter
+from baker.cli.shared import ArtifactArg, command, reporter
 from baker.errors import InputError
 
 FormatOpt = Annotated[

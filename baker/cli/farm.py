@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from baker.build.options import Options
-from baker.cli.app import VarOpt, command, err, reporter, with_options
+from baker.cli.shared import VarOpt, command, err, reporter, with_options
 from baker.errors import BakerError, BuildError, InputError
 
 BrokerOpt = Annotated[

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from baker.build.options import Options
-from baker.cli.app import command, err, with_options
+from baker.cli.shared import command, err, with_options
 from baker.errors import BuildError, InputError
 
 

@@ -4,7 +4,8 @@ one-sentence BakerErrors. Nothing else in baker imports boto3.
 Credentials and endpoints come the way every AWS tool takes them: the standard credential
 chain (environment, `AWS_PROFILE` or a named profile, shared files, SSO, instance roles) and
 `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_EC2` / `AWS_ENDPOINT_URL_EBS` for EC2-compatible
-endpoints. baker never reads, prints or stores a credential itself.
+endpoints. baker never reads, prints or stores a credential itself. (Other modules name the
+clients' types from the boto3 stubs, for mypy only.)
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar, overload
 
 import boto3
 import botocore.exceptions
@@ -24,6 +25,17 @@ from botocore.config import Config
 
 from baker import __version__
 from baker.errors import BakerError, BuildError, InputError
+
+if TYPE_CHECKING:  # the stubs are test dependencies: types only, never imported at run time
+    from botocore.waiter import Waiter
+    from mypy_boto3_ebs import EBSClient
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.literals import ResourceTypeType
+    from mypy_boto3_ec2.type_defs import ImageTypeDef, TagSpecificationTypeDef, TagTypeDef
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Service = Literal["ec2", "ebs"]
 
 # botocore logs request headers (the Authorization header names the access key) at DEBUG;
 # whatever logging a caller sets up, none of that may reach a build log.
@@ -53,7 +65,9 @@ class Aws:
     region: str
     profile: str | None = None
     _session: boto3.Session | None = field(default=None, init=False, repr=False)
-    _clients: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False)
+    _clients: dict[tuple[Service, str], EC2Client | EBSClient] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     @property
     def session(self) -> boto3.Session:
@@ -62,7 +76,11 @@ class Aws:
                 self._session = boto3.Session(profile_name=self.profile, region_name=self.region)
         return self._session
 
-    def client(self, service: str, region: str | None = None) -> Any:
+    @overload
+    def client(self, service: Literal["ec2"], region: str | None = None) -> EC2Client: ...
+    @overload
+    def client(self, service: Literal["ebs"], region: str | None = None) -> EBSClient: ...
+    def client(self, service: Service, region: str | None = None) -> EC2Client | EBSClient:
         region = region or self.region
         key = (service, region)
         if key not in self._clients:
@@ -75,13 +93,13 @@ class Aws:
                     raise InputError(f"could not set up the {service} client: {e}.") from None
         return self._clients[key]
 
-    def ec2(self, region: str | None = None) -> Any:
+    def ec2(self, region: str | None = None) -> EC2Client:
         return self.client("ec2", region)
 
-    def ebs(self, region: str | None = None) -> Any:
+    def ebs(self, region: str | None = None) -> EBSClient:
         return self.client("ebs", region)
 
-    def endpoint(self, service: str = "ec2", region: str | None = None) -> str:
+    def endpoint(self, service: Service = "ec2", region: str | None = None) -> str:
         return str(self.client(service, region).meta.endpoint_url)
 
 
@@ -155,19 +173,21 @@ def api(what: str) -> Iterator[None]:
         raise AwsError(f"could not {what}: {reason}.") from None
 
 
-def wait(client: Any, waiter: str, timeout_s: float, what: str, **params: Any) -> None:
-    """Wait with one of boto3's waiters, within `timeout_s` overall; 0 means not at all, so the
-    wait fails at once. A resource that reaches a failure state on the way (an instance
-    terminated while it was waited on to run) fails the wait at once too."""
+def wait(waiter: Waiter, timeout_s: float, what: str, **params: object) -> None:
+    """Wait with one of boto3's waiters (`client.get_waiter(name)`), within `timeout_s`
+    overall; 0 means not at all, so the wait fails at once. A resource that reaches a failure
+    state on the way (an instance terminated while it was waited on to run) fails the wait at
+    once too."""
     if timeout_s <= 0:
         raise Timeout(f"{what}: not done, and its timeout is 0 s.")
     delay = min(POLL_S, timeout_s)
     attempts = max(1, math.ceil(timeout_s / delay))
     with api(what):
         try:
-            client.get_waiter(waiter).wait(
-                **params, WaiterConfig={"Delay": delay, "MaxAttempts": attempts}
-            )
+            # Through botocore's Waiter, whose wait() takes any waiter's parameters. The
+            # service stubs type Delay as an int; botocore sleeps for any number of seconds,
+            # and a timeout under POLL_S polls that much more often.
+            waiter.wait(**params, WaiterConfig={"Delay": delay, "MaxAttempts": attempts})
         except botocore.exceptions.WaiterError as e:
             if "Max attempts exceeded" in str(e):
                 raise Timeout(f"{what}: not done within {timeout_s:g} s.") from None
@@ -178,7 +198,8 @@ def _waiter_reason(e: botocore.exceptions.WaiterError) -> str:
     err = (e.last_response or {}).get("Error")
     if err:
         return redact(f"{err.get('Code')}: {err.get('Message')}".rstrip("."))
-    return str(e.reason).rstrip(".")
+    # WaiterError keeps its reason in kwargs only: it has no `reason` attribute.
+    return str(e.kwargs.get("reason") or e).rstrip(".")
 
 
 def _waiter_code(e: botocore.exceptions.WaiterError) -> str:
@@ -186,33 +207,38 @@ def _waiter_code(e: botocore.exceptions.WaiterError) -> str:
 
 
 def retry(
-    what: str, codes: set[str], timeout_s: float, call: Callable[..., Any], **params: Any
-) -> Any:
-    """`call(**params)`, again while it fails with one of `codes` (AWS is eventually
+    what: str,
+    codes: set[str],
+    timeout_s: float,
+    call: Callable[P, T],
+    *args: P.args,
+    **params: P.kwargs,
+) -> T:
+    """`call(*args, **params)`, again while it fails with one of `codes` (AWS is eventually
     consistent: a security group stays in use for a while after its instance is gone)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             with api(what):
-                return call(**params)
+                return call(*args, **params)
         except AwsError as e:
             if e.code not in codes or time.monotonic() >= deadline:
                 raise
         time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
 
 
-def describe_image(ec2: Any, image_id: str) -> list[dict[str, Any]]:
+def describe_image(ec2: EC2Client, image_id: str) -> list[ImageTypeDef]:
     """DescribeImages of one image id: the image, or none."""
     with api(f"describe image {image_id}"):
         return list(ec2.describe_images(ImageIds=[image_id])["Images"])
 
 
-def image_snapshots(ec2: Any, image_id: str) -> set[str]:
+def image_snapshots(ec2: EC2Client, image_id: str) -> set[str]:
     """The snapshots an image's block device mappings name."""
     return snapshots_of(describe_image(ec2, image_id))
 
 
-def snapshots_of(images: list[dict[str, Any]]) -> set[str]:
+def snapshots_of(images: Sequence[ImageTypeDef]) -> set[str]:
     """The snapshots the block device mappings of described images name."""
     return {
         m["Ebs"]["SnapshotId"]
@@ -222,7 +248,7 @@ def snapshots_of(images: list[dict[str, Any]]) -> set[str]:
     }
 
 
-def root_snapshot(images: list[dict[str, Any]], image_id: str) -> str:
+def root_snapshot(images: Sequence[ImageTypeDef], image_id: str) -> str:
     """The snapshot behind the root device of `image_id`, among described `images`."""
     for image in (i for i in images if i.get("ImageId") == image_id):
         for m in image.get("BlockDeviceMappings", []):
@@ -231,7 +257,7 @@ def root_snapshot(images: list[dict[str, Any]], image_id: str) -> str:
     raise BuildError(f"image {image_id} has no EBS snapshot behind its root device.")
 
 
-def remove_image(ec2: Any, image_id: str, snapshots: Iterable[str] = ()) -> list[str]:
+def remove_image(ec2: EC2Client, image_id: str, snapshots: Iterable[str] = ()) -> list[str]:
     """Deregister an image and delete its snapshots (those it names, and `snapshots`).
     Returns what could not be removed, each with its id and the reason; never raises."""
     left: list[str] = []
@@ -252,7 +278,7 @@ def remove_image(ec2: Any, image_id: str, snapshots: Iterable[str] = ()) -> list
     return left
 
 
-def delete_snapshot(ec2: Any, snapshot_id: str) -> list[str]:
+def delete_snapshot(ec2: EC2Client, snapshot_id: str) -> list[str]:
     try:
         with api(f"delete snapshot {snapshot_id}"):
             ec2.delete_snapshot(SnapshotId=snapshot_id)
@@ -267,11 +293,12 @@ def gone(e: BaseException) -> bool:
     return isinstance(e, AwsError) and e.code.endswith(".NotFound")
 
 
-def tags(values: dict[str, str]) -> list[dict[str, str]]:
+def tags(values: dict[str, str]) -> list[TagTypeDef]:
+    """EC2's tags (and EBS's, of the same shape) for `values`, in key order."""
     return [{"Key": k, "Value": v} for k, v in sorted(values.items())]
 
 
-def tag_spec(resource_type: str, values: dict[str, str]) -> dict[str, Any]:
+def tag_spec(resource_type: ResourceTypeType, values: dict[str, str]) -> TagSpecificationTypeDef:
     return {"ResourceType": resource_type, "Tags": tags(values)}
 
 

@@ -7,14 +7,15 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bakerun import BAKER, OFFLINE, ROOT, Baked, baker, run_baker
+from support.bakerun import BAKER, OFFLINE, ROOT, Baked, baker, run_baker
 
 
 @pytest.fixture(scope="session", autouse=True)
-def session_cache() -> Path:
+def session_cache() -> Iterator[Path]:
     """The session's own step cache: every e2e build shares it (the base and disk are made
     once), and none reuses what an earlier session left in the machine's cache."""
     path = Path(tempfile.mkdtemp(prefix="baker-e2e-cache-", dir="/var/tmp"))
@@ -30,7 +31,7 @@ def session_cache() -> Path:
 
 
 @pytest.fixture(scope="session")
-def work_root() -> Path:
+def work_root() -> Iterator[Path]:
     # Not under /tmp/pytest-of-root (0700): libvirt's qemu user must reach the overlays.
     path = Path(tempfile.mkdtemp(prefix="baker-e2e-", dir="/var/tmp"))
     path.chmod(0o711)

@@ -8,10 +8,11 @@ import re
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
-from bakerun import ROOT, Baked, sha256
+from support.bakerun import ROOT, Baked, sha256
 
 from baker.backends import plainqemu as plainboot
 from baker.evidence import sbom_cdx, sbom_spdx
@@ -58,7 +59,7 @@ def sbom_packages(artifact: Path) -> set[tuple[str, str, str]]:
     return cdx
 
 
-def check_artifact(baked: Baked, recipe: str, n_tests: int) -> dict:
+def check_artifact(baked: Baked, recipe: str, n_tests: int) -> dict[str, Any]:
     assert {p.name for p in baked.artifact.iterdir()} == ARTIFACT_FILES
     image = baked.artifact / "image.qcow2"
     assert baked.digest == f"sha256:{sha256(image)}"
@@ -72,7 +73,7 @@ def check_artifact(baked: Baked, recipe: str, n_tests: int) -> dict:
     )
     assert json.loads(info.stdout)["format"] == "qcow2"
 
-    record = json.loads((baked.artifact / "build.json").read_text())
+    record: dict[str, Any] = json.loads((baked.artifact / "build.json").read_text())
     recipe_bytes = (ROOT / recipe).read_bytes()
     assert record["recipe"]["digest"] == f"sha256:{hashlib.sha256(recipe_bytes).hexdigest()}"
     assert record["image"]["digest"] == baked.digest

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bakerun import BAKER, ROOT, Baked, run_baker
+from support.bakerun import BAKER, ROOT, Baked, run_baker
 
 from baker.cache import Cache
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from bakerun import BAKER, ROOT, Baked, baker
+from support.bakerun import BAKER, ROOT, Baked, baker
 
 from baker.backends import plainqemu
 from baker.inspect import disk

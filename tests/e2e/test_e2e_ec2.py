@@ -19,26 +19,14 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from bakerun import ROOT, Baked
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ec2_fakes import (
-    DEBIAN,
-    REGION,
-    Call,
-    Proxy,
-    aws_env,
-    client,
-    moto_server,
-    proxy,
-    shared_proxy,
-)
+from support.bakerun import ROOT, Baked
+from support.ec2_endpoint import DEBIAN, REGION, aws_env, client, moto_server, proxy, shared_proxy
+from support.recording_proxy import Call, Proxy
 
 from baker import recipe
 from baker.ami.publish import BLOCK, publish

@@ -7,10 +7,11 @@ import hashlib
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from bakerun import BAKER, Baked, run_baker
+from support.bakerun import BAKER, Baked, run_baker
 
 pytestmark = pytest.mark.e2e
 
@@ -110,7 +111,7 @@ def test_tampering_is_caught(
     signing_key: Path,
     tmp_path: Path,
     case: str,
-    tamper: object,
+    tamper: Callable[[Path, Path, Path], object],
     expected: list[str],
 ) -> None:
     artifact = copy_artifact(base_image.artifact, tmp_path / "artifact")
@@ -119,7 +120,7 @@ def test_tampering_is_caught(
         subprocess.run([str(BAKER), "keygen", str(tmp_path / "other")], check=True,
                        capture_output=True)  # fmt: skip
         pub = tmp_path / "other" / "baker.pub"
-    tamper(artifact, web_image.artifact, pub)  # type: ignore[operator]
+    tamper(artifact, web_image.artifact, pub)
     proc = verify(artifact, pub)
     assert proc.returncode == 1, proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr

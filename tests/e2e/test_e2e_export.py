@@ -12,8 +12,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from bakerun import OFFLINE, Baked, baker, sha256
 from lxml import etree
+from support.bakerun import OFFLINE, Baked, baker, sha256
 
 pytestmark = pytest.mark.e2e
 

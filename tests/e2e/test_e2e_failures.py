@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bakerun import BAKER, ROOT, assert_nothing_left, domains, run_baker
+from support.bakerun import BAKER, ROOT, assert_nothing_left, domains, run_baker
 
 pytestmark = pytest.mark.e2e
 
@@ -146,7 +146,7 @@ def test_on_error_keep_leaves_a_machine_to_log_in_to_until_clean(
     import re
     import shlex
 
-    from bakerun import forwarded_port, port_closed
+    from support.bakerun import forwarded_port, port_closed
 
     out, work = dirs
     name = "e2e-keep"

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bakerun import BAKER, ROOT, Baked, domains, run_baker
+from support.bakerun import BAKER, ROOT, Baked, domains, run_baker
 
 from baker.edge.ssh import free_port
 

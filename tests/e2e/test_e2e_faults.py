@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bakerun import BAKER, ROOT, Baked, assert_nothing_left, baker, domains, run_baker
+from support.bakerun import BAKER, ROOT, Baked, assert_nothing_left, baker, domains, run_baker
 
 pytestmark = pytest.mark.e2e
 

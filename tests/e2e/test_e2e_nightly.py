@@ -9,16 +9,13 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-from bakerun import run_baker
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import pg_server
+from support import pg_server
+from support.bakerun import run_baker
 
 from baker.nightly.history import History
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from bakerun import Baked
+from support.bakerun import Baked
 
 from baker.backends import plainqemu
 from baker.edge import ssh

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from bakerun import Baked, run_baker
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import registry_server
+from support import registry_server
+from support.bakerun import Baked, run_baker
 
 from baker import artifact
 from baker.evidence import signing
@@ -204,7 +201,9 @@ def test_a_swapped_sbom_referrer_is_refused(pushed, registry, pub, tmp_path, wor
     layer = c.upload_bytes(repo, oci.canonical(sbom))
     empty = c.upload_bytes(repo, oci.EMPTY_BLOB)
     kind = oci.REFERRERS[artifact.SBOM_CDX]
-    subject = oci.descriptor(oci.MANIFEST, digest, len(c.get_manifest(repo, digest)[0]))  # type: ignore[index]
+    manifest = c.get_manifest(repo, digest)
+    assert manifest is not None
+    subject = oci.descriptor(oci.MANIFEST, digest, len(manifest[0]))
     body = oci.image_manifest(
         oci.descriptor(oci.EMPTY, empty["digest"], empty["size"]),
         [

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bakerun import BAKER, OFFLINE, Baked, baker, sha256
+from support.bakerun import BAKER, OFFLINE, Baked, baker, sha256
 
 pytestmark = pytest.mark.e2e
 

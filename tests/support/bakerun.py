@@ -23,7 +23,7 @@ class Baked:
     stderr: str
 
 
-def run_baker(*args: str | Path, work: Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run_baker(*args: str | Path, work: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BAKER_WORK_DIR": str(work)}
     return subprocess.run(
         [str(BAKER), *map(str, args)],
@@ -33,7 +33,6 @@ def run_baker(*args: str | Path, work: Path, **kwargs: object) -> subprocess.Com
         text=True,
         timeout=BUILD_TIMEOUT_S,
         check=False,
-        **kwargs,  # type: ignore[arg-type]
     )
 
 

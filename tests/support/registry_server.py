@@ -37,6 +37,13 @@ class Registry:
     proc: subprocess.Popen[bytes]
 
     @property
+    def ca_bundle(self) -> Path:
+        """The CA bundle, of a registry with TLS (a plain-HTTP one has none)."""
+        if self.ca is None:
+            raise AssertionError(f"{self.host} is plain HTTP: it has no CA bundle")
+        return self.ca
+
+    @property
     def storage(self) -> Path:
         return self.root / "data" / "docker" / "registry" / "v2"
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from baker.ami.ebs import SnapshotDigest
 from baker.edge.aws import Aws, AwsError, api
 from baker.errors import InputError
 from baker.recipe.spec import Ec2Backend
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import ImageTypeDef
 
 Log = Callable[[str], None]
 
@@ -102,7 +105,7 @@ def resolve_base(aws: Aws, config: Ec2Backend) -> BaseAmi:
     return _base(config.region, newest, {"owner": flt.owner, "name": flt.name})
 
 
-def _base(region: str, image: dict[str, Any], flt: dict[str, str] | None) -> BaseAmi:
+def _base(region: str, image: ImageTypeDef, flt: dict[str, str] | None) -> BaseAmi:
     if image.get("State", "available") != "available":
         raise InputError(f"base AMI {image['ImageId']} is {image['State']}, not available.")
     return BaseAmi(

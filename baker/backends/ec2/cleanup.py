@@ -8,15 +8,19 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from baker.backends.base import BuildLabel
 from baker.backends.ec2.base import Log
 from baker.edge.aws import api, gone, remove_image, retry, wait
 from baker.errors import BakerError
 
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.literals import InstanceStateNameType
+
 # Instance states that still hold on to the security group and cost money.
-NOT_GONE = ["pending", "running", "stopping", "stopped"]
+NOT_GONE: list[InstanceStateNameType] = ["pending", "running", "stopping", "stopped"]
 
 
 @dataclass
@@ -34,7 +38,7 @@ class Teardown:
     """One removal of everything `made` for the build `label`; `run()` never raises."""
 
     def __init__(
-        self, ec2: Any, label: BuildLabel, made: Resources, stop_timeout_s: float, log: Log
+        self, ec2: EC2Client, label: BuildLabel, made: Resources, stop_timeout_s: float, log: Log
     ) -> None:
         self.ec2 = ec2
         self.label = label
@@ -82,8 +86,7 @@ class Teardown:
             with api(f"terminate {', '.join(ids)}"):
                 self.ec2.terminate_instances(InstanceIds=ids)
             wait(
-                self.ec2,
-                "instance_terminated",
+                self.ec2.get_waiter("instance_terminated"),
                 max(self.stop_timeout_s, 60),
                 f"wait for {', '.join(ids)} to terminate",
                 InstanceIds=ids,

@@ -4,7 +4,7 @@ Each returns what it made; the machine remembers it at once, so cleanup finds it
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from baker.backends.base import BuildLabel
 from baker.backends.ec2.base import BaseAmi
@@ -13,8 +13,17 @@ from baker.edge.ssh import Endpoint
 from baker.errors import BuildError, InputError
 from baker.recipe.spec import Ec2Backend
 
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.literals import InstanceTypeType
+    from mypy_boto3_ec2.type_defs import (
+        InstanceTypeDef,
+        IpPermissionTypeDef,
+        RunInstancesRequestTypeDef,
+    )
 
-def import_key_pair(ec2: Any, label: BuildLabel, public_key: str) -> None:
+
+def import_key_pair(ec2: EC2Client, label: BuildLabel, public_key: str) -> None:
     """The build's client key as the key pair named `label.name`."""
     with api(f"import the build's key pair {label.name}"):
         ec2.import_key_pair(
@@ -24,7 +33,7 @@ def import_key_pair(ec2: Any, label: BuildLabel, public_key: str) -> None:
         )
 
 
-def create_security_group(ec2: Any, config: Ec2Backend, label: BuildLabel) -> str:
+def create_security_group(ec2: EC2Client, config: Ec2Backend, label: BuildLabel) -> str:
     """A security group of the build's name, with no rules yet; returns its id."""
     vpc = _vpc(ec2, config)
     with api(f"create the build's security group {label.name}"):
@@ -38,7 +47,7 @@ def create_security_group(ec2: Any, config: Ec2Backend, label: BuildLabel) -> st
         )
 
 
-def _vpc(ec2: Any, config: Ec2Backend) -> str:
+def _vpc(ec2: EC2Client, config: Ec2Backend) -> str:
     if config.subnet:
         try:
             with api(f"look up backend.subnet {config.subnet}"):
@@ -61,12 +70,18 @@ def _vpc(ec2: Any, config: Ec2Backend) -> str:
 
 
 def run_instance(
-    ec2: Any, config: Ec2Backend, label: BuildLabel, base: BaseAmi, key_name: str, group_id: str
+    ec2: EC2Client,
+    config: Ec2Backend,
+    label: BuildLabel,
+    base: BaseAmi,
+    key_name: str,
+    group_id: str,
 ) -> str:
     """One instance of `base` for the build; returns its id."""
-    params: dict[str, Any] = {
+    params: RunInstancesRequestTypeDef = {
         "ImageId": base.image_id,
-        "InstanceType": config.instance_type,
+        # The stubs list the instance types EC2 had when they were made; EC2 judges the name.
+        "InstanceType": cast("InstanceTypeType", config.instance_type),
         "MinCount": 1,
         "MaxCount": 1,
         "KeyName": key_name,
@@ -94,13 +109,13 @@ def run_instance(
     return str(reply["Instances"][0]["InstanceId"])
 
 
-def describe_instance(ec2: Any, instance_id: str) -> dict[str, Any]:
+def describe_instance(ec2: EC2Client, instance_id: str) -> InstanceTypeDef:
     with api(f"describe instance {instance_id}"):
         reply = ec2.describe_instances(InstanceIds=[instance_id])
-    return dict(reply["Reservations"][0]["Instances"][0])
+    return reply["Reservations"][0]["Instances"][0].copy()
 
 
-def instance_endpoint(ec2: Any, config: Ec2Backend, instance_id: str) -> Endpoint:
+def instance_endpoint(ec2: EC2Client, config: Ec2Backend, instance_id: str) -> Endpoint:
     """Where SSH reaches the instance: ssh_host/ssh_port when given, else its address."""
     if config.ssh_host:
         return Endpoint(config.ssh_host, config.ssh_port)
@@ -118,19 +133,12 @@ def instance_endpoint(ec2: Any, config: Ec2Backend, instance_id: str) -> Endpoin
     return Endpoint(str(address), config.ssh_port)
 
 
-def allow_ssh(ec2: Any, group_id: str, cidr: str) -> None:
+def allow_ssh(ec2: EC2Client, group_id: str, cidr: str) -> None:
     """Let SSH in to the group's instances from `cidr`, and from nowhere else."""
-    family = "Ipv6Ranges" if ":" in cidr else "IpRanges"
-    key = "CidrIpv6" if ":" in cidr else "CidrIp"
+    rule: IpPermissionTypeDef = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}
+    if ":" in cidr:
+        rule["Ipv6Ranges"] = [{"CidrIpv6": cidr, "Description": "the baker builder"}]
+    else:
+        rule["IpRanges"] = [{"CidrIp": cidr, "Description": "the baker builder"}]
     with api(f"allow SSH from {cidr} in {group_id}"):
-        ec2.authorize_security_group_ingress(
-            GroupId=group_id,
-            IpPermissions=[
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": 22,
-                    "ToPort": 22,
-                    family: [{key: cidr, "Description": "the baker builder"}],
-                }
-            ],
-        )
+        ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[rule])

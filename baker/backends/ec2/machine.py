@@ -95,8 +95,7 @@ class Ec2Machine:
         )
         self.log(f"launched {instance} ({self.config.instance_type}) from {base.image_id}")
         wait(
-            self.ec2,
-            "instance_running",
+            self.ec2.get_waiter("instance_running"),
             self.config.launch_timeout_s,
             f"wait for instance {instance} to run",
             InstanceIds=[instance],
@@ -236,8 +235,7 @@ class Ec2Machine:
         with api(f"stop instance {self._instance}"):
             self.ec2.stop_instances(InstanceIds=[self._instance])
         wait(
-            self.ec2,
-            "instance_stopped",
+            self.ec2.get_waiter("instance_stopped"),
             self.config.stop_timeout_s,
             f"wait for instance {self._instance} to stop",
             InstanceIds=[self._instance],
@@ -263,8 +261,7 @@ class Ec2Machine:
         self.made.image_id = image_id
         self.log(f"creating {image_id} from {self._instance}")
         wait(
-            self.ec2,
-            "image_available",
+            self.ec2.get_waiter("image_available"),
             self.config.image_timeout_s,
             f"wait for image {image_id} to become available",
             ImageIds=[image_id],

@@ -1,0 +1,1 @@
+"""Helpers the tests share: stand-in servers, fakes and builders of test data."""
