@@ -100,7 +100,7 @@ def _ask(failure: Failure) -> str:
 
 @command()
 def validate(recipe_file: RecipeArg, var: VarOpt = None, root: RootOpt = None) -> None:
-    """Check RECIPE without starting anything. Its template, fields and file pins."""
+    """Check RECIPE without starting anything: its template, fields and file pins."""
     spec = recipe.load(recipe_file, recipe.parse_vars(var), root)
     typer.echo(
         f"{recipe_file}: ok ({spec.name}, {len(spec.recipe.provisioners)} provisioners, "
