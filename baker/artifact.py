@@ -102,6 +102,7 @@ class ImageRecord(_Part):
     size: int | None = None
     virtual_size: int | None = None
     format: str | None = None
+    compression: str | None = None  # the qcow2's clusters: zstd, zlib or none
     boot: str = "bios"
     ami: dict[str, Any] | None = None
 
@@ -172,7 +173,7 @@ class BootRecord(Medians):
     method: str = ""
 
     def dump(self) -> bytes:
-        return dump_json(self.model_dump(mode="json"))
+        return dump_json(self.model_dump(mode="json", exclude_none=True))
 
 
 def read_record(directory: Path) -> BuildRecord:

@@ -188,7 +188,10 @@ class Cache:
             for name, src in files.items():
                 dest = staging / name
                 shutil.move(src, dest)
-                dest.chmod(0o644)
+                # Readable by all (libvirt's qemu user reads a cached disk), but what was made
+                # for its owner alone (a saved machine's keys) stays so.
+                private = dest.stat().st_mode & 0o077 == 0
+                dest.chmod(0o600 if private else 0o644)
                 digest = (known or {}).get(name) or sha256_file(dest)
                 recorded[name] = {"sha256": digest, "size": dest.stat().st_size}
             created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

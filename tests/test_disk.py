@@ -245,13 +245,22 @@ def test_same_tar_and_ids_give_the_same_bytes(
     assert _content_digest(later) != _content_digest(raw)
 
 
-def test_to_qcow2_is_reproducible(raw: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("compression", ["none", "zstd", "zlib"])
+def test_to_qcow2_is_reproducible(raw: Path, tmp_path: Path, compression: disk.Compression) -> None:
     one, two = tmp_path / "one.qcow2", tmp_path / "two.qcow2"
-    disk.to_qcow2(raw, one)
-    disk.to_qcow2(raw, two)
+    disk.to_qcow2(raw, one, compression)
+    disk.to_qcow2(raw, two, compression)
     assert one.read_bytes()[:4] == b"QFI\xfb"
     assert hashlib.sha256(one.read_bytes()).digest() == hashlib.sha256(two.read_bytes()).digest()
     info = json.loads(_run("qemu-img", "info", "--output=json", one))
     assert info["format"] == "qcow2"
     assert info["virtual-size"] == SIZE_MIB * 1024 * 1024
+    specific = info["format-specific"]["data"]
+    assert specific.get("compression-type", "zlib") == (
+        "zlib" if compression == "none" else compression
+    )
     assert _same_content(raw, one, "qcow2")
+    if compression != "none":
+        plain = tmp_path / "plain.qcow2"
+        disk.to_qcow2(raw, plain)
+        assert one.stat().st_size < plain.stat().st_size

@@ -18,7 +18,7 @@ from support.recipe_files import WriteRecipe
 from baker import recipe
 from baker.artifact import ImageRecord, read_record
 from baker.backends.base import BootPlan, CloudImage
-from baker.backends.fake import FAKE_RAW_DIGEST, FakeBackend
+from baker.backends.fake import FAKE_RAW_DIGEST, FakeBackend, ResumingFakeBackend
 from baker.build.options import Options
 from baker.build.pipeline import build, steps
 from baker.build.state import Made
@@ -85,7 +85,8 @@ def test_a_cloud_build_runs_in_order_and_cleans_up(
     assert result.digest == "fake:fake-region:fake-image-1"
     events = [e.split()[0] if e.startswith(("run", "upload")) else e for e in fake.journal]
     assert events == [
-        "resolve base", "start", "connect", "run", "upload", "run", "upload", "run", "run",
+        # each provisioner one command, its file as the command's input
+        "resolve base", "start", "connect", "run", "run",
         # journald to /run, cloud-init's clean, the capture's rules, the copyrights
         # gathered and removed
         "run", "run", "run", "run", "run",
@@ -222,3 +223,39 @@ def test_disk_images_are_cached_and_a_corrupted_entry_is_rebuilt(
     changed = build(_spec(write_recipe, "echo changed\n"), _opts(tmp_path, cache), _reporter(),
                     backend=fake)  # fmt: skip
     assert "start" in fake.journal and changed.digest != first.digest
+
+
+def test_a_saved_build_machine_is_resumed_by_every_build_from_its_base(
+    write_recipe: WriteRecipe, tmp_path: Path
+) -> None:
+    """The first build boots cold and saves the machine; it and every later build from the
+    same base resume it, and before anything runs a resumed machine gets the host's clock
+    and fresh random bytes."""
+    fake, cache = ResumingFakeBackend(), Cache(tmp_path / "cache")
+    assert [s.name for s in steps(fake)][:2] == ["base", "boot"]
+    first = build(_spec(write_recipe), _opts(tmp_path, cache), _reporter(), backend=fake)
+    assert fake.journal[:4] == ["resolve base", "start", "connect", "close guest"]
+    assert fake.journal[4:7] == ["save", "destroy", f"resume the state of {fake.machines[0].name}"]
+    # A changed provisioner: the base's saved machine is resumed, not booted.
+    fake.journal.clear()
+    second = build(
+        _spec(write_recipe, "echo changed\n"), _opts(tmp_path, cache), _reporter(), backend=fake
+    )
+    assert "start" not in fake.journal and fake.journal[1].startswith("resume the state of")
+    fresh = [e for e in fake.journal if "0x5207" in e]
+    assert len(fresh) == 1 and "date -u -s @" in fresh[0]
+    record = read_record(second.artifact)
+    assert record.steps["boot"].status == "reused"
+    assert first.digest != second.digest
+    (saved,) = [e for e in cache.entries() if e.step == "boot"]
+    assert (saved.path / "keys.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_saved_machine_that_cannot_resume_fails_the_build_and_cleans_up(
+    write_recipe: WriteRecipe, tmp_path: Path
+) -> None:
+    fake = ResumingFakeBackend(fail_on="resume")
+    with pytest.raises(BuildError, match="did not resume"):
+        build(_spec(write_recipe), _opts(tmp_path), _reporter(), backend=fake)
+    assert "destroy" in fake.journal
+    assert list(Path(tmp_path / "work").iterdir()) == []

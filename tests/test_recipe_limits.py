@@ -122,7 +122,7 @@ BAD: list[tuple[str, str, str]] = [
         "key-with-a-newline",
         'name: demo\nbase:\n  "two\\nlines": 1\n',
         "$recipe:3: base.'two\\nlines': unknown field (known: arch, boot, cloud_init, "
-        "disk_size_mib, kernel, mirror, packages, ssh_host_keys, suite).",
+        "compression, disk_size_mib, kernel, mirror, packages, ssh_host_keys, suite).",
     ),
     (
         "duplicate-key-under-an-alias",

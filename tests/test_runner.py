@@ -31,9 +31,18 @@ class Journal(list[str]):
 class Made(Step):
     """A step that records its run and its cleanup; cached ones store one file."""
 
-    def __init__(self, name: str, journal: Journal, *, cached: bool = False, fail: bool = False):
+    def __init__(
+        self,
+        name: str,
+        journal: Journal,
+        *,
+        cached: bool = False,
+        fail: bool = False,
+        extends: bool = False,
+    ):
         self.name = name  # type: ignore[misc]
         self.cached = cached  # type: ignore[misc]
+        self.extends = extends  # type: ignore[misc]
         self.journal = journal
         self.fail = fail
 
@@ -53,8 +62,11 @@ class Made(Step):
     def save(self, ctx: Context, state: BuildState) -> Saved:
         return Saved({"out": ctx.work / self.name}, {"by": self.name})
 
-    def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
+    def load(
+        self, ctx: Context, state: BuildState, entry: Entry, cleanup: contextlib.ExitStack
+    ) -> None:
         self.journal.append(f"load {self.name} {entry.file('out').read_text()}")
+        cleanup.callback(self.journal.append, f"unload {self.name}")
 
 
 def context(tmp_path: Path, cache: Cache, no_cache: bool = False) -> tuple[Context, Reporter]:
@@ -85,6 +97,15 @@ def steps(journal: Journal, fail_at: str | None = None) -> list[Step]:
     return [Made(n, journal, cached=c, fail=n == fail_at) for n, c in names]
 
 
+def layered(journal: Journal) -> list[Step]:
+    """b's cached output is a layer over a's (a saved machine over its disk)."""
+    return [
+        Made("a", journal, cached=True),
+        Made("b", journal, cached=True, extends=True),
+        Made("c", journal),
+    ]
+
+
 def state() -> BuildState:
     return BuildState(label=BuildLabel.new("t"))
 
@@ -94,7 +115,7 @@ def test_steps_run_in_order_and_clean_up_in_reverse(tmp_path: Path) -> None:
     ctx, _ = context(tmp_path, Cache(tmp_path / "cache"))
     s = state()
     runner.run(steps(journal), ctx, s)
-    runs = [e for e in journal if not e.startswith("load")]
+    runs = [e for e in journal if not e.startswith(("load", "unload"))]
     assert runs == ["run a", "run b", "run c", "run d", "undo d", "undo c", "undo b", "undo a"]
     assert [o.status for o in s.outcomes.values()] == ["ran"] * 4
     assert all(o.seconds is not None for o in s.outcomes.values())
@@ -121,7 +142,7 @@ def test_the_furthest_cached_output_is_reused_and_earlier_steps_skipped(tmp_path
     s = state()
     runner.run(steps(journal), ctx, s)
     # a and b are not needed: c's cached output stands for them; d runs.
-    assert journal == ["load c made by c", "run d", "undo d"]
+    assert journal == ["load c made by c", "run d", "undo d", "unload c"]
     assert {n: o.status for n, o in s.outcomes.items()} == {
         "a": "skipped", "b": "skipped", "c": "reused", "d": "ran",
     }  # fmt: skip
@@ -154,3 +175,34 @@ def test_no_cache_runs_everything(tmp_path: Path) -> None:
     ctx, _ = context(tmp_path, cache, no_cache=True)
     runner.run(steps(journal), ctx, state())
     assert [e for e in journal if e.startswith("run")] == ["run a", "run b", "run c", "run d"]
+
+
+def test_an_output_that_extends_the_one_before_is_reused_with_it(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    ctx, _ = context(tmp_path, cache)
+    runner.run(layered(Journal()), ctx, state())
+    journal = Journal()
+    ctx, _ = context(tmp_path, cache)
+    s = state()
+    runner.run(layered(journal), ctx, s)
+    # b stands on a: both come from the cache, in order, and what loading made is undone.
+    assert [e for e in journal if not e.startswith(("undo", "unload"))] == [
+        "load a made by a", "load b made by b", "run c",
+    ]  # fmt: skip
+    assert journal[-2:] == ["unload b", "unload a"]
+    assert {n: o.status for n, o in s.outcomes.items()} == {
+        "a": "reused", "b": "reused", "c": "ran",
+    }  # fmt: skip
+
+
+def test_an_extending_output_without_the_one_below_is_not_used(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    ctx, _ = context(tmp_path, cache)
+    runner.run(layered(Journal()), ctx, state())
+    (a,) = [e for e in cache.entries() if e.step == "a"]
+    cache.drop("a", a.key)
+    journal = Journal()
+    ctx, _ = context(tmp_path, cache)
+    runner.run(layered(journal), ctx, state())
+    # b's entry is there, but a's is not: nothing can be resumed, everything runs.
+    assert [e for e in journal if e.startswith("run")] == ["run a", "run b", "run c"]

@@ -24,6 +24,7 @@ from baker.backends.base import (
     CloudImage,
     DiskImage,
     HandsBack,
+    Machine,
     MachineRecord,
     MeasuredBoot,
     OnLine,
@@ -64,9 +65,13 @@ class FakeGuest:
     def backend(self) -> FakeBackend:
         return self.machine.backend
 
-    def run(self, command: str, on_line: OnLine, timeout: float) -> tuple[int, list[str]]:
+    def run(
+        self, command: str, on_line: OnLine, timeout: float, stdin: bytes = b""
+    ) -> tuple[int, list[str]]:
         self.backend.journal.append(f"run {command}")
         self.machine.done.append(command.encode())
+        if stdin:
+            self.machine.done.append(stdin)
         if self.backend.fail_on and self.backend.fail_on in command:
             on_line("failing as told")
             return 3, ["failing as told"]
@@ -223,11 +228,41 @@ class FakeBackend:
         return {}
 
 
+@dataclass
+class ResumingFakeBackend(FakeBackend):
+    """The fake, able to save a machine and resume it (baker.backends.base.Resumes)."""
+
+    def saved_config(self) -> dict[str, Any]:
+        return {"type": "fake", "saved": 1}
+
+    def save(self, machine: Machine, into: Path) -> None:
+        self.journal.append("save")
+        if not isinstance(machine, FakeMachine):
+            raise TypeError(f"the fake saves its own machines, not {machine!r}")
+        (into / "state").write_text(f"the state of {machine.name}")
+        machine.stopped = True
+
+    def resume(
+        self,
+        saved: Path,
+        base: BaseDisk | CloudBase,
+        keys: BuildKeys,
+        workdir: Path,
+        label: BuildLabel,
+    ) -> FakeMachine:
+        self.journal.append(f"resume {(saved / 'state').read_text()}")
+        if self.fail_on == "resume":
+            raise BuildError("the fake machine did not resume.")
+        machine = FakeMachine(self, label.name, workdir)
+        self.machines.append(machine)
+        return machine
+
+
 if TYPE_CHECKING:
-    from baker.backends.base import CloudBackend, Guest, Machine
+    from baker.backends.base import CloudBackend, Guest, Resumes
 
     def _conforms(
-        backend: FakeBackend, machine: FakeMachine, guest: FakeGuest
-    ) -> tuple[CloudBackend, Machine, Guest]:
-        """Never called: mypy checks here that the fake implements the interface."""
-        return backend, machine, guest
+        backend: FakeBackend, resuming: ResumingFakeBackend, machine: FakeMachine, guest: FakeGuest
+    ) -> tuple[CloudBackend, Resumes, Machine, Guest]:
+        """Never called: mypy checks here that the fakes implement the interface."""
+        return backend, resuming, machine, guest

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from baker import artifact
 from baker.backends.accel import Accel, choose
-from baker.backends.base import Backend, BuildLabel
+from baker.backends.base import Backend, BuildLabel, Resumes
 from baker.backends.factory import open_backend
 from baker.build import runner
 from baker.build.options import Options, Result, display_path
@@ -26,7 +26,7 @@ from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
 from baker.build.steps.attest import Attest
 from baker.build.steps.base import CloudBaseImage, DebianBase
-from baker.build.steps.boot import Boot
+from baker.build.steps.boot import Boot, ResumeOrBoot
 from baker.build.steps.capture import Capture
 from baker.build.steps.cloud_image import MakeCloudImage
 from baker.build.steps.disk import Disk
@@ -54,13 +54,15 @@ def steps(backend: Backend, measure: bool = True) -> list[Step]:
         start: list[Step] = [DebianBase(), Disk()]
     else:
         start = [CloudBaseImage()]
+    # A backend that can save a running machine resumes the one saved from this base.
+    boot = ResumeOrBoot() if isinstance(backend, Resumes) else Boot()
     if backend.hands_back == "disk":
         # The disk is captured and generalized off the machine, after it stopped.
-        machine: list[Step] = [Boot(), Provision(), Verify(), Shutdown()]
+        machine: list[Step] = [boot, Provision(), Verify(), Shutdown()]
         made: list[Step] = [Capture(), Image()]
     else:
         # A cloud images the disk as it is: generalized on the machine, before it stops.
-        machine = [Boot(), Provision(), Verify(), GeneralizeInGuest(), Shutdown()]
+        machine = [boot, Provision(), Verify(), GeneralizeInGuest(), Shutdown()]
         made = [MakeCloudImage()]
     return [*start, *machine, *made, *([Measure()] if measure else []), Attest(), Publish()]
 

@@ -58,6 +58,9 @@ class Step:
     # Its cached output stands for the steps before it: the entry carries what they found
     # (the base, the tests and their results, the packages), restored when it is reused.
     carries: ClassVar[bool] = False
+    # Its cached output is a layer over the previous step's (a saved machine over its disk):
+    # it can be reused only together with that one.
+    extends: ClassVar[bool] = False
     # The code that decides the step's output besides its own module: baker modules (their
     # imports followed) and data directories (baker.hashing.code_digest).
     code: ClassVar[tuple[str, ...]] = ()
@@ -74,6 +77,12 @@ class Step:
         """The step's content key (its inputs and `previous`), or None if it has none."""
         return None
 
+    def cache_key(self, ctx: Context, key: str) -> str:
+        """What the step's output is stored under: its content key, unless the output depends
+        on more than what the steps after it do (a saved machine on the accelerator and the
+        QEMU that ran it, which the image does not)."""
+        return key
+
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
         """Do the step's work; register on `cleanup` whatever must be undone."""
         raise NotImplementedError
@@ -82,8 +91,11 @@ class Step:
         """After `run`: what to store under the step's key."""
         raise NotImplementedError
 
-    def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
-        """Fill the state from a cache entry (a reused one, or the one `save` just stored)."""
+    def load(
+        self, ctx: Context, state: BuildState, entry: Entry, cleanup: contextlib.ExitStack
+    ) -> None:
+        """Fill the state from a cache entry (a reused one, or the one `save` just stored);
+        register on `cleanup` whatever that makes (a machine resumed from a saved one)."""
         raise NotImplementedError
 
     def usable(self, ctx: Context, entry: Entry) -> bool:
@@ -95,39 +107,34 @@ def run(steps: Sequence[Step], ctx: Context, state: BuildState) -> None:
     """Run `steps`; when this returns or raises, every registered cleanup has run."""
     use_cache = not ctx.opts.no_cache
     keys = static_keys(steps, ctx, state)
-    if use_cache:
-        resume, entry = _furthest_cached(steps, keys, ctx)
-    else:
-        resume, entry = -1, None
     report = ctx.reporter
-    if entry is not None and resume > 0:
-        skipped = ", ".join(s.name for s in steps[:resume] if not s.always)
-        report.info(f"{steps[resume].name} is cached: {skipped} not needed")
-
     with contextlib.ExitStack() as cleanup:
-        if entry is not None:
-            cleanup.callback(entry.release)
+        resumed = _furthest_cached(steps, keys, ctx, cleanup) if use_cache else {}
+        first = min(resumed, default=-1)
+        if resumed and first > 0:
+            skipped = ", ".join(s.name for s in steps[:first] if not s.always)
+            report.info(f"{steps[max(resumed)].name} is cached: {skipped} not needed")
         previous: str | None = None
         for i, step in enumerate(steps):
             interrupts.check()
             key = keys[step.name] if step.name in keys else step.key(ctx, state, previous)
             if key is not None:
                 previous = key
-            if i < resume and not step.always:
+            if i < first and not step.always:
                 state.outcomes[step.name] = StepOutcome(key, "skipped", None)
                 continue
             started = time.monotonic()
-            found = entry if i == resume else None
+            found = resumed.get(i)
             if found is None and step.cached and key and use_cache and not step.static:
-                found = ctx.opts.cache.lookup(step.name, key, report.info)
+                found = ctx.opts.cache.lookup(step.name, step.cache_key(ctx, key), report.info)
                 if found is not None:
                     cleanup.callback(found.release)
                     if not step.usable(ctx, found):
                         found.release()
-                        ctx.opts.cache.drop(step.name, key)
+                        ctx.opts.cache.drop(step.name, found.key)
                         found = None
             if found is not None:
-                _load(step, ctx, state, found)
+                _load(step, ctx, state, found, cleanup)
                 seconds = round(time.monotonic() - started, 3)
                 report.info(f"reused {step.name} from the cache ({found.key[:12]}, {seconds} s)")
                 state.outcomes[step.name] = StepOutcome(key, "reused", seconds)
@@ -140,18 +147,21 @@ def run(steps: Sequence[Step], ctx: Context, state: BuildState) -> None:
                     if step.carries:
                         meta["carried"], carried = Carried.of(state, ctx.work)
                         files.update(carried)
-                    stored = ctx.opts.cache.store(step.name, key, files, meta, saved.known)
+                    stored = ctx.opts.cache.store(
+                        step.name, step.cache_key(ctx, key), files, meta, saved.known
+                    )
                     cleanup.callback(stored.release)
-                    _load(step, ctx, state, stored)
-            state.outcomes[step.name] = StepOutcome(
-                key, "ran", round(time.monotonic() - started, 3)
-            )
+                    _load(step, ctx, state, stored, cleanup)
+            seconds = round(time.monotonic() - started, 3)
+            state.outcomes[step.name] = StepOutcome(key, "ran", seconds)
 
 
-def _load(step: Step, ctx: Context, state: BuildState, entry: Entry) -> None:
+def _load(
+    step: Step, ctx: Context, state: BuildState, entry: Entry, cleanup: contextlib.ExitStack
+) -> None:
     if step.carries:
         Carried.restore(state, entry)
-    step.load(ctx, state, entry)
+    step.load(ctx, state, entry, cleanup)
 
 
 def _run_step(step: Step, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
@@ -195,18 +205,42 @@ def static_keys(steps: Sequence[Step], ctx: Context, state: BuildState) -> dict[
 
 
 def _furthest_cached(
-    steps: Sequence[Step], keys: Mapping[str, str | None], ctx: Context
-) -> tuple[int, Entry | None]:
+    steps: Sequence[Step],
+    keys: Mapping[str, str | None],
+    ctx: Context,
+    cleanup: contextlib.ExitStack,
+) -> dict[int, Entry]:
+    """The furthest step whose cached output is there, sound and usable, with the outputs it
+    extends (index -> entry, each held until the build ends); empty when there is none."""
     for i in reversed(range(len(keys))):
-        step = steps[i]
-        key = keys[step.name]
-        if not (step.cached and key):
-            continue
-        entry = ctx.opts.cache.lookup(step.name, key, ctx.reporter.info)
-        if entry is None:
-            continue
-        if step.usable(ctx, entry):
-            return i, entry
-        entry.release()
-        ctx.opts.cache.drop(step.name, key)
-    return -1, None
+        held: dict[int, Entry] = {}
+        complete = False
+        j = i
+        while (entry := _sound_entry(steps[j], keys[steps[j].name], ctx)) is not None:
+            held[j] = entry
+            # What an output extends is the previous step's: one that keeps none (a cloud's
+            # base image, resolved every time) is no part of it.
+            if not steps[j].extends or j == 0 or not steps[j - 1].cached:
+                complete = True
+                break
+            j -= 1
+        if complete:
+            for entry in held.values():
+                cleanup.callback(entry.release)
+            return held
+        for entry in held.values():
+            entry.release()
+    return {}
+
+
+def _sound_entry(step: Step, key: str | None, ctx: Context) -> Entry | None:
+    if not (step.cached and key):
+        return None
+    entry = ctx.opts.cache.lookup(step.name, step.cache_key(ctx, key), ctx.reporter.info)
+    if entry is None:
+        return None
+    if step.usable(ctx, entry):
+        return entry
+    entry.release()
+    ctx.opts.cache.drop(step.name, entry.key)
+    return None

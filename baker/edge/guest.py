@@ -29,11 +29,11 @@ class SshGuest:
         return self._sftp
 
     def run(
-        self, command: str, on_line: Callable[[str], None], timeout: float
+        self, command: str, on_line: Callable[[str], None], timeout: float, stdin: bytes = b""
     ) -> tuple[int, list[str]]:
-        """Run a shell command; stream each output line (stdout and stderr merged) to
-        `on_line`; return the exit code and the last lines."""
-        return ssh.run(self.client, command, on_line, timeout)
+        """Run a shell command with `stdin` as its input; stream each output line (stdout and
+        stderr merged) to `on_line`; return the exit code and the last lines."""
+        return ssh.run(self.client, command, on_line, timeout, stdin)
 
     def upload(self, data: bytes, remote: str, mode: int) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import errno
 import io
 import logging
@@ -73,6 +74,13 @@ class BuildKeys:
         """What the guest's baker-build-access unit reads from SMBIOS (see baker/guest)."""
         host = base64.b64encode(self.host_private.encode()).decode()
         return [f"baker.authorized_key={self.client_public}", f"baker.host_key={host}"]
+
+    def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, str]) -> BuildKeys:
+        return cls(d["client_private"], d["client_public"], d["host_private"], d["host_public"])
 
     def write_client_key(self, path: Path) -> Path:
         path.touch(mode=0o600)
@@ -290,10 +298,11 @@ def run(
     command: str,
     on_line: Callable[[str], None],
     timeout: float,
+    stdin: bytes = b"",
 ) -> tuple[int, list[str]]:
-    """Run `command`, handing each output line (stdout and stderr merged) to `on_line` as it
-    arrives. Returns the exit status and the last lines; ConnectionLost if the connection
-    drops before the command's exit status arrives."""
+    """Run `command` with `stdin` as its input, handing each output line (stdout and stderr
+    merged) to `on_line` as it arrives. Returns the exit status and the last lines;
+    ConnectionLost if the connection drops before the command's exit status arrives."""
     transport = client.get_transport()
     if transport is None or not transport.is_active():
         raise ConnectionLost("the SSH connection to the build machine is gone.")
@@ -302,6 +311,9 @@ def run(
         chan.set_combine_stderr(True)
         chan.settimeout(1.0)
         chan.exec_command(command)
+        if stdin:
+            chan.sendall(stdin)
+        chan.shutdown_write()
     except (paramiko.SSHException, OSError, EOFError) as e:
         raise ConnectionLost(f"the SSH connection to the build machine failed ({e}).") from None
     deadline = time.monotonic() + timeout

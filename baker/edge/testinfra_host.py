@@ -46,7 +46,7 @@ def host() -> testinfra.host.Host:
         return testinfra.get_host(spec)
     endpoint = Endpoint(os.environ["BAKER_SSH_HOST"], int(os.environ["BAKER_SSH_PORT"]))
     with open(os.environ["BAKER_SSH_KEYS"]) as f:
-        keys = BuildKeys(**json.load(f))
+        keys = BuildKeys.from_dict(json.load(f))
     return testinfra.host.Host(
         PinnedParamikoBackend(endpoint, keys, os.environ.get("BAKER_SSH_USER", "root"))
     )

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from baker.edge import tools
 from baker.errors import BuildError
@@ -91,9 +94,28 @@ def assemble(
         esp.write(raw, part.start, part.sectors, root_tar, source_date_epoch)
 
 
-def to_qcow2(raw: Path, qcow2: Path) -> None:
-    # In order (no -W) and uncompressed: the same raw bytes give the same qcow2 bytes.
-    tools.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", raw, qcow2])
+def boot_files(root_tar: Path, kernel: Path, initrd: Path) -> None:
+    """The kernel and initrd Debian's /vmlinuz and /initrd.img links name in `root_tar`,
+    copied out to `kernel` and `initrd`."""
+    links = tools.run(["tar", "-tvf", root_tar, "./vmlinuz", "./initrd.img"])
+    targets = dict(re.findall(r"\./(vmlinuz|initrd\.img) -> (\S+)", links))
+    if set(targets) != {"vmlinuz", "initrd.img"}:
+        raise BuildError(f"{root_tar} has no /vmlinuz and /initrd.img links to boot from.")
+    members = {name: "./" + targets[name].lstrip("/") for name in targets}
+    with tempfile.TemporaryDirectory(dir=kernel.parent) as tmp:
+        tools.run(["tar", "-xf", root_tar, "-C", tmp, *members.values()])
+        Path(tmp, members["vmlinuz"]).rename(kernel)
+        Path(tmp, members["initrd.img"]).rename(initrd)
+
+
+Compression = Literal["zstd", "zlib", "none"]
+
+
+def to_qcow2(raw: Path, qcow2: Path, compression: Compression = "none") -> None:
+    """`raw` as a qcow2, its clusters compressed as asked. Written in order (no -W): the same
+    raw bytes and compression give the same qcow2 bytes, however many threads compress."""
+    packed = [] if compression == "none" else ["-c", "-o", f"compression_type={compression}"]
+    tools.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", *packed, raw, qcow2])
 
 
 def _partition(raw: Path, ids: DiskIds, boot: BootMode) -> int:

@@ -63,6 +63,9 @@ class Base(_Model):
     # The host key types each machine makes at first boot: ed25519 and ECDSA in milliseconds;
     # add rsa for clients that know no other (a 3072-bit key costs seconds under emulation).
     ssh_host_keys: tuple[HostKeyType, ...] = ("ed25519", "ecdsa")
+    # The published qcow2's clusters: zstd (the default: a third of the size, quick to read
+    # at boot), zlib (what qemu-img before 5.1 and some other readers know), or none.
+    compression: Literal["zstd", "zlib", "none"] = "zstd"
 
     @field_validator("ssh_host_keys")
     @classmethod

@@ -51,7 +51,9 @@ class DebianBase(Step):
     def save(self, ctx: Context, state: BuildState) -> Saved:
         return Saved({ROOT_TAR: ctx.work / ROOT_TAR})
 
-    def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
+    def load(
+        self, ctx: Context, state: BuildState, entry: Entry, cleanup: contextlib.ExitStack
+    ) -> None:
         state.root_tar = entry.file(ROOT_TAR)
         state.base = BasePin(
             config=debian.config(ctx.spec.recipe.base, ctx.locked),

@@ -47,7 +47,9 @@ class MakeCloudImage(Step):
         }
         return Saved({AMI: ctx.work / AMI}, meta)
 
-    def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
+    def load(
+        self, ctx: Context, state: BuildState, entry: Entry, cleanup: contextlib.ExitStack
+    ) -> None:
         m = entry.meta
         record = json.loads(entry.file(AMI).read_text())
         image = CloudImage(m["region"], m["image_id"], m["raw_digest"], record, m["cloud"])

@@ -14,6 +14,8 @@ from baker.hashing import content_key
 from baker.image import disk
 
 BASE_DISK = "base.raw"
+KERNEL = "vmlinuz"
+INITRD = "initrd.img"
 
 
 class Disk(Step):
@@ -46,9 +48,13 @@ class Disk(Step):
             disk.DiskIds.derive(f"base:{need(base.digest, 'the root tar digest')}"),
             ctx.source_date_epoch,
         )
+        disk.boot_files(need(state.root_tar, "the root tar"), ctx.work / KERNEL, ctx.work / INITRD)
 
     def save(self, ctx: Context, state: BuildState) -> Saved:
-        return Saved({BASE_DISK: ctx.work / BASE_DISK})
+        files = {name: ctx.work / name for name in (BASE_DISK, KERNEL, INITRD)}
+        return Saved(files)
 
-    def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
-        state.start_from = BaseDisk(entry.file(BASE_DISK))
+    def load(
+        self, ctx: Context, state: BuildState, entry: Entry, cleanup: contextlib.ExitStack
+    ) -> None:
+        state.start_from = BaseDisk(entry.file(BASE_DISK), entry.file(KERNEL), entry.file(INITRD))

@@ -30,6 +30,7 @@ class Image(Step):
             "size_mib": ctx.spec.recipe.base.disk_size_mib,
             "ids": f"image:{ctx.spec.name}",
             "boot": ctx.spec.recipe.base.boot,
+            "compression": ctx.spec.recipe.base.compression,
             "loaders": disk.boot_config(ctx.spec.recipe.base.boot),
             "source_date_epoch": ctx.source_date_epoch,
             "tools": tools.versions(
@@ -56,7 +57,7 @@ class Image(Step):
         # reads the same bytes: one pass over the disk, from the page cache, not two.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             raw_hash = pool.submit(sha256_file, raw)
-            disk.to_qcow2(raw, image)
+            disk.to_qcow2(raw, image, ctx.spec.recipe.base.compression)
             raw_digest = f"sha256:{raw_hash.result()}"
         raw.unlink()
         digest = f"sha256:{sha256_file(image)}"
@@ -67,7 +68,9 @@ class Image(Step):
         meta = {"raw_digest": image.raw_digest}
         return Saved({IMAGE: image.path}, meta, {IMAGE: image.digest.removeprefix("sha256:")})
 
-    def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
+    def load(
+        self, ctx: Context, state: BuildState, entry: Entry, cleanup: contextlib.ExitStack
+    ) -> None:
         path = entry.file(IMAGE)
         digest = f"sha256:{entry.files[IMAGE]['sha256']}"
         image = BuiltImage(path, digest, entry.meta["raw_digest"], path.stat().st_size)
@@ -85,6 +88,7 @@ class Image(Step):
                 size=image.size,
                 virtual_size=base.disk_size_mib * 1024 * 1024,
                 format="qcow2",
+                compression=base.compression,
                 boot=base.boot,
             ),
             ids={"image": digest},

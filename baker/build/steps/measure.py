@@ -141,7 +141,9 @@ class Measure(Step):
     def save(self, ctx: Context, state: BuildState) -> Saved:
         return Saved({RUNS_FILE: ctx.work / RUNS_FILE})
 
-    def load(self, ctx: Context, state: BuildState, entry: Entry) -> None:
+    def load(
+        self, ctx: Context, state: BuildState, entry: Entry, cleanup: contextlib.ExitStack
+    ) -> None:
         runs = json.loads(entry.file(RUNS_FILE).read_text())
         # The budget is the recipe's of today, also for a reused measurement.
         made = need(state.made, "the image")

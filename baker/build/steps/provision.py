@@ -69,20 +69,19 @@ def run_all(
     done: Callable[[int], None] = lambda _n: None,
 ) -> int:
     """Run the provisioners from number `start` on; `done(n)` after each; returns how many
-    have run."""
+    have run. Each is one command on the machine, its file sent as that command's input:
+    one round trip, where an upload and a run took several (and an SFTP server's start)."""
     steps = spec.recipe.provisioners
-    if not steps:
-        return 0
-    _check(guest, f"mkdir -p {STAGING}", "prepare the staging directory")
     for i, step in enumerate(steps):
         if i < start:
             continue
         name = spec.step_name(i, step)
         reporter.info(f"provisioner {i + 1}/{len(steps)}: {name}")
+        # /run is a tmpfs: the staged file never reaches the image.
         staged = f"{STAGING}/{i + 1:02d}"
+        stage = f"mkdir -p {STAGING} && cat >{staged}"
         if isinstance(step, ShellFile | ShellInline):
             data = step.inline.encode() if isinstance(step, ShellInline) else spec.read(step.path)
-            guest.upload(data, staged, 0o700)
             env = {
                 "DEBIAN_FRONTEND": "noninteractive",
                 "BAKER_IMAGE": spec.name,
@@ -91,17 +90,20 @@ def run_all(
                 "SOURCE_DATE_EPOCH": str(source_date_epoch),
                 **step.env,
             }
-            command = f"env {ssh.env_prefix(env)} {_interpreter(data)} {staged}"
+            run = f"env {ssh.env_prefix(env)} {_interpreter(data)} {staged} </dev/null"
+            command = f"{stage} && chmod 700 {staged} && {run}"
         else:
-            guest.upload(spec.read(step.path), staged, 0o600)
+            data = spec.read(step.path)
             owner, _, group = step.owner.partition(":")
-            dest = PurePosixPath(step.dest)
+            dest = shlex.quote(str(PurePosixPath(step.dest)))
             command = (
-                f"install -D -m {step.mode} -o {owner} -g {group or owner} "
-                f"{staged} {shlex.quote(str(dest))}"
+                f"{stage} && install -D -m {step.mode} -o {owner} -g {group or owner} "
+                f"{staged} {dest}"
             )
         try:
-            code, tail = guest.run(command, _shown(reporter, name), step.timeout_s)
+            code, tail = guest.run(
+                f"sh -c {shlex.quote(command)}", _shown(reporter, name), step.timeout_s, data
+            )
         except ConnectionLost as e:
             raise ConnectionLost(f"{str(e).rstrip('.')} (provisioner {name})") from None
         if code != 0:
@@ -109,7 +111,6 @@ def run_all(
             how = f"exit {code}" if code >= 0 else "killed by a signal"
             raise BuildError(f"provisioner {name} failed ({how}); its last lines: {last}")
         done(i + 1)
-    _check(guest, f"rm -rf {STAGING}", "clean the staging directory")
     return len(steps)
 
 
@@ -125,9 +126,3 @@ def _interpreter(script: bytes) -> str:
         if line:
             return line
     return "/bin/sh -e"
-
-
-def _check(guest: Guest, command: str, what: str) -> None:
-    code, tail = guest.run(command, lambda _line: None, 60)
-    if code != 0:
-        raise BuildError(f"could not {what} on the build machine: {' | '.join(tail)}")

@@ -4,7 +4,6 @@ failing test fails the build."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import subprocess
@@ -80,7 +79,7 @@ def run(
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     if isinstance(target, SshTarget):
         keyfile.touch(mode=0o600)
-        keyfile.write_text(json.dumps(dataclasses.asdict(target.keys)))
+        keyfile.write_text(json.dumps(target.keys.as_dict()))
         env.update(
             BAKER_SSH_HOST=target.endpoint.host,
             BAKER_SSH_PORT=str(target.endpoint.port),
