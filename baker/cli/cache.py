@@ -26,6 +26,16 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
+# What each step's entries hold, for people reading the list.
+_HOLDS = {
+    "base": "root tree",
+    "disk": "base disk",
+    "boot": "saved build machine",
+    "image": "image",
+    "measure": "boot measurement",
+}
+
+
 def _when(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
@@ -44,17 +54,20 @@ def list_entries(as_json: JsonOpt = False) -> None:
     debs = list((cache.root / "debs").glob("*.deb")) if (cache.root / "debs").is_dir() else []
     if as_json:
         rows = [
-            {"step": e.step, "key": e.key, "size": e.size, "created": e.created,
-             "last_used": _when(e.last_used), "path": str(e.path)}
+            {"step": e.step, "holds": _HOLDS.get(e.step, e.step), "key": e.key,
+             "size": e.size, "created": e.created, "last_used": _when(e.last_used),
+             "path": str(e.path)}
             for e in entries
         ]  # fmt: skip
         typer.echo(json.dumps({"root": str(cache.root), "entries": rows}, indent=2))
         return
-    typer.echo(f"{'STEP':<10} {'KEY':<16} {'SIZE':>9}  {'CREATED':<25} LAST USED")
+    typer.echo(
+        f"{'STEP':<10} {'HOLDS':<20} {'KEY':<16} {'SIZE':>9}  {'CREATED':<25} LAST USED"
+    )
     for e in entries:
         typer.echo(
-            f"{e.step:<10} {e.key[:16]:<16} {human(e.size):>9}  {e.created:<25} "
-            f"{_when(e.last_used)}"
+            f"{e.step:<10} {_HOLDS.get(e.step, e.step):<20} {e.key[:16]:<16} "
+            f"{human(e.size):>9}  {e.created:<25} {_when(e.last_used)}"
         )
     total = sum(e.size for e in entries)
     deb_size = sum(d.stat().st_blocks * 512 for d in debs)

@@ -111,7 +111,9 @@ class ResumeOrBoot(Step):
         with contextlib.ExitStack() as booted:
             machine = backend.start(base, keys, cold, state.label)
             booted.callback(machine.destroy)
-            machine.connect(ctx.spec.recipe.backend.ssh_timeout_s).close()
+            guest = machine.connect(ctx.spec.recipe.backend.ssh_timeout_s)
+            with contextlib.closing(guest):
+                _quiesce(guest)
             started = time.monotonic()
             backend.save(machine, saved)
             ctx.reporter.info(f"saved the booted machine in {time.monotonic() - started:.1f} s")
@@ -140,6 +142,20 @@ class ResumeOrBoot(Step):
         ctx.reporter.info(
             f"resumed the saved build machine: SSH after {time.monotonic() - started:.1f} s"
         )
+
+
+# Before a machine is saved: its boot finished, and its timers stopped (for this run only;
+# the image keeps them as they are). A timer that runs daily would otherwise fire the moment
+# a resumed machine's clock jumps to today, and write what it writes (dpkg's database
+# backup, logrotate's state) into an image that must not depend on the day it was baked.
+_QUIESCE = "systemctl is-system-running --wait >/dev/null; systemctl stop '*.timer'"
+
+
+def _quiesce(guest: Guest) -> None:
+    code, tail = guest.run(f"sh -c {shlex.quote(_QUIESCE)}", lambda _l: None, 300)
+    if code != 0:
+        last = " | ".join(tail[-3:]) or f"exit {code}"
+        raise BuildError(f"could not settle the build machine before saving it: {last}")
 
 
 def fresh(guest: Guest) -> None:
