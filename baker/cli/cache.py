@@ -61,9 +61,7 @@ def list_entries(as_json: JsonOpt = False) -> None:
         ]  # fmt: skip
         typer.echo(json.dumps({"root": str(cache.root), "entries": rows}, indent=2))
         return
-    typer.echo(
-        f"{'STEP':<10} {'HOLDS':<20} {'KEY':<16} {'SIZE':>9}  {'CREATED':<25} LAST USED"
-    )
+    typer.echo(f"{'STEP':<10} {'HOLDS':<20} {'KEY':<16} {'SIZE':>9}  {'CREATED':<25} LAST USED")
     for e in entries:
         typer.echo(
             f"{e.step:<10} {_HOLDS.get(e.step, e.step):<20} {e.key[:16]:<16} "

@@ -97,7 +97,7 @@ def test_boot_over_budget_fails_the_build_and_publishes_nothing(
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(
-        "baker: error: boot budget exceeded: the median time to SSH over 1 boot under bios was "
+        "baker: error: boot budget exceeded: the median time to SSH over 1 boot under uefi "
     )
     assert last.endswith("over the recipe's boot_budget_s of 1 s.")
     assert_nothing_left(out, work, name, before, proc.stderr)

@@ -100,26 +100,34 @@ def test_the_machine_killed_during_a_provisioner(tmp_path: Path, dirs) -> None:
 @pytest.mark.parametrize(
     ("sig", "marker", "delay"),
     [
-        (signal.SIGINT, "==> boot:", 3.0),  # while it waits for SSH
+        (signal.SIGINT, "==> boot:", 3.0),  # while a cold machine boots, before it is saved
         (signal.SIGTERM, "==> capture:", 0.5),
-        (signal.SIGHUP, "boot 1/2 (bios):", 0.0),  # measuring: as the second boot starts
+        (signal.SIGHUP, "boot 1/2 (uefi):", 0.0),  # measuring: as the second boot starts
     ],
     ids=["SIGINT-waiting-for-ssh", "SIGTERM-capture", "SIGHUP-measure"],
 )
 def test_a_signal_at_each_long_wait(
-    tmp_path: Path, dirs, sig: signal.Signals, marker: str, delay: float
-) -> None:
+    tmp_path: Path, dirs, sig: signal.Signals, marker: str, delay: float, base_image: Baked,
+    session_cache: Path,
+) -> None:  # fmt: skip
     out, work = dirs
     name = f"fault-{sig.name.lower()}"
     # Two measured boots, so the signal lands while the second one runs.
     recipe = write_recipe(tmp_path, name, "boot_runs: 2\n")
     before = domains()
+    # The session's base and disk, but no saved machine: the build machine boots cold.
+    cache = tmp_path / "cache"
+    keys = json.loads((base_image.artifact / "build.json").read_text())["steps"]
+    for step in ("base", "disk"):
+        entry = Path("steps", step, keys[step]["key"])
+        shutil.copytree(session_cache / entry, cache / entry, copy_function=os.link)
+    cache.chmod(0o755)
 
     def send(proc: subprocess.Popen[str]) -> None:
         time.sleep(delay)
         proc.send_signal(sig)
 
-    code, stderr = build_until(recipe, out, work, marker, send)
+    code, stderr = build_until(recipe, out, work, marker, send, {"BAKER_CACHE_DIR": str(cache)})
     assert code == 130
     assert last_line(stderr) == "baker: error: interrupted; cleaned up."
     assert_nothing_left(out, work, name, before, stderr)

@@ -177,6 +177,7 @@ class Libvirt:
                     workdir=overlay.parent,
                     kernel=boot[0] if boot else None,
                     initrd=boot[1] if boot else None,
+                    incoming=resume is not None,
                 )
                 try:
                     # Transient: libvirt forgets the domain as soon as it stops.

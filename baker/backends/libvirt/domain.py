@@ -49,6 +49,7 @@ def domain_xml(
     kernel: Path | None = None,
     initrd: Path | None = None,
     genid: str | None = None,
+    incoming: bool = False,
 ) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -72,6 +73,7 @@ def domain_xml(
         initrd=initrd,
         cmdline=KERNEL_CMDLINE,
         genid=genid or str(uuid.uuid4()),
+        incoming=incoming,
     )
 
 

@@ -178,9 +178,7 @@ def record(
             n = medians["runs"]
             # A cloud has one way to boot, named like the cloud; a local image has several.
             where = (
-                f"on {plan.accel}"
-                if firmware == plan.accel
-                else f"under {firmware} was measured under {plan.accel} and"
+                f"on {plan.accel}" if firmware == plan.accel else f"under {firmware} ({plan.accel})"
             )
             raise BuildError(
                 f"boot budget exceeded: the median time to SSH over {n} boot{'s' if n != 1 else ''}"
