@@ -4,11 +4,10 @@ again on the same machine, and only things whose build is gone count as leftover
 
 from __future__ import annotations
 
-import re
-
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
