@@ -32,7 +32,7 @@ lint: setup
 # A killed earlier run may have left build machines behind: they go first.
 test: setup lint
 	$(VENV)/baker clean
-	$(VENV)/pytest
+	$(VENV)/pytest --durations=30
 
 test-unit: setup
 	$(VENV)/pytest -m "not e2e"

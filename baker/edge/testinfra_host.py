@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 
 import paramiko
 import pytest
@@ -20,6 +21,8 @@ import testinfra.host
 from testinfra.backend.paramiko import ParamikoBackend
 
 from baker.edge.ssh import BuildKeys, Endpoint, connect
+
+CONNECT_PATIENCE_S = 120
 
 
 class PinnedParamikoBackend(ParamikoBackend):  # type: ignore[misc]
@@ -31,13 +34,25 @@ class PinnedParamikoBackend(ParamikoBackend):  # type: ignore[misc]
 
     @functools.cached_property
     def client(self) -> paramiko.SSHClient:
-        return connect(
-            self._endpoint,
-            self._keys.client_key(),
-            host_key=self._keys.host_key(),
-            user=self._user,
-            timeout=30,
-        )
+        # The machine answered SSH moments ago, but on a host busy with other emulated
+        # guests sshd's banner can miss a single attempt's timeout: try again, a wrong host
+        # key excepted, before a test fails for it.
+        deadline = time.monotonic() + CONNECT_PATIENCE_S
+        while True:
+            try:
+                return connect(
+                    self._endpoint,
+                    self._keys.client_key(),
+                    host_key=self._keys.host_key(),
+                    user=self._user,
+                    timeout=30,
+                )
+            except paramiko.BadHostKeyException:
+                raise
+            except (paramiko.SSHException, OSError, EOFError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ class FakeSshd:
     def __init__(self) -> None:
         private, public = ssh.generate_keypair("fake-sshd")
         self.host_key = ssh.private_key(private)
+        self.host_private = private
         self.host_public = public
         self.authorized: dict[str, set[str]] = {}
         self.commands: list[tuple[str, str]] = []
@@ -40,6 +41,9 @@ class FakeSshd:
         self.respond: Callable[[str, str], int] = lambda _user, _cmd: 0
         # What a command prints: the first (part of a command, output) that matches.
         self.outputs: list[tuple[str, bytes]] = []
+        # How many connections to close before sending a banner (an sshd too slow to answer).
+        self.drop_first = 0
+        self.dropped = 0
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -61,6 +65,10 @@ class FakeSshd:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            if self.dropped < self.drop_first:
+                self.dropped += 1
+                conn.close()
+                continue
             t = paramiko.Transport(conn)
             t.add_server_key(self.host_key)
             t.set_subsystem_handler("sftp", paramiko.SFTPServer, _Sftp, self)
