@@ -159,9 +159,14 @@ def run(steps: Sequence[Step], ctx: Context, state: BuildState) -> None:
 def _load(
     step: Step, ctx: Context, state: BuildState, entry: Entry, cleanup: contextlib.ExitStack
 ) -> None:
+    """Put `entry` in place of running `step`; loading can fail as running does (resuming a
+    saved machine copies its disk into the work directory), and is explained the same way."""
     if step.carries:
         Carried.restore(state, entry)
-    step.load(ctx, state, entry, cleanup)
+    try:
+        step.load(ctx, state, entry, cleanup)
+    except (BakerError, OSError) as e:
+        raise faults.explain(e, ctx, state, step.name, step.uses_machine) from None
 
 
 def _run_step(step: Step, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:

@@ -70,7 +70,6 @@ def test_boot_json_measures_each_firmware(base_image: Baked) -> None:
     """A hybrid image is measured the way it is launched most, under UEFI, boot_runs times,
     and once under BIOS, which it claims too and must boot within the budget."""
     boot = json.loads((base_image.artifact / "boot.json").read_text())
-    assert list(boot["firmware"]) == ["uefi", "bios"]
     runs = {name: f["runs"] for name, f in boot["firmware"].items()}
     assert runs == {"uefi": 3, "bios": 1}
     for figures in boot["firmware"].values():
