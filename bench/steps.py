@@ -57,7 +57,7 @@ def build(tree: Path, cache: Path, work: Path, log: Path) -> dict[str, float]:
     if proc.returncode != 0:
         sys.exit(f"the build with {tree} failed; see {log}")
     record = json.loads(proc.stdout)
-    return {name: float(s["seconds"] or 0) for name, s in record["steps"].items()}
+    return {name: float(s.get("seconds") or 0) for name, s in record["steps"].items()}
 
 
 def fresh_cache(primed: Path, into: Path) -> Path:

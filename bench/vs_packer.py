@@ -151,7 +151,7 @@ def run_baker(
     if proc.returncode != 0:
         sys.exit(f"baker build failed (exit {proc.returncode}); see {log}")
     record = json.loads((out / "bench-vs-packer" / "build.json").read_text())
-    steps = {s: float(record["steps"][s]["seconds"] or 0) for s in record["steps"]}
+    steps = {s: float(record["steps"][s].get("seconds") or 0) for s in record["steps"]}
     shutil.rmtree(out)
     shutil.rmtree(cache)
     return seconds, steps, proc.stdout.decode().split()[-1]
