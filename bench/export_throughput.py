@@ -7,7 +7,7 @@ wall clock from process start to exit, and prints the medians and their ratio.
 Usage (from the repository root, as root or any user who can write --work):
 
     .venv/bin/python bench/export_throughput.py [--runs 5] [--work /var/tmp/baker-bench]
-        [--artifact out/NAME] [--random-mib 512] [--qcow2-only]
+        [--artifact out/NAME [--pub keys/baker.pub]] [--random-mib 512] [--qcow2-only]
 
 Without --artifact it makes one: a 2 GiB raw disk holding --random-mib MiB of random bytes in
 eight spread-out runs (zeros elsewhere), converted to qcow2, with the build.json and SHA256SUMS
@@ -77,6 +77,7 @@ def timed(argv: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", type=Path, help="an existing artifact directory")
+    parser.add_argument("--pub", type=Path, help="the signer's key, for a signed --artifact")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/baker-bench"))
     parser.add_argument("--runs", type=int, default=5, help="timed runs of each (at least 3)")
     parser.add_argument("--random-mib", type=int, default=512)
@@ -88,6 +89,8 @@ def main() -> None:
     payload = sum((art / f).stat().st_size for f in files)
     bundle = args.work / "bundle.tar"
     ours = [str(BAKER), "export", str(art), "--to", str(bundle)]
+    if args.pub:
+        ours += ["--pub", str(args.pub)]
     theirs = ["bash", "-o", "pipefail", "-c",
               f"tar cf - -C {art} {' '.join(files)} | sha256sum"]  # fmt: skip
 

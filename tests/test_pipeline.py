@@ -128,6 +128,25 @@ def test_a_cloud_image_is_launched_to_measure_its_boot(
         measure.record(runs, made, plan, PerAccel(ec2=69))
 
 
+class TwoFirmwareFake(FakeBackend):
+    def boot_plan(self, boot: str, runs: int) -> BootPlan:
+        return BootPlan(accel="fake", firmware=(("uefi", runs), ("bios", 1)), method="fake")
+
+
+def test_a_firmware_over_budget_fails_before_the_next_firmware_boots(
+    write_recipe: WriteRecipe, tmp_path: Path
+) -> None:
+    fake = TwoFirmwareFake()
+    spec = _spec(write_recipe)
+    spec = dataclasses.replace(
+        spec, recipe=spec.recipe.model_copy(update={"boot_budget_s": 3.0, "boot_runs": 2})
+    )
+    opts = dataclasses.replace(_opts(tmp_path), measure=True)
+    with pytest.raises(BuildError, match=r"over 2 boots under uefi \(fake\) was 4\.0 s"):
+        build(spec, opts, _reporter(), backend=fake)
+    assert [e for e in fake.journal if e.startswith("boot ")] == ["boot fake-image-1"] * 2
+
+
 @pytest.mark.parametrize(
     ("fail_on", "last"),
     [

@@ -36,10 +36,12 @@ def check(
     accel: AccelChoice = "auto",
     recipe: Path | None = None,
     root: Path | None = None,
+    keep: Path | None = None,
 ) -> Rebuilt:
     """`recipe` overrides the recipe path build.json records: an imported bundle's
     sources sit elsewhere than where the artifact was built. The project root is `root`,
-    else the one the build recorded, found again beside the recipe."""
+    else the one the build recorded, found again beside the recipe. With `keep`, the rebuilt
+    artifact is published into keep/NAME (as `build --out` does) instead of thrown away."""
     record = read_record(artifact)
     expected = record.image.digest
     if expected is None:
@@ -63,7 +65,7 @@ def check(
     try:
         scratch.chmod(0o711)
         opts = Options(
-            out=scratch / "out",
+            out=keep or scratch / "out",
             accel=accel,
             cache=Cache(steps_root=scratch / "steps"),
             work_root=scratch,

@@ -156,6 +156,14 @@ def rebuild(
         typer.Option("--recipe", help="The recipe to rebuild from, if not where build.json says."),
     ] = None,
     root: RootOpt = None,
+    keep: Annotated[
+        Path | None,
+        typer.Option(
+            "--keep",
+            help="Keep the rebuilt artifact in DIR/NAME, to compare its evidence too.",
+            metavar="DIR",
+        ),
+    ] = None,
     *,
     options: Options,
 ) -> None:
@@ -166,7 +174,7 @@ def rebuild(
 
     if not check:
         raise InputError("baker rebuild needs --check (the only mode so far).")
-    outcome = rebuilding.check(artifact, reporter(), options.accel, recipe_file, root)
+    outcome = rebuilding.check(artifact, reporter(), options.accel, recipe_file, root, keep)
     if outcome.reproduced:
         typer.echo(f"reproduced {outcome.actual}")
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.bakerun import BAKER, OFFLINE, ROOT, Baked, baker, run_baker
+from support.bakerun import BAKER, OFFLINE, ROOT, AirGap, Baked, baker, run_baker
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -96,25 +98,54 @@ def project(tmp_path_factory: pytest.TempPathFactory, work_root: Path) -> dict[s
 
 
 @pytest.fixture(scope="session")
-def two_builds(project: dict[str, Path]) -> tuple[Baked, Baked]:
+def first_build(project: dict[str, Path]) -> Baked:
     p = project
     locked = baker("lock", p["recipe"], cache=p["cache_a"], work=p["work_a"])
     assert "packages, resolved" in locked.stdout
     lock_text = p["recipe"].with_suffix(".lock").read_text()
     assert "nginx" in lock_text and "deb.debian.org" not in lock_text
-
-    started = time.monotonic()
-    first = baker("build", p["recipe"], "--out", p["out_a"], cache=p["cache_a"],
+    built = baker("build", p["recipe"], "--out", p["out_a"], cache=p["cache_a"],
                   work=p["work_a"])  # fmt: skip
-    # The second build: another work directory, a fresh step cache holding only the
-    # package files (warm packages, cold everything else), no network, a minute later.
+    # The package files alone, for the rebuilds of test_e2e_reproducible (offline).
     shutil.copytree(p["cache_a"] / "debs", p["cache_b"] / "debs")
-    time.sleep(max(0.0, 60 - (time.monotonic() - started)))
-    second = baker("build", p["recipe"], "--out", p["out_b"], cache=p["cache_b"],
-                   work=p["work_b"], env=OFFLINE)  # fmt: skip
-    assert "mmdebstrap" in second.stderr  # the base really was built again
     name = "debian-12-web"
-    return (
-        Baked(p["out_a"] / name, first.stdout.split()[-1], first.stdout, first.stderr),
-        Baked(p["out_b"] / name, second.stdout.split()[-1], second.stdout, second.stderr),
+    return Baked(p["out_a"] / name, built.stdout.split()[-1], built.stdout, built.stderr)
+
+
+@pytest.fixture(scope="session")
+def airgap(
+    project: dict[str, Path], first_build: Baked, tmp_path_factory: pytest.TempPathFactory
+) -> AirGap:
+    """The second build of the locked recipe: in another work directory, a minute or more
+    after the first, from a fresh step cache holding only the imported package files, with
+    the mirror unreachable."""
+    p = project
+    started = dt.datetime.fromisoformat(
+        json.loads((first_build.artifact / "build.json").read_text())["started"]
     )
+    root = tmp_path_factory.mktemp("airgap")
+    # A copy: converting writes into the artifact, and other tests read the original.
+    artifact = root / "exported" / first_build.artifact.name
+    shutil.copytree(first_build.artifact, artifact)
+    bundle = root / "web.tar"
+    exported = baker("export", artifact, "--to", bundle, "--format", "raw,vmdk,vhdx,vhd,ova",
+                     "--with-sources", cache=p["cache_a"], work=p["work_a"])  # fmt: skip
+    into, cache = root / "imported", root / "airgap-cache"
+    imported = baker("import", bundle, "--into", into, cache=cache, work=p["work_b"],
+                     env=OFFLINE)  # fmt: skip
+    recipe = into / "sources" / "images" / "debian-12-web.yaml"
+    time.sleep(max(0.0, 60 - (dt.datetime.now(dt.UTC) - started).total_seconds()))
+    rebuilt = baker("rebuild", "--check", into, "--recipe", recipe, "--keep", p["out_b"],
+                    cache=cache, work=p["work_b"], env=OFFLINE, check=False)  # fmt: skip
+    return AirGap(bundle, exported, into, imported, cache, rebuilt,
+                  p["out_b"] / "debian-12-web")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def two_builds(first_build: Baked, airgap: AirGap) -> tuple[Baked, Baked]:
+    """The locked recipe built, and built again across the air gap."""
+    rebuilt = airgap.rebuilt
+    assert rebuilt.returncode == 0, rebuilt.stdout[-2000:] + rebuilt.stderr[-3000:]
+    assert "mmdebstrap" in rebuilt.stderr  # the base really was built again
+    second = Baked(airgap.artifact, rebuilt.stdout.split()[-1], rebuilt.stdout, rebuilt.stderr)
+    return first_build, second

@@ -1,5 +1,7 @@
-"""Same recipe, same lock, same variables: the same image, bit for bit, in another work
-directory, a minute later, from a cold or a warm package cache, with the mirror unreachable."""
+"""Same recipe, same lock, same variables: the same image, bit for bit, and the same SBOMs,
+rebuilt in another work directory more than a minute later, from a fresh step cache holding
+only the package files carried across the air gap, with the mirror unreachable (conftest's
+`airgap`); a stale lock refused; a changed file named by `rebuild --check`."""
 
 from __future__ import annotations
 

@@ -23,6 +23,20 @@ class Baked:
     stderr: str
 
 
+@dataclass(frozen=True)
+class AirGap:
+    """The locked web image carried across an air gap: exported with every format and its
+    sources, imported into a fresh directory and package cache, and rebuilt there."""
+
+    bundle: Path
+    exported: subprocess.CompletedProcess[str]
+    into: Path
+    imported: subprocess.CompletedProcess[str]
+    cache: Path
+    rebuilt: subprocess.CompletedProcess[str]
+    artifact: Path  # what the rebuild made (rebuild --check --keep)
+
+
 def run_baker(*args: str | Path, work: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BAKER_WORK_DIR": str(work)}
     return subprocess.run(
