@@ -278,14 +278,15 @@ def _exchange(a: Path, b: Path) -> bool:
     return bool(rc == 0)
 
 
-def check_out_dir(out: Path) -> None:
-    """Refuse an output directory that cannot hold artifacts, before any work is done."""
+def check_out_dir(out: Path, option: str = "--out") -> None:
+    """Refuse an output directory that cannot hold artifacts, before any work is done;
+    `option` is the flag that named it."""
     for p in (out, *out.parents):
         if p.exists():
             if not p.is_dir():
-                raise InputError(f"--out {out}: {p} is not a directory.")
+                raise InputError(f"{option} {out}: {p} is not a directory.")
             if not os.access(p, os.W_OK | os.X_OK):
-                raise InputError(f"--out {out}: {p} is not writable.")
+                raise InputError(f"{option} {out}: {p} is not writable.")
             return
 
 

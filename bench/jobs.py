@@ -42,7 +42,7 @@ def recipes(work: Path) -> list[Path]:
             (ROOT / "images/debian-12-base.yaml").read_text()
             .replace("name: debian-12-base", f"name: {name}")
             # Two machines at once on two cores: the budget is not what is measured.
-            .replace("boot_budget_s: {kvm: 15, tcg: 60}\n", "") + "boot_runs: 1\n"
+            .replace("boot_budget_s: {kvm: 15, tcg: 120}\n", "") + "boot_runs: 1\n"
         )  # fmt: skip
         paths.append(path)
     return paths

@@ -170,6 +170,16 @@ def test_an_out_that_is_a_file_is_refused_before_anything_starts(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["harmless.yaml", "taken"]
 
 
+def test_a_keep_that_is_a_file_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("a file\n")
+    proc = _baker("rebuild", "--check", tmp_path / "out" / "x", "--keep", taken,
+                  env=_nothing_made(tmp_path))  # fmt: skip
+    assert proc.returncode == 2
+    assert _one_error_line(proc) == f"--keep {taken}: {taken} is not a directory."
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
 def test_on_error_takes_three_words(tmp_path: Path) -> None:
     recipe = tmp_path / "harmless.yaml"
     recipe.write_text(HARMLESS)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baker import recipe as recipes
-from baker.artifact import BUILD, IMAGE, read_record, recorded_root
+from baker.artifact import BUILD, IMAGE, check_out_dir, read_record, recorded_root
 from baker.build.options import AccelChoice, Options
 from baker.build.pipeline import build
 from baker.cache import Cache
@@ -42,6 +42,8 @@ def check(
     sources sit elsewhere than where the artifact was built. The project root is `root`,
     else the one the build recorded, found again beside the recipe. With `keep`, the rebuilt
     artifact is published into keep/NAME (as `build --out` does) instead of thrown away."""
+    if keep is not None:
+        check_out_dir(keep, "--keep")
     record = read_record(artifact)
     expected = record.image.digest
     if expected is None:

@@ -1,7 +1,7 @@
 """The saved build machine: builds from a base resume the machine saved from it instead of
 booting it. Two builds resume one saved machine at once without colliding, each with the
-host's clock and random state of its own; a corrupted saved machine is refused, and the build
-boots cold to the same image."""
+host's clock and random state of its own; a corrupted saved machine (and a corrupted base
+disk) is refused, and the build boots cold to the same image."""
 
 from __future__ import annotations
 
@@ -84,15 +84,27 @@ def test_two_builds_resume_one_saved_machine_at_once_each_with_its_own_clock_and
     assert len(randoms) == 2 and randoms[0] != randoms[1]
 
 
-def test_a_corrupted_saved_machine_is_refused_and_the_build_boots_cold_to_the_same_image(
+def _flip_a_byte(path: Path, at: int) -> None:
+    with path.open("r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_corrupted_cache_entries_are_refused_and_the_build_boots_cold_to_the_same_image(
     base_image: Baked, session_cache: Path, work_root: Path, tmp_path: Path
 ) -> None:
+    """The image is made again from a machine, in a copy of the session's cache where the
+    base disk has a flipped byte inside the root filesystem's data and the saved machine's
+    memory another: both entries are refused and made again, and the image is the same.
+    (One rebuild shows both: each is a whole build machine's worth under TCG.)"""
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o755)
     subprocess.run(["cp", "-a", "--sparse=always", session_cache / "steps", cache], check=True)
     steps = json.loads((base_image.artifact / "build.json").read_text())["steps"]
-    # The image is made again from a machine, and the saved machine's memory has a flipped byte.
     subprocess.run(["rm", "-r", cache / "steps" / "image" / steps["image"]["key"]], check=True)
+    _flip_a_byte(cache / "steps" / "disk" / steps["disk"]["key"] / "base.raw", 200 << 20)
     base_digest = json.loads((base_image.artifact / "build.json").read_text())["pins"][
         "base_digest"
     ]
@@ -103,13 +115,11 @@ def test_a_corrupted_saved_machine_is_refused_and_the_build_boots_cold_to_the_sa
         == base_digest
     ]
     state = saved / "state"
-    with state.open("r+b") as f:
-        f.seek(state.stat().st_size // 2)
-        byte = f.read(1)
-        f.seek(state.stat().st_size // 2)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    _flip_a_byte(state, state.stat().st_size // 2)
     proc = baker("build", "images/debian-12-base.yaml", "--out", tmp_path / "out", cache=cache,
                  work=work_root)  # fmt: skip
+    assert f"cache entry disk/{steps['disk']['key'][:16]} is corrupt" in proc.stderr
+    assert "base.raw does not match its recorded sha256): dropped; rebuilding it" in proc.stderr
     assert f"cache entry boot/{saved.name[:16]} is corrupt" in proc.stderr
     assert "state does not match its recorded sha256): dropped; rebuilding it" in proc.stderr
     assert "saved the booted machine" in proc.stderr  # booted cold, and saved again
