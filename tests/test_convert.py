@@ -29,6 +29,7 @@ from support.artifacts import (
     make_project,
     quiet,
 )
+from support.tamper import flip_byte
 
 from baker.cache import Cache
 from baker.errors import BuildError, InputError
@@ -227,11 +228,7 @@ def test_ova_check_catches_a_changed_disk(tmp_path: Path, converted: Path) -> No
     shutil.copyfile(converted / "image.ova", ova)
     with tarfile.open(ova) as tar:
         at = tar.getmember("image.vmdk").offset_data + 4096
-    with ova.open("r+b") as f:
-        f.seek(at)
-        byte = f.read(1)
-        f.seek(at)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    flip_byte(ova, at)
     with pytest.raises(BuildError, match=r"image\.vmdk does not match the manifest"):
         ovf.check_ova(ova, converted / "image.qcow2")
 

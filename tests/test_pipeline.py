@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from support.recipe_files import WriteRecipe
+from support.tamper import flip_byte
 
 from baker import recipe
 from baker.artifact import ImageRecord, read_record
@@ -225,11 +226,7 @@ def test_disk_images_are_cached_and_a_corrupted_entry_is_rebuilt(
 
     # A flipped byte in the cached image: found, dropped, made again, the same bytes.
     (entry,) = [e for e in cache.entries() if e.step == "image"]
-    with (entry.path / "image.qcow2").open("r+b") as f:
-        f.seek(4096)
-        byte = f.read(1)
-        f.seek(4096)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    flip_byte(entry.path / "image.qcow2", 4096)
     fake.journal.clear()
     reporter = _reporter()
     rebuilt = build(spec, _opts(tmp_path, cache), reporter, backend=fake)

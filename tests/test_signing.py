@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.tamper import flip_byte
 
 from baker.errors import BuildError, InputError
 from baker.evidence import signing
@@ -44,14 +45,6 @@ def image(tmp_path: Path) -> Path:
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def _flip_byte(path: Path, offset: int) -> None:
-    with path.open("r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0x01]))
 
 
 @pytest.fixture
@@ -277,7 +270,7 @@ def test_verify_tolerates_wrapped_base64(keys: tuple[Path, Path], image: Path) -
 
 def test_verify_fails_after_one_flipped_byte(keys: tuple[Path, Path], image: Path) -> None:
     sig = signing.sign_file(signing.load_private_key(keys[0]), image)
-    _flip_byte(image, (3 << 20) + 7)
+    flip_byte(image, (3 << 20) + 7)
     assert signing.verify_file(signing.load_public_key(keys[1]), image, sig) is False
 
 
@@ -333,7 +326,7 @@ def test_openssl_verifies_a_good_signature_and_rejects_a_tampered_file(
 ) -> None:
     sig = signing.sign_file(signing.load_private_key(keys[0]), image)
     assert _openssl_verify(keys[1], sig, image, tmp_path) == 0
-    _flip_byte(image, 12345)
+    flip_byte(image, 12345)
     assert _openssl_verify(keys[1], sig, image, tmp_path) != 0
 
 

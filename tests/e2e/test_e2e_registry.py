@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from support import registry_server
 from support.bakerun import Baked, run_baker
+from support.tamper import flip_byte
 
 from baker import artifact
 from baker.evidence import signing
@@ -173,11 +174,7 @@ def test_a_flipped_byte_in_the_disk_blob_is_refused(
 ) -> None:
     ref, _digest, base = pushed
     blob = registry.blob_file(base.digest)
-    with blob.open("r+b") as f:
-        f.seek(1 << 20)
-        original = f.read(1)
-        f.seek(1 << 20)
-        f.write(bytes([original[0] ^ 0xFF]))
+    original = flip_byte(blob, 1 << 20)
     try:
         _refused(
             _pull(ref, tmp_path / "flipped", pub, registry, work_root),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from support.bakerun import BAKER, ROOT, Baked, assert_nothing_left, baker, domains
+from support.tamper import flip_byte
 
 pytestmark = pytest.mark.e2e
 
@@ -84,14 +85,6 @@ def test_two_builds_resume_one_saved_machine_at_once_each_with_its_own_clock_and
     assert len(randoms) == 2 and randoms[0] != randoms[1]
 
 
-def _flip_a_byte(path: Path, at: int) -> None:
-    with path.open("r+b") as f:
-        f.seek(at)
-        byte = f.read(1)
-        f.seek(at)
-        f.write(bytes([byte[0] ^ 0xFF]))
-
-
 def test_corrupted_cache_entries_are_refused_and_the_build_boots_cold_to_the_same_image(
     base_image: Baked, session_cache: Path, work_root: Path, tmp_path: Path
 ) -> None:
@@ -104,7 +97,7 @@ def test_corrupted_cache_entries_are_refused_and_the_build_boots_cold_to_the_sam
     subprocess.run(["cp", "-a", "--sparse=always", session_cache / "steps", cache], check=True)
     steps = json.loads((base_image.artifact / "build.json").read_text())["steps"]
     subprocess.run(["rm", "-r", cache / "steps" / "image" / steps["image"]["key"]], check=True)
-    _flip_a_byte(cache / "steps" / "disk" / steps["disk"]["key"] / "base.raw", 200 << 20)
+    flip_byte(cache / "steps" / "disk" / steps["disk"]["key"] / "base.raw", 200 << 20)
     base_digest = json.loads((base_image.artifact / "build.json").read_text())["pins"][
         "base_digest"
     ]
@@ -115,7 +108,7 @@ def test_corrupted_cache_entries_are_refused_and_the_build_boots_cold_to_the_sam
         == base_digest
     ]
     state = saved / "state"
-    _flip_a_byte(state, state.stat().st_size // 2)
+    flip_byte(state, state.stat().st_size // 2)
     proc = baker("build", "images/debian-12-base.yaml", "--out", tmp_path / "out", cache=cache,
                  work=work_root)  # fmt: skip
     assert f"cache entry disk/{steps['disk']['key'][:16]} is corrupt" in proc.stderr
