@@ -29,10 +29,13 @@ lint: setup
 	$(VENV)/ruff format --check baker tests bench
 	$(VENV)/mypy
 
-# A killed earlier run may have left build machines behind: they go first.
+# A killed earlier run may have left build machines behind: they go first. Two workers: an
+# emulated guest keeps one core busy for much of its boot, and the builds share one session
+# (tests/support/sharing.py); --dist loadgroup keeps each module in one worker, in the
+# order tests/conftest.py gives.
 test: setup lint
 	$(VENV)/baker clean
-	$(VENV)/pytest --durations=30
+	$(VENV)/pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=30
 
 test-unit: setup
 	$(VENV)/pytest -m "not e2e"

@@ -7,12 +7,12 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import sharing
 from support.bakerun import BAKER, OFFLINE, ROOT, AirGap, Baked, baker, run_baker
 
 
@@ -20,8 +20,7 @@ from support.bakerun import BAKER, OFFLINE, ROOT, AirGap, Baked, baker, run_bake
 def session_cache() -> Iterator[Path]:
     """The session's own step cache: every e2e build shares it (the base and disk are made
     once), and none reuses what an earlier session left in the machine's cache."""
-    path = Path(tempfile.mkdtemp(prefix="baker-e2e-cache-", dir="/var/tmp"))
-    path.chmod(0o755)
+    path = sharing.directory("cache", 0o755)
     before = os.environ.get("BAKER_CACHE_DIR")
     os.environ["BAKER_CACHE_DIR"] = str(path)
     yield path
@@ -29,32 +28,35 @@ def session_cache() -> Iterator[Path]:
         del os.environ["BAKER_CACHE_DIR"]
     else:
         os.environ["BAKER_CACHE_DIR"] = before
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def work_root() -> Iterator[Path]:
-    # Not under /tmp/pytest-of-root (0700): libvirt's qemu user must reach the overlays.
-    path = Path(tempfile.mkdtemp(prefix="baker-e2e-", dir="/var/tmp"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def work_root() -> Path:
+    return sharing.directory("work")
 
 
 @pytest.fixture(scope="session")
-def out_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("out")
+def out_root() -> Path:
+    return sharing.directory("out")
 
 
 @pytest.fixture(scope="session")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    keys = tmp_path_factory.mktemp("keys")
-    proc = subprocess.run([str(BAKER), "keygen", str(keys)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return keys / "baker.key"
+def signing_key() -> Path:
+    def keygen() -> Path:
+        keys = sharing.directory("keys", 0o700)
+        proc = subprocess.run([str(BAKER), "keygen", str(keys)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return keys / "baker.key"
+
+    return sharing.once("signing_key", keygen)
 
 
 def _bake(recipe: str, out: Path, work: Path, key: Path) -> Baked:
+    """The shipped recipe built once for the session, by whichever worker needs it first."""
+    return sharing.once(Path(recipe).stem, lambda: _build(recipe, out, work, key))
+
+
+def _build(recipe: str, out: Path, work: Path, key: Path) -> Baked:
     proc = run_baker("build", recipe, "--out", out, "--sign-key", key, work=work)
     assert proc.returncode == 0, f"baker build {recipe} failed:\n{proc.stderr[-4000:]}"
     name = Path(recipe).stem
@@ -77,9 +79,13 @@ def web_image(out_root: Path, work_root: Path, signing_key: Path) -> Baked:
 
 
 @pytest.fixture(scope="session")
-def project(tmp_path_factory: pytest.TempPathFactory, work_root: Path) -> dict[str, Path]:
+def project(work_root: Path) -> dict[str, Path]:
+    return sharing.once("project", lambda: _project(work_root))
+
+
+def _project(work_root: Path) -> dict[str, Path]:
     """A copy of the web recipe and what it references, so its lock lands beside it."""
-    root = tmp_path_factory.mktemp("project")
+    root = sharing.directory("project")
     # A repository of its own, as a team's is: its root is the recipe's project root.
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     shutil.copytree(ROOT / "provisioners", root / "provisioners")
@@ -99,7 +105,10 @@ def project(tmp_path_factory: pytest.TempPathFactory, work_root: Path) -> dict[s
 
 @pytest.fixture(scope="session")
 def first_build(project: dict[str, Path]) -> Baked:
-    p = project
+    return sharing.once("first_build", lambda: _first_build(project))
+
+
+def _first_build(p: dict[str, Path]) -> Baked:
     locked = baker("lock", p["recipe"], cache=p["cache_a"], work=p["work_a"])
     assert "packages, resolved" in locked.stdout
     lock_text = p["recipe"].with_suffix(".lock").read_text()
@@ -113,17 +122,18 @@ def first_build(project: dict[str, Path]) -> Baked:
 
 
 @pytest.fixture(scope="session")
-def airgap(
-    project: dict[str, Path], first_build: Baked, tmp_path_factory: pytest.TempPathFactory
-) -> AirGap:
+def airgap(project: dict[str, Path], first_build: Baked) -> AirGap:
+    return sharing.once("airgap", lambda: _airgap(project, first_build))
+
+
+def _airgap(p: dict[str, Path], first_build: Baked) -> AirGap:
     """The second build of the locked recipe: in another work directory, a minute or more
     after the first, from a fresh step cache holding only the imported package files, with
     the mirror unreachable."""
-    p = project
     started = dt.datetime.fromisoformat(
         json.loads((first_build.artifact / "build.json").read_text())["started"]
     )
-    root = tmp_path_factory.mktemp("airgap")
+    root = sharing.directory("airgap")
     # A copy: converting writes into the artifact, and other tests read the original.
     artifact = root / "exported" / first_build.artifact.name
     shutil.copytree(first_build.artifact, artifact)

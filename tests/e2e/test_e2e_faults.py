@@ -19,7 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.bakerun import BAKER, ROOT, Baked, assert_nothing_left, domains, run_baker
+from support.bakerun import (
+    BAKER,
+    ROOT,
+    Baked,
+    assert_nothing_left,
+    domains,
+    qemu_processes,
+    run_baker,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -165,19 +173,19 @@ def test_a_full_work_disk_is_named_with_what_the_build_needs(tmp_path: Path) -> 
     assert {d for d in domains() - before if name in d} == set()
 
 
-def test_a_full_output_disk_leaves_nothing_partial(base_image: Baked, work_root: Path) -> None:
-    before = domains()
+def test_a_full_output_disk_leaves_nothing_partial(base_image: Baked, dirs) -> None:
+    _, work = dirs
     with tmpfs("32m") as small:
         # The session's cached base image: only the publish step has work to do.
-        proc = run_baker("build", "images/debian-12-base.yaml", "--out", small, work=work_root)
+        proc = run_baker("build", "images/debian-12-base.yaml", "--out", small, work=work)
         left = list(small.iterdir())
     assert proc.returncode == 1
     last = last_line(proc.stderr)
     assert last.startswith(f"baker: error: the filesystem of the output directory ({small}")
     assert "the publish step failed" in last
     assert left == []  # no partial artifact, no staging directory
-    assert [p for p in work_root.iterdir() if p.name.startswith("baker-")] == []
-    assert domains() == before
+    assert list(work.iterdir()) == []
+    assert qemu_processes(work) == []
 
 
 @contextlib.contextmanager
@@ -204,6 +212,7 @@ def restart_libvirtd() -> None:
     pytest.fail("libvirtd did not come back")
 
 
+@pytest.mark.exclusive  # no other build may lose its libvirtd
 def test_libvirtd_stopped_before_a_build(tmp_path: Path, dirs) -> None:
     out, work = dirs
     recipe = write_recipe(tmp_path, "fault-no-libvirtd", "")
@@ -216,6 +225,7 @@ def test_libvirtd_stopped_before_a_build(tmp_path: Path, dirs) -> None:
     assert list(work.iterdir()) == [] and not out.exists()
 
 
+@pytest.mark.exclusive
 def test_libvirtd_stopped_during_a_build(tmp_path: Path, dirs) -> None:
     out, work = dirs
     name = "fault-libvirtd-gone"
