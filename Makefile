@@ -31,11 +31,11 @@ lint: setup
 
 # A killed earlier run may have left build machines behind: they go first. Two workers: an
 # emulated guest keeps one core busy for much of its boot, and the builds share one session
-# (tests/support/sharing.py); --dist loadgroup keeps each module in one worker, in the
-# order tests/conftest.py gives.
+# (tests/support/sharing.py); --dist loadfile keeps each module in one worker, in the order
+# tests/conftest.py gives.
 test: setup lint
 	$(VENV)/baker clean
-	$(VENV)/pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=30
+	$(VENV)/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 
 test-unit: setup
 	$(VENV)/pytest -m "not e2e"

@@ -9,12 +9,11 @@ from support.recipe_files import WriteRecipe
 
 # the session: shared across workers, in an order that keeps both busy ---------------------
 
-# Modules that change the same files in turn (the locked project) run in one worker.
-GROUPS = {"test_e2e_export": "airgap", "test_e2e_reproducible": "airgap"}
-# Handed out first: the longest groups, which make their own images (the next two queue
-# behind them), so the groups that reuse the session's base image rarely wait for it.
-# Then the other e2e modules; the one that stops libvirtd last; the unit tests fill in.
-FIRST = ("airgap", "test_e2e_bake", "test_e2e_debian13", "test_e2e_nightly")
+# Handed out first (`--dist loadfile`: a module goes to one worker whole, its module fixtures
+# made once): the longest modules, which make their own images (the next two queue behind
+# them), so the modules that reuse the session's base image rarely wait for it. Then the
+# other e2e modules, the one that stops libvirtd last; the unit tests fill in.
+FIRST = ("test_e2e_export", "test_e2e_bake", "test_e2e_debian13", "test_e2e_nightly")
 LAST = ("test_e2e_faults",)
 _SHARED = pytest.StashKey[Path]()
 
@@ -29,26 +28,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         sharing.remove_root(config.stash[_SHARED])
 
 
-def _group(item: pytest.Item) -> str:
-    module = item.path.stem
-    return GROUPS.get(module, module)
-
-
 def _rank(item: pytest.Item) -> int:
-    group = _group(item)
-    if group in FIRST:
-        return FIRST.index(group)
+    module = item.path.stem
+    if module in FIRST:
+        return FIRST.index(module)
     if item.get_closest_marker("e2e") is None:
         return len(FIRST) + 2
-    return len(FIRST) + (1 if group in LAST else 0)
+    return len(FIRST) + (1 if module in LAST else 0)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # With `--dist loadgroup` a group goes to one worker whole: its module fixtures
-    # (servers, nightly histories) are made once.
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
-    items.sort(key=_rank)  # stable: each group keeps its own order
+    items.sort(key=_rank)  # stable: each module keeps its own order
 
 
 @pytest.hookimpl(wrapper=True)
