@@ -140,6 +140,9 @@ def test_interrupted_build_cleans_up(
     assert_nothing_left(out, work, name, before, "".join(seen) + rest)
 
 
+# Alone: `baker clean` removes every stale domain on the host, and a farm worker starting in
+# another test would remove the one kept here.
+@pytest.mark.exclusive
 def test_on_error_keep_leaves_a_machine_to_log_in_to_until_clean(
     tmp_path: Path, dirs: tuple[Path, Path]
 ) -> None:
