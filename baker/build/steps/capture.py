@@ -9,28 +9,17 @@ layout (free-block order, journal, timestamps of the run) reaches the image.
 from __future__ import annotations
 
 import contextlib
-import os
-from dataclasses import dataclass
-from pathlib import Path
 
 from baker.backends.base import DiskImage
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
-from baker.edge import mounts, tools
+from baker.edge import tools
 from baker.hashing import content_key
-from baker.image import disk, generalize
+from baker.image import generalize
 from baker.image.packages import parse_status
+from baker.image.tree import to_tar
 
 CAPTURED_TAR = "captured.tar"
-
-_TAR_CANONICAL = [
-    "--format=pax",
-    "--numeric-owner",
-    "--xattrs",
-    "--xattrs-include=*",
-    "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
-    "--clamp-mtime",
-]
 
 
 class Capture(Step):
@@ -60,75 +49,3 @@ class Capture(Step):
         state.dpkg_status = captured.dpkg_status
         state.packages = parse_status(captured.dpkg_status)
         state.copyrights = captured.copyrights
-
-
-@dataclass(frozen=True)
-class Captured:
-    entries: int
-    dpkg_status: str  # the image's package database, for the package list and SBOM
-    copyrights: dict[str, str]  # package -> its /usr/share/doc/<package>/copyright text
-
-
-def to_tar(machine_disk: Path, tar: Path, workdir: Path, source_date_epoch: int) -> Captured:
-    """Write the generalized tree of `machine_disk` to `tar`."""
-    raw = workdir / "captured.raw"
-    tools.run(["qemu-img", "convert", "-q", "-O", "raw", machine_disk, raw])
-    try:
-        with mounts.read_only(raw, workdir / "mnt", disk.root_offset()) as root:
-            names = list(generalize.walk(root))
-            dpkg_status = (root / "var/lib/dpkg/status").read_text(errors="replace")
-            copyrights = _copyrights(root, dpkg_status)
-            listing = workdir / "capture.list"
-            listing.write_bytes(b"".join(os.fsencode(n) + b"\0" for n in names))
-            tools.run(
-                [
-                    "tar",
-                    "--create",
-                    f"--file={tar}",
-                    f"--directory={root}",
-                    *_TAR_CANONICAL,
-                    f"--mtime=@{source_date_epoch}",
-                    "--no-recursion",
-                    "--null",
-                    f"--files-from={listing}",
-                ]
-            )
-    finally:
-        raw.unlink(missing_ok=True)
-    # The emptied files go back in, empty, after everything else.
-    layer = workdir / "layer"
-    for rel in generalize.EMPTIED:
-        f = layer / rel
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_bytes(b"")
-        f.chmod(0o444)
-    tools.run(
-        [
-            "tar",
-            "--append",
-            f"--file={tar}",
-            f"--directory={layer}",
-            *_TAR_CANONICAL,
-            f"--mtime=@{source_date_epoch}",
-            "--owner=0",
-            "--group=0",
-            "--no-recursion",
-            *(f"./{rel}" for rel in generalize.EMPTIED),
-        ]
-    )
-    return Captured(len(names) + len(generalize.EMPTIED), dpkg_status, copyrights)
-
-
-def _copyrights(root: Path, dpkg_status: str) -> dict[str, str]:
-    """Each installed package's copyright file, read inside the image's tree only (a doc
-    directory may be a link to another package's; it must not lead out of the image)."""
-    out = {}
-    for pkg in parse_status(dpkg_status):
-        path = root / "usr/share/doc" / pkg.name / "copyright"
-        try:
-            resolved = path.resolve()
-            if resolved.is_relative_to(root) and resolved.is_file():
-                out[pkg.name] = resolved.read_text(errors="replace")[:262144]
-        except OSError:
-            continue
-    return out
