@@ -107,6 +107,21 @@ class ImageRecord(_Part):
     ami: dict[str, Any] | None = None
 
 
+class Ancestor(_Part):
+    name: str
+    digest: str  # its image digest
+
+
+class ParentRecord(Ancestor):
+    """The verified parent image a child was built on (base.image)."""
+
+    provenance_digest: str  # sha256:<hex> of the parent's provenance.json
+    source: str  # where it was read from, as the recipe named it
+    signer: str  # the keyid of the trusted key its signature verified with
+    # The parent's own ancestors, its parent first, up to the image built from packages.
+    ancestors: list[Ancestor] = []
+
+
 class BuildRecord(_Part):
     baker_version: str
     recipe: RecipeRef
@@ -124,6 +139,7 @@ class BuildRecord(_Part):
     ec2: dict[str, Any] | None = None  # an EC2 build machine: region, instance, host key
     # What was removed on the build machine itself before a cloud made its image of it.
     generalized: dict[str, Any] | None = None
+    parent: ParentRecord | None = None  # a child's parent image (base.image)
     started: str | None = None
     finished: str | None = None
 

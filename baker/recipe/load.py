@@ -60,6 +60,8 @@ def load(path: Path, overrides: Mapping[str, str] | None = None, root: Path | No
         files=_pinned_files(path, project, recipe, parsed.node),
         root=project,
         lines=parsed.lines,
+        parent=_named(path, project, recipe.base.image, ("base", "image"), parsed.node),
+        trust=_named(path, project, recipe.base.trust, ("base", "trust"), parsed.node),
     )
 
 
@@ -152,6 +154,21 @@ def _validate(
         return Recipe.model_validate(data)
     except pydantic.ValidationError as e:
         raise validation_error(path, data, root, e, lines) from None
+
+
+def _named(
+    path: Path, project: Path, rel: str | None, loc: tuple[Any, ...], root: yaml.Node | None
+) -> Path | None:
+    """A path the recipe names outside its pinned files (a parent image's directory, a trust
+    key), resolved relative to the recipe and inside its project; whether it is there is for
+    its user to say."""
+    if rel is None:
+        return None
+    try:
+        target = inside(path.parent.resolve(), rel, project)
+    except Outside as e:
+        raise InputError(f"{path}:{line_of(root, loc)}: {field_name(loc)}: {e}.") from None
+    return target if target is not None else path.parent.resolve() / rel
 
 
 def _pinned_files(

@@ -125,7 +125,7 @@ def yaml_problem(error: Any) -> tuple[int | None, str]:
     return (mark.line + 1 if mark else None), what if len(what) <= 200 else what[:197] + "..."
 
 
-_NO_INPUT = {"missing", "extra_forbidden", "provisioner_kind"}
+_NO_INPUT = {"missing", "extra_forbidden", "provisioner_kind", "parent"}
 
 # What a type error expects, in words (pydantic's own: "Input should be a valid integer, unable
 # to parse string as an integer").

@@ -40,6 +40,10 @@ class _Model(BaseModel):
 HostKeyType = Literal["ed25519", "ecdsa", "rsa"]
 
 
+# What only a tree made from packages has: a child of a parent image takes the parent's.
+FROM_PACKAGES = ("packages", "mirror", "kernel", "cloud_init", "ssh_host_keys")
+
+
 class Base(_Model):
     """The starting disk: a Debian root filesystem from the mirror, made bootable."""
 
@@ -66,6 +70,33 @@ class Base(_Model):
     # The published qcow2's clusters: zstd (the default: a third of the size, quick to read
     # at boot), zlib (what qemu-img before 5.1 and some other readers know), or none.
     compression: Literal["zstd", "zlib", "none"] = "zstd"
+    # A parent: an image baker baked, to build on instead of packages. A local artifact
+    # directory (inside the project), pinned by its image digest and trusted by the public
+    # key that signed it (or $BAKER_TRUST_KEY's). Its tree is the parent's: the suite and
+    # boot layout written here must be the parent's, and what only a tree made from
+    # packages has (packages, mirror, kernel, cloud_init, ssh_host_keys) is not written.
+    image: str | None = Field(None, min_length=1)
+    sha256: Sha256 | None = None
+    trust: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _parent(self) -> Base:
+        if self.image is None:
+            if self.sha256 is not None or self.trust is not None:
+                raise PydanticCustomError("parent", "sha256 and trust pin a parent: give image")
+            return self
+        if self.sha256 is None:
+            raise PydanticCustomError(
+                "parent", "a parent image is pinned by its digest: give sha256 (its image digest)"
+            )
+        own = [f for f in FROM_PACKAGES if f in self.model_fields_set]
+        if own:
+            raise PydanticCustomError(
+                "parent",
+                "{field} comes from the parent image; leave it out (a provisioner installs more)",
+                {"field": own[0]},
+            )
+        return self
 
     @field_validator("ssh_host_keys")
     @classmethod
@@ -303,6 +334,10 @@ class Spec:
     # -> 1-based line in the rendered recipe. Fields an alias (*name) brings have the lines
     # of the anchored text; fields left to their defaults have none.
     lines: dict[str, int] = field(default_factory=dict)
+    # base.image and base.trust, resolved inside the project (not checked yet: the build
+    # verifies the parent, baker.build.parent).
+    parent: Path | None = None
+    trust: Path | None = None
 
     def __post_init__(self) -> None:
         if self.root == Path():

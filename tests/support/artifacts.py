@@ -20,6 +20,7 @@ from baker.artifact import dump_json, sha256sums
 from baker.build.steps import attest
 from baker.cache import Cache
 from baker.evidence import signing
+from baker.evidence.sbom import Lineage
 from baker.hashing import sha256_file
 from baker.image import disk
 from baker.image.packages import Package
@@ -118,10 +119,15 @@ def make_project(root: Path, cache: Cache) -> dict[str, Any]:
 
 
 def make_artifact(
-    directory: Path, qcow2: Path, key: Path | None = None, project: dict[str, Any] | None = None
+    directory: Path,
+    qcow2: Path,
+    key: Path | None = None,
+    project: dict[str, Any] | None = None,
+    parent: dict[str, Any] | None = None,
 ) -> Path:
     """A complete artifact as `baker build` publishes it (`baker verify` passes), around a
-    given qcow2; signed with `key`, locked with `project`'s pins."""
+    given qcow2; signed with `key`, locked with `project`'s pins, a child of `parent` (its
+    build.json `parent` record, the parent having had pkg0 and pkg1)."""
     directory.mkdir(parents=True)
     shutil.copyfile(qcow2, directory / "image.qcow2")
     digest = f"sha256:{sha256_file(directory / 'image.qcow2')}"
@@ -147,6 +153,10 @@ def make_artifact(
         "finished": "2023-06-10T00:01:00+00:00",
         "image": {"file": "image.qcow2", "digest": digest, "format": "qcow2"},
     }  # fmt: skip
+    lineage = None
+    if parent:
+        record["parent"] = parent
+        lineage = Lineage(parent["name"], parent["digest"], {"pkg0": "1.0", "pkg1": "1.0"})
     (directory / "build.json").write_bytes(dump_json(record))
     boot = {"image": digest, "accel": "tcg", "time_to_ssh_s": 14.0, "runs": 1,
             "each_run": [{"time_to_ssh_s": 14.0}]}  # fmt: skip
@@ -161,6 +171,7 @@ def make_artifact(
         invocation_id="00000000-0000-4000-8000-000000000000",
         key=signing.load_private_key(key) if key else None,
         distro="debian-12",
+        parent=lineage,
     )
     (directory / "SHA256SUMS").write_text(sha256sums(directory))
     return directory
