@@ -14,7 +14,7 @@ from baker.backends.fake import FakeBackend
 from baker.build.options import FLAGS
 from baker.build.pipeline import steps
 from baker.cli import app  # importing baker.cli registers every command on the app
-from baker.recipe.spec import Ec2Backend, LibvirtBackend, Recipe
+from baker.recipe.spec import Base, Ec2Backend, LibvirtBackend, Recipe, Spec
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -58,8 +58,10 @@ def test_every_build_option_is_in_the_cli_page() -> None:
 
 def test_every_step_of_every_backend_is_in_the_architecture_page() -> None:
     text = _text("architecture.md")
-    names = {s.name for b in (FakeBackend(), FakeBackend(starts_from="debian", hands_back="disk"))
-             for s in steps(b)}  # fmt: skip
+    child = Recipe(name="child", base=Base(image="p", sha256="0" * 64))
+    specs = [Spec(r, Path("r.yaml"), "0" * 64, "0" * 64) for r in (Recipe(name="r"), child)]
+    backends = (FakeBackend(), FakeBackend(starts_from="debian", hands_back="disk"))
+    names = {s.name for b in backends for spec in specs for s in steps(spec, b)}
     assert sorted(n for n in names if f"**{n}**" not in text) == []
 
 

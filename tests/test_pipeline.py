@@ -27,7 +27,7 @@ from baker.build.steps import measure
 from baker.cache import Cache
 from baker.errors import BuildError
 from baker.progress import Reporter
-from baker.recipe.spec import PerAccel
+from baker.recipe.spec import PerAccel, Recipe, Spec
 
 RECIPE = """\
 name: fake-image
@@ -69,11 +69,14 @@ def _reporter() -> Reporter:
     return Reporter(Console(file=io.StringIO(), width=200))
 
 
+PLAIN = Spec(Recipe(name="plain"), Path("plain.yaml"), "0" * 64, "0" * 64)
+
+
 def test_each_backend_kind_gets_its_steps() -> None:
-    names = [s.name for s in steps(FakeBackend())]
+    names = [s.name for s in steps(PLAIN, FakeBackend())]
     assert names == ["base", "boot", "provision", "verify", "generalize", "shutdown", "image",
                      "measure", "attest", "publish"]  # fmt: skip
-    names = [s.name for s in steps(FakeBackend(hands_back="disk"))]
+    names = [s.name for s in steps(PLAIN, FakeBackend(hands_back="disk"))]
     assert names == ["base", "boot", "provision", "verify", "shutdown", "capture", "image",
                      "measure", "attest", "publish"]  # fmt: skip
 
@@ -248,7 +251,7 @@ def test_a_saved_build_machine_is_resumed_by_every_build_from_its_base(
     same base resume it, and before anything runs a resumed machine gets the host's clock
     and fresh random bytes."""
     fake, cache = ResumingFakeBackend(), Cache(tmp_path / "cache")
-    assert [s.name for s in steps(fake)][:2] == ["base", "boot"]
+    assert [s.name for s in steps(PLAIN, fake)][:2] == ["base", "boot"]
     first = build(_spec(write_recipe), _opts(tmp_path, cache), _reporter(), backend=fake)
     assert fake.journal[:3] == ["resolve base", "start", "connect"]
     # Settled before it is saved: its boot finished, its timers stopped.

@@ -22,10 +22,12 @@ from baker.backends.base import Backend, BuildLabel, Resumes
 from baker.backends.factory import open_backend
 from baker.build import runner
 from baker.build.options import Options, Result, display_path
+from baker.build.parent import Parent
+from baker.build.parent import resolve as resolve_parent
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
 from baker.build.steps.attest import Attest
-from baker.build.steps.base import CloudBaseImage, DebianBase
+from baker.build.steps.base import CloudBaseImage, DebianBase, ParentTree
 from baker.build.steps.boot import Boot, ResumeOrBoot
 from baker.build.steps.capture import Capture
 from baker.build.steps.cloud_image import MakeCloudImage
@@ -46,12 +48,14 @@ from baker.recipe import lock
 from baker.recipe.spec import Spec
 
 
-def steps(backend: Backend, measure: bool = True) -> list[Step]:
-    """The steps of a build on `backend`, in the order they run: the one place they are put
-    together, from what the backend starts from and hands back (Packer's builders each
-    have their step list the same way)."""
+def steps(spec: Spec, backend: Backend, measure: bool = True) -> list[Step]:
+    """The steps of a build of `spec` on `backend`, in the order they run: the one place
+    they are put together, from what the build starts from and the backend hands back
+    (Packer's builders each have their step list the same way)."""
     if backend.starts_from == "debian":
-        start: list[Step] = [DebianBase(), Disk()]
+        # A child starts from its parent image's tree, the rest from a Debian one.
+        tree = ParentTree() if spec.recipe.base.image else DebianBase()
+        start: list[Step] = [tree, Disk()]
     else:
         start = [CloudBaseImage()]
     # A backend that can save a running machine resumes the one saved from this base.
@@ -73,8 +77,10 @@ def step_keys(spec: Spec, backend: Backend | None = None) -> dict[str, str | Non
     locked, lock_file = load_lock(spec)
     backend = backend or open_backend(spec.recipe.backend, "tcg", lambda _line: None)
     ctx = _context(spec, Options(), "tcg", backend, Path("/nonexistent"), Reporter(), locked,
-                   lock_file, None)  # fmt: skip
-    return runner.static_keys(steps(backend), ctx, BuildState(label=BuildLabel.new(spec.name)))
+                   lock_file, None, resolve_parent(spec))  # fmt: skip
+    return runner.static_keys(
+        steps(spec, backend), ctx, BuildState(label=BuildLabel.new(spec.name))
+    )
 
 
 def _context(
@@ -87,6 +93,7 @@ def _context(
     locked: lock.Lock | None,
     lock_file: Path,
     sign_key: ec.EllipticCurvePrivateKey | None,
+    parent: Parent | None,
 ) -> Context:
     return Context(
         spec=spec,
@@ -97,14 +104,21 @@ def _context(
         reporter=reporter,
         locked=locked,
         lock_file=lock_file,
-        source_date_epoch=(
-            locked.source_date_epoch
-            if locked
-            else debian.default_source_date_epoch(spec.recipe.base)
-        ),
+        source_date_epoch=source_date_epoch(spec, locked, parent),
         sign_key=sign_key,
         started=dt.datetime.now(dt.UTC),
+        parent=parent,
     )
+
+
+def source_date_epoch(spec: Spec, locked: lock.Lock | None, parent: Parent | None) -> int:
+    """The time every file in the image is clamped to: the lock's, else the parent's (a
+    child of a parent is made from its files), else the suite's."""
+    if locked:
+        return locked.source_date_epoch
+    if parent and parent.record.source_date_epoch:
+        return parent.record.source_date_epoch
+    return debian.default_source_date_epoch(spec.recipe.base)
 
 
 def load_lock(spec: Spec) -> tuple[lock.Lock | None, Path]:
@@ -125,6 +139,7 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
     sign_key = signing.load_private_key(opts.sign_key) if opts.sign_key else None
     locked, lock_file = load_lock(spec)
     artifact.check_out_dir(opts.out)
+    parent = resolve_parent(spec)
     backend = backend or open_backend(spec.recipe.backend, accel, reporter.info)
     if opts.on_error != "abort" and backend.kind == "ec2":
         raise InputError(
@@ -134,12 +149,17 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
     with workdir(opts.work_root) as work:
         reporter.open_log(work / "build.log")
         try:
-            ctx = _context(spec, opts, accel, backend, work, reporter, locked, lock_file, sign_key)
+            ctx = _context(
+                spec, opts, accel, backend, work, reporter, locked, lock_file, sign_key, parent
+            )
             reporter.info(f"baking {spec.name} from {spec.source} ({backend.kind}, accel {accel})")
             if locked:
                 reporter.info(f"packages locked by {display_path(lock_file)} ({locked.digest})")
             state = BuildState(label=BuildLabel.new(spec.name))
-            runner.run(steps(backend, opts.measure), ctx, state)
+            if parent:
+                pin = parent.pin
+                reporter.info(f"on the parent image {pin.name} {pin.digest}, verified")
+            runner.run(steps(spec, backend, opts.measure), ctx, state)
         finally:
             reporter.close()
     made = need(state.made, "the image")

@@ -81,6 +81,7 @@ def build_record(ctx: Context, state: BuildState) -> BuildRecord:
         ),
         tools=tool_versions(),
         generalized=state.generalized.as_dict() if state.generalized else None,
+        parent=ctx.parent.pin if ctx.parent else None,
         started=ctx.started.isoformat(timespec="seconds"),
         finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         # What only the backend knows: the accelerator it built under, a cloud machine's ids.

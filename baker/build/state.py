@@ -25,6 +25,7 @@ from baker.backends.base import (
     MachineRecord,
 )
 from baker.build.options import Options
+from baker.build.parent import Parent
 from baker.cache import Entry
 from baker.edge.ssh import BuildKeys
 from baker.image.generalize import Generalized
@@ -51,6 +52,7 @@ class Context:
     source_date_epoch: int  # every file time in the image is clamped to it
     sign_key: ec.EllipticCurvePrivateKey | None
     started: dt.datetime
+    parent: Parent | None = None  # base.image, verified
 
 
 @dataclass(frozen=True)
