@@ -27,8 +27,24 @@ def _package(p: Package, debs: dict[str, str], distro: str) -> dict[str, Any]:
     return entry
 
 
-def _base(pins: dict[str, Any]) -> list[dict[str, Any]]:
-    """What the build started from: a Debian root tree made by mmdebstrap, or a base image."""
+def _base(pins: dict[str, Any], parent: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """What the build started from: a parent image baker baked (its tree read back), a
+    Debian root tree made by mmdebstrap, or a cloud's base image."""
+    if parent:
+        return [
+            {
+                "name": "parent-image",
+                "uri": f"file:{parent['source']}",
+                "digest": _digest(parent["digest"]),
+                "annotations": {
+                    "name": parent["name"],
+                    "provenanceDigest": parent["provenance_digest"],
+                    "signer": parent["signer"],
+                    "ancestors": parent.get("ancestors", []),
+                    "treeDigest": pins.get("base_digest"),
+                },
+            }
+        ]
     if pins.get("base"):
         entry: dict[str, Any] = {
             "name": "base-rootfs",
@@ -62,7 +78,7 @@ def statement(
             {"name": rel, "uri": f"file:{rel}", "digest": _digest(digest)}
             for rel, digest in sorted(pins["files"].items())
         ),
-        *_base(pins),
+        *_base(pins, record.get("parent")),
         *(_package(p, pins.get("debs", {}), distro) for p in packages),
     ]
     if pins.get("lock"):

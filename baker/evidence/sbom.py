@@ -24,6 +24,20 @@ DISTRO = "debian-12"
 
 
 @dataclass(frozen=True)
+class Lineage:
+    """A child image's parent, for the SBOMs to say which packages came from it."""
+
+    name: str
+    digest: str
+    packages: dict[str, str]  # the parent's packages: name -> version
+
+    def inherited(self, p: Package) -> bool:
+        """`p` is in the image as the parent had it (a version the child changed is the
+        child's)."""
+        return self.packages.get(p.name) == p.version
+
+
+@dataclass(frozen=True)
 class Subject:
     """What an SBOM describes: the image, the packages in it, and who made the document."""
 
@@ -35,6 +49,7 @@ class Subject:
     source_date_epoch: int
     tool_version: str
     distro: str = DISTRO
+    parent: Lineage | None = None
 
 
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")

@@ -11,7 +11,7 @@ from typing import Any
 
 from cyclonedx.model import HashAlgorithm, HashType, Property
 from cyclonedx.model.bom import Bom, BomMetaData
-from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.component import Component, ComponentType, Pedigree
 from cyclonedx.model.license import DisjunctiveLicense, LicenseAcknowledgement
 from cyclonedx.model.tool import ToolRepository
 from cyclonedx.output.json import JsonV1Dot6
@@ -21,7 +21,7 @@ from packageurl import PackageURL
 
 from baker.errors import BuildError
 from baker.evidence.licenses import spdx_id
-from baker.evidence.sbom import Subject, deb_arch, image_hex, purl, sort_packages
+from baker.evidence.sbom import Lineage, Subject, deb_arch, image_hex, purl, sort_packages
 from baker.image.packages import Package
 
 CDX_VERSION = "1.6"
@@ -30,6 +30,9 @@ PROP_ARCH = "baker:deb:architecture"
 PROP_SOURCE = "baker:deb:source"
 PROP_SOURCE_VERSION = "baker:deb:source-version"
 PROP_IMAGE_FILE = "baker:image:file"
+# A child image's package: "parent" if its parent image had it so, "added" if the child
+# installed or changed it.
+PROP_LAYER = "baker:layer"
 
 # uuid5 needs a namespace of its own so our serial numbers cannot collide with other tools'.
 _SERIAL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://baker.invalid/cyclonedx")
@@ -51,9 +54,10 @@ def document(subject: Subject) -> bytes:
         bom_ref=f"image:{image_name}@{image_digest}",
         hashes=[HashType(alg=HashAlgorithm.SHA_256, content=hexdigest)],
         properties=[Property(name=PROP_IMAGE_FILE, value=image_file)],
+        pedigree=_pedigree(subject),
     )
     components = [
-        _component(p, licenses.get(p.name, []), subject.distro)
+        _component(p, licenses.get(p.name, []), subject.distro, subject.parent)
         for p in sort_packages(subject.packages)
     ]
     baker = Component(
@@ -83,7 +87,23 @@ def document(subject: Subject) -> bytes:
     return data
 
 
-def _component(p: Package, names: list[str], distro: str) -> Component:
+def _pedigree(subject: Subject) -> Pedigree | None:
+    """A child image's ancestor: its parent image, by name and digest."""
+    parent = subject.parent
+    if parent is None:
+        return None
+    hexdigest = image_hex(parent.digest)
+    ancestor = Component(
+        type=ComponentType.FILE,
+        name=parent.name,
+        version=hexdigest,
+        bom_ref=f"image:{parent.name}@{parent.digest}",
+        hashes=[HashType(alg=HashAlgorithm.SHA_256, content=hexdigest)],
+    )
+    return Pedigree(ancestors=[ancestor])
+
+
+def _component(p: Package, names: list[str], distro: str, parent: Lineage | None) -> Component:
     ref = purl(p, distro)
     # "declared": read from the package's own copyright file, not concluded by any analysis.
     declared = LicenseAcknowledgement.DECLARED
@@ -106,6 +126,11 @@ def _component(p: Package, names: list[str], distro: str) -> Component:
             Property(name=PROP_ARCH, value=p.architecture),
             Property(name=PROP_SOURCE, value=p.source),
             Property(name=PROP_SOURCE_VERSION, value=p.source_version),
+            *(
+                [Property(name=PROP_LAYER, value="parent" if parent.inherited(p) else "added")]
+                if parent
+                else []
+            ),
         ],
     )
 

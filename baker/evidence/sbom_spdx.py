@@ -30,7 +30,7 @@ from spdx_tools.spdx.writer.json.json_writer import write_document_to_stream
 
 from baker.errors import BuildError
 from baker.evidence.licenses import spdx_id
-from baker.evidence.sbom import Subject, deb_arch, image_hex, purl, sort_packages
+from baker.evidence.sbom import Lineage, Subject, deb_arch, image_hex, purl, sort_packages
 from baker.image.packages import Package
 
 SPDX_VERSION = "SPDX-2.3"
@@ -63,6 +63,18 @@ def document(subject: Subject) -> bytes:
     ]
     relationships = [Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, image_id)]
     relationships += [Relationship(image_id, RelationshipType.CONTAINS, d.spdx_id) for d in debs]
+    packages = [image, *debs]
+    if subject.parent is not None:
+        # A child image: it descends from its parent image, which contains the packages the
+        # child has as the parent had them; the rest the child added.
+        parent = _parent(subject.parent)
+        packages.append(parent)
+        relationships.append(Relationship(image_id, RelationshipType.DESCENDANT_OF, parent.spdx_id))
+        relationships += [
+            Relationship(parent.spdx_id, RelationshipType.CONTAINS, _package_id(p))
+            for p in sort_packages(subject.packages)
+            if subject.parent.inherited(p)
+        ]
     doc = Document(
         creation_info=CreationInfo(
             spdx_version=SPDX_VERSION,
@@ -74,7 +86,7 @@ def document(subject: Subject) -> bytes:
             creators=[Actor(ActorType.TOOL, f"baker-{tool_version}")],
             created=datetime.fromtimestamp(subject.source_date_epoch, tz=UTC),
         ),
-        packages=[image, *debs],
+        packages=packages,
         relationships=relationships,
     )
     messages = validate_full_spdx_document(doc, SPDX_VERSION)
@@ -86,6 +98,20 @@ def document(subject: Subject) -> bytes:
     # Already validated above, with the messages turned into a BuildError.
     write_document_to_stream(doc, out, validate=False)
     return (out.getvalue() + "\n").encode()
+
+
+def _parent(parent: Lineage) -> SpdxPackage:
+    hexdigest = image_hex(parent.digest)
+    return SpdxPackage(
+        spdx_id="SPDXRef-ParentImage",
+        name=parent.name,
+        download_location=SpdxNoAssertion(),
+        version=hexdigest,
+        supplier=SpdxNoAssertion(),
+        files_analyzed=False,
+        checksums=[Checksum(ChecksumAlgorithm.SHA256, hexdigest)],
+        primary_package_purpose=PackagePurpose.FILE,
+    )
 
 
 def _ref_part(s: str) -> str:

@@ -116,6 +116,8 @@ def verify(
         lambda: _sbom(directory / SBOM_SPDX, sbom_spdx.validate, sbom_spdx.subject, same_digest),
     )
     check(PROVENANCE, lambda: _provenance(directory, subject, same_digest))
+    if _is_child(directory):
+        check("lineage", lambda: _lineage(directory))
     if key is None:
         findings.append(Finding("signature", None, "not checked: give --pub KEY"))
         findings.append(Finding(DSSE, None, "not checked: give --pub KEY"))
@@ -222,6 +224,33 @@ def _provenance(
     if problems := provenance.check(doc):
         raise _Failed(f"not an in-toto SLSA v1 statement: {problems[0]}")
     return same_digest(PROVENANCE, provenance.subject_digest(doc, subject.name))
+
+
+def _is_child(directory: Path) -> bool:
+    try:
+        return artifact.read_record(directory).parent is not None
+    except BakerError:  # the build.json finding says what is wrong with it
+        return False
+
+
+def _lineage(directory: Path) -> str:
+    """A child's record of its parent is well formed, and its provenance names the same."""
+    parent = artifact.read_record(directory).parent
+    if parent is None:
+        raise _Failed(f"{BUILD} names no parent")
+    digests = [parent.digest, parent.provenance_digest, *(a.digest for a in parent.ancestors)]
+    if bad := [d for d in digests if not _DIGEST.fullmatch(d)]:
+        raise _Failed(f"{BUILD}'s parent record holds a malformed digest {bad[0]!r}")
+    doc = _json(directory / PROVENANCE)
+    deps = doc.get("predicate", {}).get("buildDefinition", {}).get("resolvedDependencies", [])
+    named = [d for d in deps if isinstance(d, dict) and d.get("name") == "parent-image"]
+    if [d.get("digest") for d in named] != [{"sha256": parent.digest.removeprefix("sha256:")}]:
+        raise _Failed(f"{PROVENANCE} does not name the parent {BUILD} records ({parent.digest})")
+    chain = " ← ".join(f"{a.name} {a.digest[:19]}…" for a in [parent, *parent.ancestors])
+    return f"built on {chain}"
+
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def _signature(

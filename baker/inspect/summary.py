@@ -40,6 +40,15 @@ def summarize(directory: Path) -> dict[str, Any]:
         base_text = f"AMI {base_ami.get('image_id')} ({base_ami.get('name') or 'unnamed'})"
     else:
         base_text = f"debian {base.get('suite')}/{base.get('arch')}"
+    lineage = []
+    if build.parent is not None:
+        # Up to the image made from packages, then what that was made from.
+        parent = build.parent
+        lineage = [f"{build.recipe.name} {build.image.digest}"] + [
+            f"{a.name} {a.digest}" for a in [parent, *parent.ancestors]
+        ]
+        lineage.append(base_text)
+        base_text = f"parent image {parent.name} {parent.digest}"
     return {
         "name": build.recipe.name,
         **cloud,
@@ -47,6 +56,7 @@ def summarize(directory: Path) -> dict[str, Any]:
         "recipe": build.recipe.file,
         "base": base_text,
         "base_digest": build.pins.base_digest,
+        **({"lineage": lineage} if lineage else {}),
         "packages": len(cdx.get("components", [])) or len(build.pins.packages),
         "size_bytes": build.image.size,
         "virtual_size_bytes": build.image.virtual_size or ami.get("volume_size"),
@@ -77,6 +87,7 @@ def render(s: dict[str, Any]) -> str:
         f"  digest    {s['digest']}",
         f"  recipe    {s['recipe']}",
         f"  base      {s['base']}, {s['packages']} packages",
+        *([f"  lineage   {' ← '.join(s['lineage'])}"] if s.get("lineage") else []),
         (
             f"  image     {s['image']}, {virtual:.0f} MiB volume"
             if s.get("image")

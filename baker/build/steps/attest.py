@@ -18,9 +18,16 @@ from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
 from baker.evidence import provenance, sbom_cdx, sbom_spdx, signing
 from baker.evidence.licenses import licenses_from_copyright
-from baker.evidence.sbom import Subject
+from baker.evidence.sbom import Lineage, Subject
 from baker.image import debian
 from baker.image.packages import Package
+
+
+def lineage(ctx: Context) -> Lineage | None:
+    if ctx.parent is None:
+        return None
+    pin = ctx.parent.pin
+    return Lineage(pin.name, pin.digest, ctx.parent.record.pins.packages)
 
 
 class Attest(Step):
@@ -53,6 +60,7 @@ class Attest(Step):
                 invocation_id=str(uuid.uuid4()),
                 key=ctx.sign_key,
                 distro=debian.distro(ctx.spec.recipe.base),
+                parent=lineage(ctx),
             )
         )
 
@@ -69,6 +77,7 @@ def write(
     distro: str,
     subject_name: str | None = None,
     digest: str | None = None,
+    parent: Lineage | None = None,
 ) -> dict[str, Path]:
     """Write the evidence files into `work`; returns artifact name -> path. The subject is
     `subject_name` (else the image file's name) with `digest` (else the record's image
@@ -86,6 +95,7 @@ def write(
         source_date_epoch=record["source_date_epoch"],
         tool_version=__version__,
         distro=distro,
+        parent=parent,
     )
     files = {SBOM_CDX: sbom_cdx.document(subject), SBOM_SPDX: sbom_spdx.document(subject)}
     statement = dump_json(
