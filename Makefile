@@ -5,7 +5,7 @@ VENV := .venv/bin
 # The local signing key: made once by `baker keygen`, never committed (see .gitignore).
 KEY := keys/baker.key
 
-.PHONY: setup bench-setup bake bake-web test test-unit lint
+.PHONY: setup bench-setup bake bake-web bake-layers test test-unit lint
 
 setup:
 	@scripts/setup-host.sh
@@ -23,6 +23,15 @@ bake: setup $(KEY)
 
 bake-web: setup $(KEY)
 	$(MAKE) bake RECIPE=images/debian-12-web.yaml
+
+# Layered images: the organisation's base, then an application image on it, pinned by the
+# digest the base's build recorded (README: Layered images).
+bake-layers: setup $(KEY)
+	$(MAKE) bake RECIPE=images/org-base.yaml
+	$(VENV)/baker build --sign-key $(KEY) images/org-app.yaml --var org_base_sha256=$$($(VENV)/python \
+	  -c 'import json; print(json.load(open("out/org-base/build.json"))["image"]["digest"][7:])')
+	$(VENV)/baker verify --pub keys/baker.pub out/org-app
+	$(VENV)/baker inspect out/org-app
 
 lint: setup
 	$(VENV)/ruff check baker tests bench

@@ -556,6 +556,18 @@ def test_the_debian_13_base_differs_from_the_12_only_in_suite_and_name() -> None
     assert set(thirteen.files) == set(twelve.files)
 
 
+def test_the_layered_example_recipes_load() -> None:
+    base = recipe.load(REPO / "images/org-base.yaml")
+    assert base.recipe.base.image is None and len(base.recipe.provisioners) == 3
+    app = recipe.load(REPO / "images/org-app.yaml", {"org_base_sha256": "0" * 64})
+    assert app.recipe.base.image == "../out/org-base" and app.recipe.base.sha256 == "0" * 64
+    assert app.parent == REPO / "out/org-base" and app.trust == REPO / "keys/baker.pub"
+    assert set(app.files) == {f"testinfra/test_{n}.py" for n in ("base", "org", "org_app")}
+    # Without the parent's digest, the recipe says which field wants it.
+    with pytest.raises(InputError, match=r"org-app.yaml:13: base.sha256: "):
+        recipe.load(REPO / "images/org-app.yaml")
+
+
 def test_real_web_recipe_loads_and_takes_overrides() -> None:
     path = REPO / "images/debian-12-web.yaml"
     spec = recipe.load(path)

@@ -1,0 +1,101 @@
+"""Layered images for real: the shipped org-base baked, org-app baked on the signed org-base
+artifact (its tree read back, nothing made again from packages), verified with its lineage,
+rebuilt by `rebuild --check` from its recorded parent to the same digest, and diffed against
+its parent. The refusals (another digest, signer, a flipped byte, ...) are shown on small
+artifacts in tests/test_parent.py.
+
+The smallest images that show it: the shipped recipes, BIOS only (the session's BIOS base is
+the nightly's and the farm's) and one measured boot."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from support.bakerun import BAKER, ROOT, run_baker, sha256
+
+pytestmark = pytest.mark.e2e
+
+
+def _smallest(text: str) -> str:
+    return text.replace("base:\n", "base:\n  boot: bios\n", 1) + "boot_runs: 1\n"
+
+
+@pytest.fixture(scope="module")
+def layers(
+    tmp_path_factory: pytest.TempPathFactory, work_root: Path, signing_key: Path
+) -> dict[str, Path | str]:
+    root = tmp_path_factory.mktemp("layers")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    shutil.copytree(ROOT / "provisioners", root / "provisioners")
+    shutil.copytree(ROOT / "images" / "testinfra", root / "images" / "testinfra")
+    for name in ("org-base", "org-app"):
+        text = (ROOT / "images" / f"{name}.yaml").read_text()
+        (root / "images" / f"{name}.yaml").write_text(_smallest(text))
+    (root / "keys").mkdir()
+    shutil.copy(signing_key.with_name("baker.pub"), root / "keys" / "baker.pub")
+    out = root / "out"
+    base = run_baker("build", root / "images" / "org-base.yaml", "--out", out,
+                     "--sign-key", signing_key, work=work_root)  # fmt: skip
+    assert base.returncode == 0, base.stderr[-3000:]
+    digest = base.stdout.split()[-1]
+    app = run_baker("build", root / "images" / "org-app.yaml", "--out", out, "--sign-key",
+                    signing_key, "--var", f"org_base_sha256={digest.removeprefix('sha256:')}",
+                    work=work_root)  # fmt: skip
+    assert app.returncode == 0, app.stderr[-3000:]
+    return {"root": root, "base": out / "org-base", "app": out / "org-app",
+            "base_digest": digest, "app_digest": app.stdout.split()[-1],
+            "app_stderr": app.stderr}  # fmt: skip
+
+
+def baker_cmd(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BAKER), *map(str, args)], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+
+
+def test_the_child_is_built_on_its_verified_parent(layers: dict) -> None:
+    said = layers["app_stderr"]
+    assert f"on the parent image org-base {layers['base_digest']}, verified" in said
+    assert "mmdebstrap" not in said  # nothing made again from packages
+    record = json.loads((layers["app"] / "build.json").read_text())
+    parent = record["parent"]
+    assert parent["name"] == "org-base" and parent["digest"] == layers["base_digest"]
+    assert parent["provenance_digest"] == f"sha256:{sha256(layers['base'] / 'provenance.json')}"
+    # The parent's content and the child's both passed their tests in the child.
+    assert record["tests"]["tests"] >= 6 and record["tests"]["failures"] == 0
+    statement = json.loads((layers["app"] / "provenance.json").read_text())
+    deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert {"sha256": layers["base_digest"].removeprefix("sha256:")} in [
+        d.get("digest") for d in deps if d["name"] == "parent-image"
+    ]
+    checked = baker_cmd("verify", layers["app"], "--pub", layers["root"] / "keys" / "baker.pub")
+    assert checked.returncode == 0, checked.stdout
+    assert "ok   lineage: built on org-base sha256:" in checked.stdout
+    shown = baker_cmd("inspect", layers["app"])
+    assert (
+        f"lineage   org-app {layers['app_digest']} ← org-base {layers['base_digest']} ← "
+        "debian bookworm/amd64"
+    ) in shown.stdout
+    cdx = json.loads((layers["app"] / "sbom.cdx.json").read_text())
+    layer = {p["value"] for c in cdx["components"] for p in c["properties"]
+             if p["name"] == "baker:layer"}  # fmt: skip
+    assert layer == {"parent"}  # it installed no package of its own
+
+
+def test_the_child_rebuilds_from_its_recorded_parent_to_the_same_digest(layers: dict) -> None:
+    proc = subprocess.run([str(BAKER), "rebuild", "--check", str(layers["app"])],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.startswith("reproduced"), proc.stdout
+
+
+def test_diff_says_what_the_child_added(layers: dict) -> None:
+    proc = baker_cmd("diff", layers["base"], layers["app"], "--json")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert [p for p in d["packages"]] == []
+    added = {f["path"] for f in d["files"] if f["kind"] == "added"}
+    assert "/etc/org-app.conf" in added
