@@ -31,10 +31,6 @@ class Parent:
     def image(self) -> Path:
         return self.artifact / IMAGE
 
-    @property
-    def suite(self) -> str:
-        return str((self.record.pins.base or {}).get("suite", "bookworm"))
-
 
 def trust_key(spec: Spec) -> Path | None:
     """The key a parent must be signed by: the recipe's base.trust, else $BAKER_TRUST_KEY."""

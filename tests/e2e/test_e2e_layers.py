@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.bakerun import BAKER, ROOT, run_baker, sha256
@@ -27,7 +28,7 @@ def _smallest(text: str) -> str:
 @pytest.fixture(scope="module")
 def layers(
     tmp_path_factory: pytest.TempPathFactory, work_root: Path, signing_key: Path
-) -> dict[str, Path | str]:
+) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("layers")
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     shutil.copytree(ROOT / "provisioners", root / "provisioners")
@@ -56,7 +57,7 @@ def baker_cmd(*args: str | Path) -> subprocess.CompletedProcess[str]:
                           check=False)  # fmt: skip
 
 
-def test_the_child_is_built_on_its_verified_parent(layers: dict) -> None:
+def test_the_child_is_built_on_its_verified_parent(layers: dict[str, Any]) -> None:
     said = layers["app_stderr"]
     assert f"on the parent image org-base {layers['base_digest']}, verified" in said
     assert "mmdebstrap" not in said  # nothing made again from packages
@@ -85,14 +86,16 @@ def test_the_child_is_built_on_its_verified_parent(layers: dict) -> None:
     assert layer == {"parent"}  # it installed no package of its own
 
 
-def test_the_child_rebuilds_from_its_recorded_parent_to_the_same_digest(layers: dict) -> None:
+def test_the_child_rebuilds_from_its_recorded_parent_to_the_same_digest(
+    layers: dict[str, Any],
+) -> None:
     proc = subprocess.run([str(BAKER), "rebuild", "--check", str(layers["app"])],
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert proc.stdout.startswith("reproduced"), proc.stdout
 
 
-def test_diff_says_what_the_child_added(layers: dict) -> None:
+def test_diff_says_what_the_child_added(layers: dict[str, Any]) -> None:
     proc = baker_cmd("diff", layers["base"], layers["app"], "--json")
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
