@@ -122,7 +122,8 @@ BAD: list[tuple[str, str, str]] = [
         "key-with-a-newline",
         'name: demo\nbase:\n  "two\\nlines": 1\n',
         "$recipe:3: base.'two\\nlines': unknown field (known: arch, boot, cloud_init, "
-        "compression, disk_size_mib, kernel, mirror, packages, ssh_host_keys, suite).",
+        "compression, disk_size_mib, image, kernel, mirror, packages, sha256, ssh_host_keys, "
+        "suite, trust).",
     ),
     (
         "duplicate-key-under-an-alias",

@@ -27,7 +27,7 @@ from baker.build.parent import resolve as resolve_parent
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
 from baker.build.steps.attest import Attest
-from baker.build.steps.base import CloudBaseImage, DebianBase, ParentTree
+from baker.build.steps.base import CloudBaseImage, DebianBase
 from baker.build.steps.boot import Boot, ResumeOrBoot
 from baker.build.steps.capture import Capture
 from baker.build.steps.cloud_image import MakeCloudImage
@@ -35,6 +35,7 @@ from baker.build.steps.disk import Disk
 from baker.build.steps.generalize import GeneralizeInGuest
 from baker.build.steps.image import Image
 from baker.build.steps.measure import Measure
+from baker.build.steps.parent_tree import ParentTree
 from baker.build.steps.provision import Provision
 from baker.build.steps.publish import Publish
 from baker.build.steps.shutdown import Shutdown
