@@ -38,8 +38,8 @@ lint: setup
 	$(VENV)/ruff format --check baker tests bench
 	$(VENV)/mypy
 
-# A killed earlier run may have left build machines behind: they go first. Two workers: an
-# emulated guest keeps one core busy for much of its boot, and the builds share one session
+# A killed earlier run may have left build machines behind: they go first. Two workers: a
+# build leaves much of a second core idle (dpkg, downloads, captures), and they share one session
 # (tests/support/sharing.py); --dist loadfile keeps each module in one worker, in the order
 # tests/conftest.py gives.
 test: setup lint

@@ -1,7 +1,7 @@
 """What the test processes share when pytest-xdist runs the suite in several workers.
 
-`make test` runs two workers: while one waits on an emulated guest that boots on one core,
-the other uses the second. The e2e builds are shared the way they are in one process:
+`make test` runs two workers: a build leaves much of a second core idle (mmdebstrap's
+single-threaded dpkg, downloads, captures, waits). The e2e builds are shared as in one process:
 the controller makes one directory for the session (step cache, work and output
 directories, keys), and `once` makes a session fixture's value in whichever worker asks
 first while the other waits for it. A test that stops a host service other tests use
