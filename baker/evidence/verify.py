@@ -116,8 +116,9 @@ def verify(
         lambda: _sbom(directory / SBOM_SPDX, sbom_spdx.validate, sbom_spdx.subject, same_digest),
     )
     check(PROVENANCE, lambda: _provenance(directory, subject, same_digest))
-    if _is_child(directory):
-        check("lineage", lambda: _lineage(directory))
+    parent = _parent_of(directory)
+    if parent is not None:
+        check("lineage", lambda: _lineage(directory, parent))
     if key is None:
         findings.append(Finding("signature", None, "not checked: give --pub KEY"))
         findings.append(Finding(DSSE, None, "not checked: give --pub KEY"))
@@ -226,18 +227,16 @@ def _provenance(
     return same_digest(PROVENANCE, provenance.subject_digest(doc, subject.name))
 
 
-def _is_child(directory: Path) -> bool:
+def _parent_of(directory: Path) -> artifact.ParentRecord | None:
+    """A child's record of its parent image; None for an image built from packages."""
     try:
-        return artifact.read_record(directory).parent is not None
+        return artifact.read_record(directory).parent
     except BakerError:  # the build.json finding says what is wrong with it
-        return False
+        return None
 
 
-def _lineage(directory: Path) -> str:
+def _lineage(directory: Path, parent: artifact.ParentRecord) -> str:
     """A child's record of its parent is well formed, and its provenance names the same."""
-    parent = artifact.read_record(directory).parent
-    if parent is None:
-        raise _Failed(f"{BUILD} names no parent")
     digests = [parent.digest, parent.provenance_digest, *(a.digest for a in parent.ancestors)]
     if bad := [d for d in digests if not _DIGEST.fullmatch(d)]:
         raise _Failed(f"{BUILD}'s parent record holds a malformed digest {bad[0]!r}")

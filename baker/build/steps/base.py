@@ -5,6 +5,7 @@ image it resolves (an AMI), recorded as a pin."""
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from baker.backends.base import CloudBackend, CloudBase
 from baker.build.runner import Saved, Step
@@ -19,9 +20,30 @@ from baker.image.apt import UnknownPackage
 ROOT_TAR = "root.tar"
 
 
-class DebianBase(Step):
+class RootTree(Step):
+    """A base step that makes the root tree the disk step reads, as a tar cached under its
+    key: a Debian one (DebianBase), or a parent image's (steps.parent_tree.ParentTree)."""
+
     name = "base"
     cached = True
+
+    def pin_config(self, ctx: Context) -> dict[str, Any]:
+        """What decided the tree, as build.json pins it (`pins.base`)."""
+        raise NotImplementedError
+
+    def save(self, ctx: Context, state: BuildState) -> Saved:
+        return Saved({ROOT_TAR: ctx.work / ROOT_TAR})
+
+    def load(
+        self, ctx: Context, state: BuildState, entry: Entry, cleanup: contextlib.ExitStack
+    ) -> None:
+        state.root_tar = entry.file(ROOT_TAR)
+        state.base = BasePin(
+            config=self.pin_config(ctx), digest=f"sha256:{entry.files[ROOT_TAR]['sha256']}"
+        )
+
+
+class DebianBase(RootTree):
     code = ("baker.image.debian", "baker/guest")
 
     def describe(self, ctx: Context) -> str:
@@ -48,17 +70,8 @@ class DebianBase(Step):
         except UnknownPackage as e:
             raise InputError(f"{ctx.spec.where(e.field)}: {e}") from None
 
-    def save(self, ctx: Context, state: BuildState) -> Saved:
-        return Saved({ROOT_TAR: ctx.work / ROOT_TAR})
-
-    def load(
-        self, ctx: Context, state: BuildState, entry: Entry, cleanup: contextlib.ExitStack
-    ) -> None:
-        state.root_tar = entry.file(ROOT_TAR)
-        state.base = BasePin(
-            config=debian.config(ctx.spec.recipe.base, ctx.locked),
-            digest=f"sha256:{entry.files[ROOT_TAR]['sha256']}",
-        )
+    def pin_config(self, ctx: Context) -> dict[str, Any]:
+        return debian.config(ctx.spec.recipe.base, ctx.locked)
 
 
 def cloud(ctx: Context) -> CloudBackend:

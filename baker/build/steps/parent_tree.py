@@ -1,39 +1,35 @@
 """The base step of a child image (base.image): its verified parent image's root tree, read
 back from the parent's disk with the build machine's SSH access put back in. A module of its
-own: the Debian base's key must not follow the capture's code that this one uses."""
+own: the Debian base's key must not follow the capture's code that this one uses (this one
+follows base.py's, where the tree's caching lives)."""
 
 from __future__ import annotations
 
 import contextlib
 from typing import Any
 
-from baker.build.runner import Saved, Step
-from baker.build.state import BasePin, BuildState, Context, need
-from baker.cache import Entry
+from baker.build.state import BuildState, Context, need
+from baker.build.steps.base import ROOT_TAR, RootTree
 from baker.edge import tools
 from baker.hashing import content_key
 from baker.image import access, tree
 
-ROOT_TAR = "root.tar"  # the cached file, named as the Debian base names its own
 
-
-class ParentTree(Step):
+class ParentTree(RootTree):
     """A child's base: its verified parent image's root tree (base.image), read back from
     the parent's disk with the build machine's SSH access put back in (baker.image.access).
     Nothing is made again from packages; the disk step makes the build machine's disk from
     this tree as from a Debian one."""
 
-    name = "base"
-    cached = True
     code = ("baker.image.tree", "baker.image.access", "baker/guest")
 
     def describe(self, ctx: Context) -> str:
         return f"the parent image's tree ({ctx.spec.recipe.base.image})"
 
     def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
-        return content_key("base", self._config(ctx), previous)
+        return content_key("base", self.pin_config(ctx), previous)
 
-    def _config(self, ctx: Context) -> dict[str, Any]:
+    def pin_config(self, ctx: Context) -> dict[str, Any]:
         base = ctx.spec.recipe.base
         return {
             "parent": f"sha256:{base.sha256}",
@@ -49,14 +45,3 @@ class ParentTree(Step):
         work = ctx.work / "parent"
         work.mkdir()
         tree.to_tar(parent.image, ctx.work / ROOT_TAR, work, ctx.source_date_epoch, access.layer)
-
-    def save(self, ctx: Context, state: BuildState) -> Saved:
-        return Saved({ROOT_TAR: ctx.work / ROOT_TAR})
-
-    def load(
-        self, ctx: Context, state: BuildState, entry: Entry, cleanup: contextlib.ExitStack
-    ) -> None:
-        state.root_tar = entry.file(ROOT_TAR)
-        state.base = BasePin(
-            config=self._config(ctx), digest=f"sha256:{entry.files[ROOT_TAR]['sha256']}"
-        )
