@@ -8,6 +8,7 @@ path relative to / (`*` matches within one path component) with the reason it ex
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import re
 import stat
@@ -68,13 +69,26 @@ IN_GUEST = (
 REMOVED = "removed "  # guest_script's output line for each path it removed
 
 
+@functools.cache
 def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile(_regex(pattern))
+
+
+def _regex(pattern: str) -> str:
     # `**` crosses directories, `*` does not.
     parts = [
         fnmatch.translate(p).removesuffix(r"\Z").removeprefix("(?s:").removesuffix(")")
         for p in pattern.split("**")
     ]
-    return re.compile("(?s:" + ".*".join(p.replace(".*", "[^/]*") for p in parts) + ")")
+    return "(?s:" + ".*".join(p.replace(".*", "[^/]*") for p in parts) + ")"
+
+
+@functools.cache
+def _any_of(rules: tuple[Rule, ...], is_dir: bool) -> re.Pattern[str]:
+    """One regex for every rule that applies to a directory (or to anything else): a capture
+    tests each of ~15,000 paths once, not once per rule."""
+    kept = [_regex(r.pattern) for r in rules if not (r.files_only and is_dir)]
+    return re.compile("|".join(kept) or "(?!)")
 
 
 def walk(root: Path, rules: tuple[Rule, ...] = RULES) -> Iterator[str]:
@@ -90,7 +104,7 @@ def walk(root: Path, rules: tuple[Rule, ...] = RULES) -> Iterator[str]:
             rel = f"{prefix}{entry.name}"
             st = entry.stat(follow_symlinks=False)
             is_dir = stat.S_ISDIR(st.st_mode)
-            if rel in EMPTIED or any(r.matches(rel, is_dir) for r in rules):
+            if rel in EMPTIED or _any_of(rules, is_dir).fullmatch(rel):
                 continue
             yield f"./{rel}"
             if is_dir and st.st_dev == dev:
