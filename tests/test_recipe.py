@@ -564,7 +564,7 @@ def test_the_layered_example_recipes_load() -> None:
     assert app.parent == REPO / "out/org-base" and app.trust == REPO / "keys/baker.pub"
     assert set(app.files) == {f"testinfra/test_{n}.py" for n in ("base", "org", "org_app")}
     # Without the parent's digest, the recipe says which field wants it.
-    with pytest.raises(InputError, match=r"org-app.yaml:13: base.sha256: "):
+    with pytest.raises(InputError, match=r"org-app.yaml:17: base.sha256: "):
         recipe.load(REPO / "images/org-app.yaml")
 
 

@@ -20,6 +20,8 @@ class Options:
     and the farm's child builds all take them from that one table."""
 
     out: Path = Path("out")
+    # Where a `base.image: recipe:FILE` parent's artifact is found (PARENTS/NAME); None: out.
+    parents: Path | None = None
     accel: AccelChoice = "auto"
     sign_key: Path | None = None
     no_cache: bool = False  # run every step; look nothing up (outputs are still stored)
@@ -45,6 +47,12 @@ class Flag:
 
 FLAGS: tuple[Flag, ...] = (
     Flag("out", "--out", "Where the artifact directory goes (OUT/NAME).", "OUT"),
+    Flag(
+        "parents",
+        "--parents",
+        "Where a `base.image: recipe:FILE` parent's artifact is found (DIR/NAME; default OUT).",
+        "DIR",
+    ),
     Flag(
         "accel",
         "--accel",

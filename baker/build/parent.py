@@ -8,17 +8,22 @@ Everything wrong with a parent is the recipe's to fix, so each refusal is an Inp
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from baker.artifact import IMAGE, PROVENANCE, Ancestor, BuildRecord, ParentRecord, read_record
+from baker.cache import Cache
 from baker.errors import BakerError, InputError
 from baker.evidence import signing
 from baker.evidence.verify import verify
 from baker.hashing import sha256_file
+from baker.recipe.load import load as load_recipe
 from baker.recipe.spec import Spec
 
 TRUST_ENV = "BAKER_TRUST_KEY"
+PARENTS = "parents"  # under the cache's root: registry parents, by manifest digest
 
 
 @dataclass(frozen=True)
@@ -40,10 +45,17 @@ def trust_key(spec: Spec) -> Path | None:
     return Path(named) if named else None
 
 
-def resolve(spec: Spec) -> Parent | None:
-    """The recipe's parent image, verified; None for a recipe without one."""
+def resolve(
+    spec: Spec,
+    cache: Cache | None = None,
+    on_progress: Callable[[str], None] = lambda s: None,
+    parents: Path = Path("out"),
+) -> Parent | None:
+    """The recipe's parent image, verified; None for a recipe without one. A registry
+    parent is pulled into `cache` first (once: later builds verify the copy there); a
+    `recipe:FILE` parent is that recipe's artifact in `parents`."""
     base = spec.recipe.base
-    if base.image is None or spec.parent is None:
+    if base.image is None:
         return None
     here = spec.where("base.image")
     if spec.recipe.backend.type != "libvirt":
@@ -51,36 +63,43 @@ def resolve(spec: Spec) -> Parent | None:
             f"{here}: base.image: a parent image is a local disk; the {spec.recipe.backend.type} "
             "backend starts from its own base image."
         )
-    if not (spec.parent / IMAGE).is_file():
-        raise InputError(
-            f"{here}: base.image: no baker artifact at {spec.parent} (it holds no {IMAGE})."
-        )
-    key = trust_key(spec)
-    if key is None:
-        raise InputError(
-            f"{spec.where('base')}: base.trust: a parent image is trusted by the key that signed "
-            f"it; name its public key (trust: FILE, or ${TRUST_ENV})."
-        )
-    if not key.is_file():
-        raise InputError(f"{spec.where('base.trust')}: base.trust: no such key file {key}.")
+    key = _trusted_key(spec)
+    reference = None  # a registry parent's, host/repository@sha256:<manifest digest>
+    if spec.parent_ref is not None:
+        artifact, reference = _pulled(spec, spec.parent_ref, key, cache or Cache(), on_progress)
+    elif spec.parent_recipe is not None:
+        artifact = parents / recipe_name(spec)
+        if not (artifact / IMAGE).is_file():
+            raise InputError(
+                f"{here}: base.image: no baker artifact at {artifact}: build {base.image} first "
+                "(baker nightly builds parents first)."
+            )
+    else:
+        artifact = spec.parent or Path(base.image)
+        if not (artifact / IMAGE).is_file():
+            raise InputError(
+                f"{here}: base.image: no baker artifact at {artifact} (it holds no {IMAGE})."
+            )
+    named = reference or str(artifact)
+    # A recipe's parent is whichever build of it is there: the record pins that one.
     try:
-        record = read_record(spec.parent)
+        record = read_record(artifact)
     except InputError as e:
         raise InputError(f"{here}: base.image: {e}") from None
-    pinned = f"sha256:{base.sha256}"
-    if record.image.digest != pinned:
+    digest = record.image.digest
+    if base.sha256 is not None and digest != f"sha256:{base.sha256}":
         raise InputError(
-            f"{spec.where('base.sha256')}: base.sha256: the parent {spec.parent} is "
-            f"{record.image.digest}, not the pinned {pinned}."
+            f"{spec.where('base.sha256')}: base.sha256: the parent {named} is "
+            f"{digest}, not the pinned sha256:{base.sha256}."
         )
     try:
-        findings = verify(spec.parent, key)
+        findings = verify(artifact, key)
     except BakerError as e:
         raise InputError(f"{spec.where('base.trust')}: base.trust: {e}") from None
     failed = next((f for f in findings if f.ok is not True), None)
     if failed is not None:
         raise InputError(
-            f"{here}: base.image: the parent {spec.parent} does not verify with {key}: "
+            f"{here}: base.image: the parent {named} does not verify with {key}: "
             f"{failed.name}: {failed.detail}."
         )
     _same_tree(spec, record)
@@ -91,13 +110,68 @@ def resolve(spec: Spec) -> Parent | None:
         ancestors += record.parent.ancestors
     pin = ParentRecord(
         name=record.recipe.name,
-        digest=pinned,
-        provenance_digest=f"sha256:{sha256_file(spec.parent / PROVENANCE)}",
-        source=base.image,
+        digest=digest,
+        provenance_digest=f"sha256:{sha256_file(artifact / PROVENANCE)}",
+        source=reference or (str(artifact) if spec.parent_recipe else base.image),
         signer=keyid,
         ancestors=ancestors,
     )
-    return Parent(spec.parent, record, pin)
+    return Parent(artifact, record, pin)
+
+
+def recipe_name(spec: Spec) -> str:
+    """The image name of the recipe a `recipe:FILE` parent names (its artifact's name)."""
+    assert spec.parent_recipe is not None
+    try:
+        return load_recipe(spec.parent_recipe).name
+    except InputError as e:
+        raise InputError(f"{spec.where('base.image')}: base.image: its recipe: {e}") from None
+
+
+def _trusted_key(spec: Spec) -> Path:
+    key = trust_key(spec)
+    if key is None:
+        raise InputError(
+            f"{spec.where('base')}: base.trust: a parent image is trusted by the key that signed "
+            f"it; name its public key (trust: FILE, or ${TRUST_ENV})."
+        )
+    if not key.is_file():
+        raise InputError(f"{spec.where('base.trust')}: base.trust: no such key file {key}.")
+    return key
+
+
+def _pulled(
+    spec: Spec, reference: str, key: Path, cache: Cache, on_progress: Callable[[str], None]
+) -> tuple[Path, str]:
+    """The registry parent's artifact in the cache (parents/<manifest digest>), pulled as
+    `baker pull` does (every blob hashed as it streams, everything verify checks) when it
+    is not there yet, and its reference by digest alone. Whatever the registry says is
+    said of the recipe's line."""
+    from baker.registry import pull as puller
+    from baker.registry.client import RegistryError, connect
+    from baker.registry.ref import parse
+
+    try:
+        ref = parse(reference, "base.image")  # with a digest: baker.recipe.load saw to it
+    except InputError as e:
+        raise InputError(f"{spec.where('base.image')}: {e}") from None
+    pinned = ref.at(str(ref.digest))
+    root = cache.root / PARENTS
+    target = root / str(ref.digest).removeprefix("sha256:")
+    if (target / IMAGE).is_file():
+        return target, str(pinned)  # pulled by an earlier build; verified again below
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".{target.name}.{os.getpid()}"
+    on_progress(f"pulling the parent image {pinned}")
+    try:
+        puller.pull(connect(pinned), pinned, staging, key, on_progress)
+    except RegistryError as e:
+        raise InputError(f"{spec.where('base.image')}: base.image: {e}") from None
+    try:
+        staging.rename(target)
+    except OSError:  # another build pulled it meanwhile: theirs is as good
+        shutil.rmtree(staging, ignore_errors=True)
+    return target, str(pinned)
 
 
 def _same_tree(spec: Spec, record: BuildRecord) -> None:

@@ -140,7 +140,7 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
     sign_key = signing.load_private_key(opts.sign_key) if opts.sign_key else None
     locked, lock_file = load_lock(spec)
     artifact.check_out_dir(opts.out)
-    parent = resolve_parent(spec)
+    parent = resolve_parent(spec, opts.cache, reporter.info, opts.parents or opts.out)
     backend = backend or open_backend(spec.recipe.backend, accel, reporter.info)
     if opts.on_error != "abort" and backend.kind == "ec2":
         raise InputError(

@@ -66,8 +66,12 @@ def check(
     scratch = Path(tempfile.mkdtemp(prefix="baker-rebuild-", dir=work_root()))
     try:
         scratch.chmod(0o711)
+        # A `recipe:` parent is found where it was when the image was built.
+        recorded_parent = record.parent if spec.parent_recipe else None
+        parents = Path(recorded_parent.source).parent if recorded_parent else None
         opts = Options(
             out=keep or scratch / "out",
+            parents=parents,
             accel=accel,
             cache=Cache(steps_root=scratch / "steps"),
             work_root=scratch,

@@ -8,6 +8,7 @@ from typing import Any
 from baker import __version__
 from baker.evidence.sbom import DISTRO, purl
 from baker.image.packages import Package
+from baker.recipe.spec import is_reference
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -27,6 +28,11 @@ def _package(p: Package, debs: dict[str, str], distro: str) -> dict[str, Any]:
     return entry
 
 
+def _where(source: str) -> str:
+    """Where a parent image was fetched from: a registry reference, or a local directory."""
+    return f"oci://{source}" if is_reference(source) else f"file:{source}"
+
+
 def _base(pins: dict[str, Any], parent: dict[str, Any] | None) -> list[dict[str, Any]]:
     """What the build started from: a parent image baker baked (its tree read back), a
     Debian root tree made by mmdebstrap, or a cloud's base image."""
@@ -34,7 +40,7 @@ def _base(pins: dict[str, Any], parent: dict[str, Any] | None) -> list[dict[str,
         return [
             {
                 "name": "parent-image",
-                "uri": f"file:{parent['source']}",
+                "uri": _where(parent["source"]),
                 "digest": _digest(parent["digest"]),
                 "annotations": {
                     "name": parent["name"],

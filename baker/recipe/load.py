@@ -25,7 +25,15 @@ from baker.recipe import render as recipe_render
 from baker.recipe.bounded import decode, parse_yaml, read_limited
 from baker.recipe.messages import PATTERN_HINTS, field_name, line_of, shown, validation_error
 from baker.recipe.render import MAX_RECIPE_BYTES, Outside, RenderLimit, inside, render
-from baker.recipe.spec import FileUpload, Recipe, ShellFile, Spec, VarValue
+from baker.recipe.spec import (
+    RECIPE_PARENT,
+    FileUpload,
+    Recipe,
+    ShellFile,
+    Spec,
+    VarValue,
+    is_reference,
+)
 
 # PATTERN_HINTS lives with the other words for mistakes in recipe_errors, and is named here
 # too, where spec.py's docstrings and the tests look for it; InputError, for callers that
@@ -51,6 +59,11 @@ def load(path: Path, overrides: Mapping[str, str] | None = None, root: Path | No
             f"{path}: a recipe is a YAML mapping of fields (at least `name`), not {got}."
         )
     recipe = _validate(path, parsed.data, parsed.node, parsed.lines)
+    parent_ref = _reference(path, recipe.base.image, parsed.node)
+    parent_recipe = _parent_recipe(path, project, recipe.base.image, parsed.node)
+    local_parent = None
+    if not (parent_ref or parent_recipe):
+        local_parent = _named(path, project, recipe.base.image, ("base", "image"), parsed.node)
     return Spec(
         recipe=recipe,
         source=path.resolve(),
@@ -60,7 +73,9 @@ def load(path: Path, overrides: Mapping[str, str] | None = None, root: Path | No
         files=_pinned_files(path, project, recipe, parsed.node),
         root=project,
         lines=parsed.lines,
-        parent=_named(path, project, recipe.base.image, ("base", "image"), parsed.node),
+        parent=local_parent,
+        parent_ref=parent_ref,
+        parent_recipe=parent_recipe,
         trust=_named(path, project, recipe.base.trust, ("base", "trust"), parsed.node),
     )
 
@@ -169,6 +184,36 @@ def _named(
     except Outside as e:
         raise InputError(f"{path}:{line_of(root, loc)}: {field_name(loc)}: {e}.") from None
     return target if target is not None else path.parent.resolve() / rel
+
+
+def _reference(path: Path, image: str | None, root: yaml.Node | None) -> str | None:
+    """base.image's registry reference (None for a local directory or a recipe), pinned by
+    its manifest digest: a tag can move, a digest cannot. Its form is checked where it is
+    pulled (baker.build.parent), before anything starts."""
+    if image is None or not is_reference(image):
+        return None
+    if "@sha256:" not in image:
+        raise InputError(
+            f"{path}:{line_of(root, ('base', 'image'))}: base.image: {image} names a tag, which "
+            "can move; pin the parent by its manifest digest (…@sha256:<digest>, as `baker "
+            "push` printed it)."
+        )
+    return image
+
+
+def _parent_recipe(
+    path: Path, project: Path, image: str | None, root: yaml.Node | None
+) -> Path | None:
+    """base.image's `recipe:FILE`, inside the project and not the recipe itself."""
+    if image is None or not image.startswith(RECIPE_PARENT):
+        return None
+    target = _named(path, project, image.removeprefix(RECIPE_PARENT), ("base", "image"), root)
+    where = f"{path}:{line_of(root, ('base', 'image'))}: base.image"
+    if target is None or not target.is_file():
+        raise InputError(f"{where}: no such recipe {shown(image.removeprefix(RECIPE_PARENT))}.")
+    if target == path.resolve():
+        raise InputError(f"{where}: a recipe cannot be its own parent.")
+    return target
 
 
 def _pinned_files(

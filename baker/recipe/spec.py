@@ -40,6 +40,21 @@ class _Model(BaseModel):
 HostKeyType = Literal["ed25519", "ecdsa", "rsa"]
 
 
+RECIPE_PARENT = "recipe:"  # base.image: recipe:FILE, the image another recipe builds
+
+
+def is_reference(image: str) -> bool:
+    """Whether base.image names a registry image rather than a local directory or a recipe:
+    its first component is a host as `docker pull` tells them (a dot or port, or localhost;
+    a local directory whose first component holds a dot is written ./that.dir)."""
+    if image.startswith(RECIPE_PARENT):
+        return False
+    first, sep, _ = image.partition("/")
+    if not sep or first in ("", ".", ".."):
+        return False
+    return "." in first or ":" in first or first == "localhost"
+
+
 # What only a tree made from packages has: a child of a parent image takes the parent's.
 FROM_PACKAGES = ("packages", "mirror", "kernel", "cloud_init", "ssh_host_keys")
 
@@ -71,10 +86,13 @@ class Base(_Model):
     # at boot), zlib (what qemu-img before 5.1 and some other readers know), or none.
     compression: Literal["zstd", "zlib", "none"] = "zstd"
     # A parent: an image baker baked, to build on instead of packages. A local artifact
-    # directory (inside the project), pinned by its image digest and trusted by the public
-    # key that signed it (or $BAKER_TRUST_KEY's). Its tree is the parent's: the suite and
-    # boot layout written here must be the parent's, and what only a tree made from
-    # packages has (packages, mirror, kernel, cloud_init, ssh_host_keys) is not written.
+    # directory (inside the project) pinned by its image digest (sha256), or a registry
+    # reference `baker push` made, pinned by its manifest digest (host/repo@sha256:...;
+    # sha256 may pin the image digest too); trusted by the public key that signed it (or
+    # $BAKER_TRUST_KEY's). Its tree is the parent's: the suite and boot layout written here
+    # must be the parent's, and what only a tree made from packages has (packages, mirror,
+    # kernel, cloud_init, ssh_host_keys) is not written. `recipe:FILE`: the image another
+    # recipe builds, found where builds go (--parents, default --out).
     image: str | None = Field(None, min_length=1)
     sha256: Sha256 | None = None
     trust: str | None = Field(None, min_length=1)
@@ -85,7 +103,8 @@ class Base(_Model):
             if self.sha256 is not None or self.trust is not None:
                 raise PydanticCustomError("parent", "sha256 and trust pin a parent: give image")
             return self
-        if self.sha256 is None:
+        pinned_elsewhere = is_reference(self.image) or self.image.startswith(RECIPE_PARENT)
+        if self.sha256 is None and not pinned_elsewhere:
             raise PydanticCustomError(
                 "parent", "a parent image is pinned by its digest: give sha256 (its image digest)"
             )
@@ -335,9 +354,12 @@ class Spec:
     # of the anchored text; fields left to their defaults have none.
     lines: dict[str, int] = field(default_factory=dict)
     # base.image and base.trust, resolved inside the project (not checked yet: the build
-    # verifies the parent, baker.build.parent).
+    # verifies the parent, baker.build.parent); or base.image's registry reference, checked
+    # for form and a digest pin (host/repo@sha256:...).
     parent: Path | None = None
     trust: Path | None = None
+    parent_ref: str | None = None
+    parent_recipe: Path | None = None  # base.image: recipe:FILE, resolved inside the project
 
     def __post_init__(self) -> None:
         if self.root == Path():

@@ -80,7 +80,7 @@ def pull(
             hashes[name] = client.fetch_blob(repo, desc, staging / name, on_bytes)
         findings = verify.verify(staging, pub, hashes)
         if failed := [f for f in findings if f.ok is False]:
-            raise BuildError(
+            raise RegistryError(
                 f"{ref}: refused, it does not verify: {failed[0].name}: {failed[0].detail}."
             )
         for f in staging.iterdir():

@@ -1,7 +1,8 @@
 """Layered images for real: the shipped org-base baked, org-app baked on the signed org-base
 artifact (its tree read back, nothing made again from packages), verified with its lineage,
-rebuilt by `rebuild --check` from its recorded parent to the same digest, and diffed against
-its parent. The refusals (another digest, signer, a flipped byte, ...) are shown on small
+rebuilt by `rebuild --check` from its recorded parent to the same digest, diffed against
+its parent, and built again on org-base's registry reference (pushed, the child pushed and
+pulled). The refusals (another digest, signer, a flipped byte, ...) are shown on small
 artifacts in tests/test_parent.py.
 
 The smallest images that show it: the shipped recipes, BIOS only (the session's BIOS base is
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import registry_server
 from support.bakerun import BAKER, ROOT, run_baker, sha256
 
 pytestmark = pytest.mark.e2e
@@ -102,3 +104,36 @@ def test_diff_says_what_the_child_added(layers: dict[str, Any]) -> None:
     assert [p for p in d["packages"]] == []
     added = {f["path"] for f in d["files"] if f["kind"] == "added"}
     assert "/etc/org-app.conf" in added
+
+
+def test_a_child_built_on_its_parents_registry_reference_is_pushed_and_pulled_verified(
+    layers: dict[str, Any], tmp_path: Path, work_root: Path, signing_key: Path
+) -> None:
+    registry = registry_server.start(tmp_path / "registry", tls=False)
+    try:
+        pushed = baker_cmd("push", layers["base"], f"{registry.host}/golden/org-base:1")
+        assert pushed.returncode == 0, pushed.stderr[-2000:]
+        reference = pushed.stdout.split()[-1]  # HOST/golden/org-base:1@sha256:<manifest>
+        root = layers["root"]
+        built = run_baker("build", root / "images" / "org-app.yaml", "--out", tmp_path / "out",
+                          "--sign-key", signing_key, "--var", f"org_base={reference}", "--var",
+                          f"org_base_sha256={layers['base_digest'].removeprefix('sha256:')}",
+                          work=work_root)  # fmt: skip
+        assert built.returncode == 0, built.stderr[-3000:]
+        assert f"pulling the parent image {registry.host}/golden/org-base@sha256:" in built.stderr
+        # The same parent and pins as the build on the local artifact: the same image.
+        assert built.stdout.split()[-1] == layers["app_digest"]
+        child = tmp_path / "out" / "org-app"
+        source = json.loads((child / "build.json").read_text())["parent"]["source"]
+        assert source == reference.replace(":1@", "@")
+        app = baker_cmd("push", child, f"{registry.host}/apps/org-app:1")
+        assert app.returncode == 0, app.stderr[-2000:]
+        pub = root / "keys" / "baker.pub"
+        pulled = baker_cmd("pull", app.stdout.split()[-1], "--into", tmp_path / "pulled",
+                           "--pub", pub)  # fmt: skip
+        assert pulled.returncode == 0, pulled.stderr[-2000:]
+        checked = baker_cmd("verify", tmp_path / "pulled", "--pub", pub)
+        assert checked.returncode == 0, checked.stdout
+        assert f"ok   lineage: built on org-base {layers['base_digest'][:19]}" in checked.stdout
+    finally:
+        registry.stop()

@@ -32,7 +32,7 @@ class ParentTree(RootTree):
     def pin_config(self, ctx: Context) -> dict[str, Any]:
         base = ctx.spec.recipe.base
         return {
-            "parent": f"sha256:{base.sha256}",
+            "parent": need(ctx.parent, "the verified parent image").pin.digest,
             "suite": base.suite,
             "arch": base.arch,
             "source_date_epoch": ctx.source_date_epoch,
