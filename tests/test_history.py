@@ -72,8 +72,32 @@ def test_opening_again_migrates_nothing_and_keeps_rows(history: History) -> None
     again = History(history.source)
     assert [r["recipe"] for r in again.all()] == ["r"]
     with again.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
     again.close()
+
+
+def test_a_history_from_before_parents_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A history an earlier baker wrote (schema 0001, no `parent`) keeps its rows and gains
+    the column the first time this baker opens it."""
+    from alembic import command
+    from alembic.config import Config
+
+    from baker.nightly.history import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(url_for(str(path)))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        row = "INSERT INTO builds (night, recipe, status) VALUES ('n0', 'old', 'built')"
+        conn.execute(sa.text(row))
+    engine.dispose()
+    history = History(str(path))
+    history.record({"night": "n1", "recipe": "app", "status": "built", "parent": "old"})
+    assert [(r["recipe"], r["parent"]) for r in history.all()] == [("old", None), ("app", "old")]
+    history.close()
 
 
 def test_bad_history_arguments_are_input_errors(tmp_path: Path) -> None:

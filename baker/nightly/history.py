@@ -44,6 +44,7 @@ builds = sa.Table(
     sa.Column("artifact", sa.Text),
     sa.Column("error", sa.Text),
     sa.Column("drift", sa.Text),  # the drift report against the previous good build, JSON
+    sa.Column("parent", sa.String(200)),  # the image it was built on that night (base.image)
 )
 GOOD = ("built", "unchanged")
 

@@ -66,9 +66,11 @@ def write(history: History, night: str, directory: Path) -> Path:
                 "boot": f"{latest['boot_median_s']:.1f} s" if latest.get("boot_median_s") else "—",
                 "changed": changed,
                 "signer": latest.get("signer"),
+                "parent": last.get("parent"),
             }
         )
         _image_page(env, directory, name, rows)
+    images = as_tree(images)
     index = directory / "index.html"
     index.write_text(
         env.get_template("report/index.html.j2").render(
@@ -78,14 +80,38 @@ def write(history: History, night: str, directory: Path) -> Path:
     return index
 
 
+def as_tree(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The images in tree order: each parent followed by the images built on it (`depth`
+    deeper), by name at each level; an image whose parent is not in the history is a root."""
+    names = {i["name"] for i in images}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for image in sorted(images, key=lambda i: i["name"]):
+        parent = image.get("parent") if image.get("parent") in names else None
+        children.setdefault(parent, []).append(image)
+    ordered: list[dict[str, Any]] = []
+
+    def visit(parent: str | None, depth: int) -> None:
+        for image in children.get(parent, []):
+            if any(o is image for o in ordered):
+                continue  # a history that once held a cycle: each image once
+            ordered.append({**image, "depth": depth})
+            visit(image["name"], depth + 1)
+
+    visit(None, 0)
+    placed = {o["name"] for o in ordered}
+    ordered += [{**i, "depth": 0} for i in images if i["name"] not in placed]
+    return ordered
+
+
 def _news(name: str, row: dict[str, Any]) -> list[str]:
     if row["status"] == "failed":
         return [f"{name} failed: {row.get('error') or 'see the CI log'}"]
+    on = f" on {row['parent']}" if row.get("parent") else ""
     if row["status"] != "built":
         return []
     d = row.get("drift")
     if not d:
-        return [f"{name} built for the first time"]
+        return [f"{name} built for the first time{on}"]
     pkgs = d.get("packages") or {}
     ups = pkgs.get("upgraded") or []
     parts = []
@@ -100,7 +126,8 @@ def _news(name: str, row: dict[str, Any]) -> list[str]:
         paths = ", ".join(f["path"] for f in (d.get("files") or [])[:3])
         more = " …" if d["files_changed"] > 3 else ""
         parts.append(f"{d['files_changed']} files changed ({paths}{more})")
-    return [f"{name} rebuilt: {'; '.join(parts) or 'same packages and files, new bytes'}"]
+    what = "; ".join(parts) or "same packages and files, new bytes"
+    return [f"{name} rebuilt{on}: {what}"]
 
 
 def _image_page(

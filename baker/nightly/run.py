@@ -8,6 +8,12 @@ moved, the build runs without the step cache. Every recipe is then built as its 
 the step cache and the digest is last night's: "unchanged", in seconds. A changed image is
 compared with the last good one (the drift report) and held to the recipe's regression
 gates; it replaces OUT/NAME only if it passed.
+
+Recipes built on another recipe of the night (`base.image: recipe:FILE`) are built after it,
+wave by wave (parents first; each wave N at a time), on the parent as it stands in OUT after
+tonight: a changed parent rebuilds its descendants, an unchanged one leaves them cached, and
+a failed one leaves them unbuilt (said in the report). A cycle is refused before anything
+starts.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from baker.recipe import lock
 from baker.recipe.spec import Spec
 
 
-@dataclass
+@dataclass(eq=False)  # one night's build of one recipe: the same only as itself
 class Night:
     recipe: Path
     name: str
@@ -50,6 +56,7 @@ class Night:
     seconds: float = 0.0
     drift: dict[str, Any] | None = None
     row: dict[str, Any] = field(default_factory=dict)
+    parent: Night | None = None  # the night's build this one is built on (base.image)
 
 
 def run(
@@ -66,7 +73,7 @@ def run(
     nights = [_plan(path, history) for path in recipes]
     if clash := parallel.names_unique([(n.recipe, n.name) for n in nights]):
         raise InputError(clash)
-    buildable = [n for n in nights if n.spec is not None]
+    waves = order(nights)
     out.mkdir(parents=True, exist_ok=True)
     tonight = Path(tempfile.mkdtemp(prefix=".nightly-", dir=out))
     errors: dict[str, str] = {}
@@ -78,30 +85,69 @@ def run(
             errors[name.lstrip("[")] = rest.removeprefix("baker: error: ")
 
     try:
-        job_list = [
-            parallel.Job(n.name, _argv(n, tonight, build_options, broker)) for n in buildable
-        ]
-        done = {j.name: j for j in parallel.run_all(job_list, jobs, sink)}
-        for n in nights:
-            job = done.get(n.name)
-            if job is not None:
-                n.seconds = job.seconds
-                if job.code != 0:
-                    n.error = errors.get(n.name, f"the build exited {job.code}")
-                else:  # build prints DIGEST, submit NAME DIGEST
-                    digest = job.digest.split()[-1]
-                    _judge(n, digest, tonight / n.name, out / n.name, history, say)
-            n.row = _row(night_id, n, out / n.name if n.status != "failed" else None)
-            history.record(n.row)
+        for wave in waves:
+            ready = []
+            for n in wave:
+                if n.parent is not None and n.parent.status == "failed":
+                    n.error = f"not built: its parent {n.parent.name} failed tonight"
+                elif n.spec is not None:
+                    ready.append(n)
+            jobs_now = [parallel.Job(n.name, _argv(n, tonight, out, build_options, broker))
+                        for n in ready]  # fmt: skip
+            done = {j.name: j for j in parallel.run_all(jobs_now, jobs, sink)} if ready else {}
+            for n in wave:
+                job = done.get(n.name)
+                if job is not None:
+                    n.seconds = job.seconds
+                    if job.code != 0:
+                        n.error = errors.get(n.name, f"the build exited {job.code}")
+                    else:  # build prints DIGEST, submit NAME DIGEST
+                        digest = job.digest.split()[-1]
+                        _judge(n, digest, tonight / n.name, out / n.name, history, say)
+                n.row = _row(night_id, n, out / n.name if n.status != "failed" else None)
+                history.record(n.row)
     finally:
         shutil.rmtree(tonight, ignore_errors=True)
-    return night_id, nights
+    return night_id, [n for wave in waves for n in wave]
 
 
-def _argv(n: Night, tonight: Path, build_options: Options, broker: str | None) -> list[str]:
+def order(nights: list[Night]) -> list[list[Night]]:
+    """Tonight's builds in waves, each recipe in the wave after its parent's (a parent
+    recipe that is not in the night is taken as OUT holds it). A cycle is InputError."""
+    by_source = {n.spec.source: n for n in nights if n.spec is not None}
+    for n in nights:
+        if n.spec is not None and n.spec.parent_recipe is not None:
+            n.parent = by_source.get(n.spec.parent_recipe)
+    depth: dict[int, int] = {}
+    for n in nights:
+        chain, at = [n], n.parent
+        while at is not None and id(at) not in depth:
+            if at in chain:
+                loop = [*chain[chain.index(at) :], at]
+                raise InputError(
+                    "a dependency cycle among the recipes: "
+                    + " → ".join(str(c.recipe) for c in loop)
+                    + "; a recipe cannot be built on its own descendant."
+                )
+            chain.append(at)
+            at = at.parent
+        below = depth[id(at)] + 1 if at is not None else 0
+        for c in reversed(chain):
+            depth[id(c)] = below
+            below += 1
+    waves: list[list[Night]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for n in nights:
+        waves[depth[id(n)]].append(n)
+    return waves
+
+
+def _argv(
+    n: Night, tonight: Path, out: Path, build_options: Options, broker: str | None
+) -> list[str]:
     """The command that builds `n` into `tonight`: here, or on the farm through `broker`
-    (the workers' shared artifact directory is where `submit --out` copies it from)."""
-    options = dataclasses.replace(build_options, out=tonight, no_cache=n.no_cache)
+    (the workers' shared artifact directory is where `submit --out` copies it from). Its
+    parent, if it has one, is found in `out`, where tonight's judged builds went."""
+    options = dataclasses.replace(build_options, out=tonight, parents=out, no_cache=n.no_cache)
     if broker:
         no_cache = ["--no-cache"] if n.no_cache else []
         return [
@@ -189,6 +235,7 @@ def _row(night_id: str, n: Night, directory: Path | None) -> dict[str, Any]:
         "duration_s": round(n.seconds, 1),
         "error": n.error,
         "drift": n.drift,
+        "parent": n.parent.name if n.parent is not None else None,
     }
     if directory is None or not directory.is_dir():
         return row

@@ -1,12 +1,15 @@
-"""Three nights of two small recipes, as CI runs them: the first builds both; the second,
-with nothing changed, reuses both from the step cache and records "unchanged"; the third,
-after one recipe's provisioned file changed, rebuilds that one only, and its drift report
-names the file. The history is a real PostgreSQL server; the report site is opened in
-headless Chromium, which must render the charts without a console error."""
+"""Four nights of two small recipes, as CI runs them, night-b built on night-a (`base.image:
+recipe:night-a.yaml`): the first builds both, the parent first; the second, with nothing
+changed, reuses both from the step cache and records "unchanged"; the third, after the
+child's provisioned file changed, rebuilds the child only, and its drift report names the
+file; the fourth, after the parent's file changed, rebuilds the parent and its child on it.
+The history is a real PostgreSQL server; the report site is opened in headless Chromium,
+which must render the charts and the tree of images without a console error."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import time
@@ -36,11 +39,18 @@ provisioners:
 """
 
 
+# The child: night-a's image as its base, trusted by the key the night signs with.
+ON_PARENT = "base:\n  image: recipe:night-a.yaml\n  trust: ../keys/baker.pub\n  boot: bios\n"
+
+
 def _write(root: Path, name: str, text: str) -> Path:
     """The recipe and its provisioned file, pinned by digest as a team commits them."""
     (root / "files" / f"{name}.txt").write_text(text)
     recipe = root / "images" / f"{name}.yaml"
-    recipe.write_text(RECIPE.format(name=name, sha256=hashlib.sha256(text.encode()).hexdigest()))
+    body = RECIPE.format(name=name, sha256=hashlib.sha256(text.encode()).hexdigest())
+    if name == "night-b":
+        body = body.replace("base:\n  boot: bios\n", ON_PARENT)
+    recipe.write_text(body)
     return recipe
 
 
@@ -57,8 +67,10 @@ def nights(tmp_path_factory: pytest.TempPathFactory, work_root: Path, postgres, 
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     (root / "images").mkdir()
     (root / "files").mkdir()
+    (root / "keys").mkdir()
+    shutil.copy(signing_key.with_name("baker.pub"), root / "keys" / "baker.pub")
     recipes = []
-    for name in ("night-a", "night-b"):
+    for name in ("night-b", "night-a"):  # the child first: the night orders them
         recipes.append(_write(root, name, f"{name}, first version\n"))
     out, report, work = root / "out", root / "report", work_root / "nightly"
     work.mkdir(mode=0o711)
@@ -86,13 +98,21 @@ def nights(tmp_path_factory: pytest.TempPathFactory, work_root: Path, postgres, 
     second = night(2)
     _write(root, "night-b", "night-b, second version\n")
     third = night(3)
+    digests = {n: _digest(out / n) for n in ("night-a", "night-b")}
+    _write(root, "night-a", "night-a, second version\n")
+    fourth = night(4)
     return {
         "root": root,
         "out": out,
         "report": report,
-        "runs": [first, second, third],
+        "runs": [first, second, third, fourth],
+        "third_digests": digests,
         "pg": postgres,
     }
+
+
+def _digest(artifact: Path) -> str:
+    return str(json.loads((artifact / "build.json").read_text())["image"]["digest"])
 
 
 def _lines(proc: subprocess.CompletedProcess[str]) -> dict[str, str]:
@@ -108,6 +128,11 @@ def test_first_night_builds_both(nights) -> None:
     for name in ("night-a", "night-b"):
         assert (nights["out"] / name / "image.qcow2").is_file()
     assert not [p for p in nights["out"].iterdir() if p.name.startswith(".nightly-")]
+    # The child was built on the parent the same night made, after it.
+    said = proc.stderr
+    assert said.index("[night-a] baker: published") < said.index("[night-b] baker: baking")
+    parent = json.loads((nights["out"] / "night-b" / "build.json").read_text())["parent"]
+    assert parent["name"] == "night-a" and parent["digest"] == lines["night-a"].split()[2]
 
 
 def test_a_night_with_nothing_changed_is_unchanged_and_costs_a_fraction(nights) -> None:
@@ -134,15 +159,35 @@ def test_a_changed_provisioned_file_rebuilds_that_recipe_only(nights) -> None:
     history = History(nights["pg"].url)
     try:
         rows = history.all("night-b")
-        assert [r["status"] for r in rows] == ["built", "unchanged", "built"]
-        drift = rows[-1]["drift"]
+        assert [r["status"] for r in rows] == ["built", "unchanged", "built", "built"]
+        drift = rows[2]["drift"]
         assert {"path": "/etc/night-b.txt", "kind": "changed"} in drift["files"]
         assert drift["packages"]["upgraded"] == [] and drift["size"]["old"] > 0
-        assert rows[-1]["boot_median_s"] > 0 and rows[-1]["signer"]
-        assert [r["status"] for r in history.all("night-a")] == ["built", "unchanged", "unchanged"]
+        assert rows[2]["boot_median_s"] > 0 and rows[2]["signer"]
+        assert rows[2]["parent"] == "night-a"
+        statuses = [r["status"] for r in history.all("night-a")]
+        assert statuses == ["built", "unchanged", "unchanged", "built"]
     finally:
         history.close()
     assert "/etc/night-b.txt" in third.stderr  # the plain-text drift report in the CI log
+
+
+def test_a_changed_parent_rebuilds_its_child_on_it(nights) -> None:
+    fourth, _ = nights["runs"][3]
+    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    lines = _lines(fourth)
+    assert lines["night-a"].startswith("night-a built ")
+    assert lines["night-b"].startswith("night-b built ")
+    before = nights["third_digests"]
+    assert lines["night-b"].split()[2] != before["night-b"]
+    record = json.loads((nights["out"] / "night-b" / "build.json").read_text())
+    assert record["parent"]["digest"] == lines["night-a"].split()[2] != before["night-a"]
+    history = History(nights["pg"].url)
+    try:
+        drift = history.all("night-b")[-1]["drift"]
+        assert {"path": "/etc/night-a.txt", "kind": "changed"} in drift["files"]
+    finally:
+        history.close()
 
 
 def test_junit_has_one_case_per_recipe(nights) -> None:
@@ -156,7 +201,8 @@ def test_junit_has_one_case_per_recipe(nights) -> None:
 def test_the_report_site_renders_in_chromium_with_its_charts(nights, tmp_path: Path) -> None:
     report = nights["report"]
     index, page = report / "index.html", report / "night-b.html"
-    assert "night-b rebuilt" in index.read_text()
+    shown = index.read_text()
+    assert "night-b rebuilt on night-a" in shown and "night-a rebuilt" in shown
     chromium = shutil.which("chromium")
     assert chromium, "chromium is not installed: run scripts/setup-host.sh"
     base = [
@@ -186,4 +232,9 @@ def test_the_report_site_renders_in_chromium_with_its_charts(nights, tmp_path: P
     ).stdout
     assert dom.count("<svg") == 3 and "<polyline" in dom
     assert "/etc/night-b.txt" in dom
+    tree = subprocess.run(
+        [*base, "--dump-dom", index.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    rows = [line for line in tree.splitlines() if 'class="tree"' in line]
+    assert ["night-a" in rows[0], "↳" in rows[1], "on night-a" in rows[1]] == [True] * 3
     shutil.copy(tmp_path / "index.png", Path("/tmp/baker-nightly-index.png"))
