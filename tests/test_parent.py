@@ -244,10 +244,15 @@ PARENT = {
 }
 
 
+def _signed_by(pub: Path) -> dict[str, object]:
+    """PARENT, verified with `pub` when the child was built."""
+    return {**PARENT, "signer": signing.fingerprint(signing.load_public_key(pub))}
+
+
 def test_a_childs_evidence_names_its_parent_and_what_it_added(
     tmp_path: Path, image: Path, keypair: tuple[Path, Path]
 ) -> None:
-    artifact = make_artifact(tmp_path / "child", image, keypair[0], parent=PARENT)
+    artifact = make_artifact(tmp_path / "child", image, keypair[0], parent=_signed_by(keypair[1]))
     statement = json.loads((artifact / "provenance.json").read_text())
     deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
     (dep,) = [d for d in deps if d["name"] == "parent-image"]
@@ -275,6 +280,25 @@ def test_a_childs_evidence_names_its_parent_and_what_it_added(
     assert all(f.ok for f in findings.values()), [f.line() for f in findings.values()]
     assert findings["lineage"].detail.startswith("built on org-base sha256:aaaa")
     assert "← root-base sha256:dddd" in findings["lineage"].detail
+    signer = str(_signed_by(keypair[1])["signer"])
+    assert findings["lineage"].detail.endswith(f"; the parent signed by trusted key {signer:.16}…")
+
+
+def test_with_pub_the_parents_signer_must_be_a_trusted_key(
+    tmp_path: Path, image: Path, keypair: tuple[Path, Path]
+) -> None:
+    """The platform team signs the parent, the application team the child: the child's key
+    alone does not vouch for the parent; --trust names the platform's."""
+    _, platform = signing.keygen(tmp_path / "platform")
+    artifact = make_artifact(tmp_path / "child", image, keypair[0], parent=_signed_by(platform))
+    (failed,) = [f for f in verify(artifact, keypair[1]) if not f.ok]
+    assert failed.name == "lineage" and failed.detail.startswith(
+        f"its parent org-base was verified with key {_signed_by(platform)['signer']!s:.16}…, "
+        f"none of {keypair[1]}"
+    )
+    assert all(f.ok for f in verify(artifact, keypair[1], trusted=(platform,)))
+    # Without --pub nothing is trusted, so the signer is not judged: the lineage is well formed.
+    assert [f.ok for f in verify(artifact, None) if f.name == "lineage"] == [True]
 
 
 def test_a_lineage_the_provenance_does_not_share_fails_verify(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from baker.cli.shared import ArtifactArg, JsonOpt, command, err
+from baker.errors import InputError
 
 
 @command()
@@ -22,6 +24,12 @@ def keygen(
     private, public = signing.keygen(directory)
     key = signing.load_public_key(public)
     typer.echo(f"{private}\n{public}\nfingerprint {signing.fingerprint(key)}")
+
+
+def _env_trust() -> list[Path]:
+    """$BAKER_TRUST_KEY: the key builds trust parents with, trusted here too."""
+    named = os.environ.get("BAKER_TRUST_KEY")
+    return [Path(named)] if named else []
 
 
 @command("verify")
@@ -41,13 +49,28 @@ def verify_artifact(
             "credentials) and compare its digest.",
         ),
     ] = False,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trust",
+            help="For a child image, with --pub: a key its parent may be signed by besides "
+            "--pub's (again for more; $BAKER_TRUST_KEY too).",
+            metavar="KEY",
+        ),
+    ] = None,
 ) -> None:
     """Check an artifact offline, one line per check. Checksums, signatures (with --pub),
-    provenance, SBOMs and digests; exit 0 only if every check holds."""
+    provenance, SBOMs and digests, a child's lineage; exit 0 only if every check holds."""
     from baker.ami import live as live_check
     from baker.evidence import verify
 
-    findings = verify.verify(artifact, pub, live=live_check.check if live else None)
+    trusted = [*(trust or []), *_env_trust()]
+    for key in trusted:
+        if not key.is_file():
+            raise InputError(f"--trust {key}: no such key file.")
+    findings = verify.verify(
+        artifact, pub, live=live_check.check if live else None, trusted=tuple(trusted)
+    )
     for finding in findings:
         typer.echo(finding.line())
     failed = [f for f in findings if f.ok is False]

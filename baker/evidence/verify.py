@@ -79,11 +79,13 @@ def verify(
     pub: Path | None,
     known: dict[str, str] | None = None,
     live: LiveCheck | None = None,
+    trusted: tuple[Path, ...] = (),
 ) -> list[Finding]:
     """Every check of `baker verify`, for an artifact holding an image file or an EC2 image
     (ami.json). `known` gives sha256 hex digests the caller computed itself while writing
     the files (a pull hashes each blob as it streams), so a disk is not read again for them.
-    `live` re-reads an EC2 image's snapshot and compares its digest (`--live`)."""
+    `live` re-reads an EC2 image's snapshot and compares its digest (`--live`). With `pub`,
+    a child's parent must have been verified with `pub` or one of the `trusted` keys."""
     key = signing.load_public_key(pub) if pub else None
     known = known or {}
     subject = _subject(directory, known)
@@ -118,7 +120,8 @@ def verify(
     check(PROVENANCE, lambda: _provenance(directory, subject, same_digest))
     parent = _parent_of(directory)
     if parent is not None:
-        check("lineage", lambda: _lineage(directory, parent))
+        keys = (pub, *trusted) if pub else ()
+        check("lineage", lambda: _lineage(directory, parent, keys))
     if key is None:
         findings.append(Finding("signature", None, "not checked: give --pub KEY"))
         findings.append(Finding(DSSE, None, "not checked: give --pub KEY"))
@@ -235,8 +238,9 @@ def _parent_of(directory: Path) -> artifact.ParentRecord | None:
         return None
 
 
-def _lineage(directory: Path, parent: artifact.ParentRecord) -> str:
-    """A child's record of its parent is well formed, and its provenance names the same."""
+def _lineage(directory: Path, parent: artifact.ParentRecord, keys: tuple[Path, ...]) -> str:
+    """A child's record of its parent is well formed, its provenance names the same, and
+    (given `keys`) the key its parent was verified with is one of them."""
     digests = [parent.digest, parent.provenance_digest, *(a.digest for a in parent.ancestors)]
     if bad := [d for d in digests if not _DIGEST.fullmatch(d)]:
         raise _Failed(f"{BUILD}'s parent record holds a malformed digest {bad[0]!r}")
@@ -246,7 +250,15 @@ def _lineage(directory: Path, parent: artifact.ParentRecord) -> str:
     if [d.get("digest") for d in named] != [{"sha256": parent.digest.removeprefix("sha256:")}]:
         raise _Failed(f"{PROVENANCE} does not name the parent {BUILD} records ({parent.digest})")
     chain = " ← ".join(f"{a.name} {a.digest[:19]}…" for a in [parent, *parent.ancestors])
-    return f"built on {chain}"
+    if not keys:
+        return f"built on {chain}"
+    ids = [signing.fingerprint(signing.load_public_key(k)) for k in keys]
+    if parent.signer not in ids:
+        raise _Failed(
+            f"its parent {parent.name} was verified with key {parent.signer[:16]}…, none of "
+            f"{', '.join(str(k) for k in keys)} (a parent's signer is trusted with --trust KEY)"
+        )
+    return f"built on {chain}; the parent signed by trusted key {parent.signer[:16]}…"
 
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
