@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from baker.build.options import Options
 from baker.cli.shared import VarOpt, command, err, reporter, with_options
 from baker.errors import BakerError, BuildError, InputError
+
+if TYPE_CHECKING:
+    from baker.recipe.spec import Spec
 
 BrokerOpt = Annotated[
     str, typer.Option("--broker", help="The Redis broker: redis://host:port/db.", metavar="URL")
@@ -129,21 +132,30 @@ def submit(
             help="With --wait: copy each finished artifact from the shared directory to OUT/NAME."
         ),
     ] = None,
+    parents: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where a `recipe:FILE` parent's artifact is (DIR/NAME; default OUT, else out): "
+            "the worker builds on that digest, taken from the farm's store.",
+            metavar="DIR",
+        ),
+    ] = None,
 ) -> None:
     """Send recipes to the farm as build jobs. Each goes with its lock and every file it
     pins to a queue that can build it. Prints NAME TASK-ID; with --wait, NAME DIGEST (or
     NAME failed: why) as each finishes."""
     _check_broker(broker)
     from baker import recipe
-    from baker.farm import payload, queues
+    from baker.farm import queues
     from baker.farm.app import make_app
 
     variables = recipe.parse_vars(var)
     specs = [recipe.load(f, variables) for f in recipe_files]
+    jobs = [_job(s, variables, parents or out or Path("out")) | {"no_cache": no_cache}
+            for s in specs]  # fmt: skip
     app = make_app(broker)
     sent = []
-    for spec in specs:
-        job = payload.make(spec, variables) | {"no_cache": no_cache}
+    for spec, job in zip(specs, jobs, strict=True):
         result = app.send_task("baker.build", args=[job], queue=queues.route(job))
         sent.append((spec.name, result))
         if not wait:
@@ -171,6 +183,34 @@ def submit(
             failed.append(name)
     if failed:
         raise BuildError(f"{len(failed)} of {len(sent)} builds failed: {', '.join(failed)}.")
+
+
+def _job(spec: Spec, variables: dict[str, str], parents: Path) -> dict[str, Any]:
+    """The job for `spec`. A parent named by its recipe goes as that recipe's name and the
+    digest of its artifact in `parents`; a parent directory cannot go (images travel
+    through the farm's store, not the broker)."""
+    from baker import recipe
+    from baker.artifact import read_record
+    from baker.farm import payload
+
+    if spec.parent is not None:
+        raise InputError(
+            f"{spec.where('base.image')}: base.image: a parent directory does not travel with a "
+            "farm job; name the parent by its registry reference or by its recipe (recipe:FILE)."
+        )
+    if spec.parent_recipe is None:
+        return payload.make(spec, variables)
+    parent = recipe.load(spec.parent_recipe)
+    artifact = parents / parent.name
+    try:
+        digest = read_record(artifact).image.digest
+    except BakerError:
+        raise InputError(
+            f"{spec.where('base.image')}: base.image: no {parent.name} artifact in {parents} to "
+            "build on; build it on the farm first (`baker nightly --broker` builds parents "
+            "first)."
+        ) from None
+    return payload.make(spec, variables, parent, digest)
 
 
 def _fetch(stored: Path, target: Path) -> None:

@@ -2,6 +2,11 @@
 laid out by their paths inside the project. A worker needs no checkout: it lays the files out
 again in a directory of its own, checking each digest, and builds from there; the step keys
 depend on content, not on where the project lies, so the worker's image is the submitter's.
+
+A child image's job also carries the key its parent must be signed by and, for a parent
+named by its recipe (`recipe:FILE`), that recipe's files and the parent's name and digest:
+the worker fetches that very image from the farm's store (baker.farm.store.fetch). Images
+travel through the store, never through the broker.
 """
 
 from __future__ import annotations
@@ -18,12 +23,18 @@ from baker.recipe.spec import Spec
 MAX_BYTES = 64 * 1024 * 1024  # a job travels through the broker: recipes, not disks
 
 
-def make(spec: Spec, variables: dict[str, str]) -> dict[str, Any]:
+def make(
+    spec: Spec,
+    variables: dict[str, str],
+    parent: Spec | None = None,
+    parent_digest: str | None = None,
+) -> dict[str, Any]:
+    """The job for `spec`; `parent` is the spec its `recipe:FILE` parent names, which the
+    farm built as `parent_digest`."""
     root = spec.root.resolve()
-    paths = [spec.source.resolve(), *(p.resolve() for p, _ in spec.files.values())]
-    lock_file = lock.path_for(spec.source)
-    if lock_file.exists():
-        paths.append(lock_file.resolve())
+    paths = [*_paths(spec), *(_paths(parent) if parent else [])]
+    if spec.trust is not None and spec.trust.is_file():
+        paths.append(spec.trust.resolve())
     files, total = [], 0
     for path in dict.fromkeys(paths):
         data = path.read_bytes()
@@ -32,6 +43,8 @@ def make(spec: Spec, variables: dict[str, str]) -> dict[str, Any]:
             raise InputError(
                 f"{spec.source}: its files pass {MAX_BYTES >> 20} MiB; too much for a job."
             )
+        if not path.is_relative_to(root):
+            raise InputError(f"{spec.source}: {path} is outside its project {root}.")
         files.append(
             {
                 "path": path.relative_to(root).as_posix(),
@@ -47,7 +60,17 @@ def make(spec: Spec, variables: dict[str, str]) -> dict[str, Any]:
         "accel": getattr(spec.recipe.backend, "accel", "auto"),
         "backend": spec.recipe.backend.type,
         "arch": spec.recipe.base.arch,
+        "parent": {"name": parent.name, "digest": parent_digest} if parent else None,
     }
+
+
+def _paths(spec: Spec) -> list[Path]:
+    """The recipe, every file it pins, and its lock."""
+    paths = [spec.source.resolve(), *(p.resolve() for p, _ in spec.files.values())]
+    lock_file = lock.path_for(spec.source)
+    if lock_file.exists():
+        paths.append(lock_file.resolve())
+    return paths
 
 
 def lay_out(payload: dict[str, Any], into: Path) -> Path:

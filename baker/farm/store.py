@@ -2,7 +2,8 @@
 `host[:port]/prefix` under which each image is NAME:<digest>), or a shared directory
 (BAKER_FARM_ARTIFACTS, as DIR/NAME/<digest hex>/), and the build recorded in the history
 (BAKER_FARM_HISTORY, a PostgreSQL URL for a farm). Content-addressed: storing what is
-already there again is a no-op, so a redelivered job's second store changes nothing."""
+already there again is a no-op, so a redelivered job's second store changes nothing. A
+child's job takes its parent back out of the same store (`fetch`)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,37 @@ def put(directory: Path, name: str, digest: str) -> str:
         finally:
             history.close()
     return where
+
+
+class NotStored(Exception):
+    """The store holds no such image."""
+
+
+def fetch(name: str, digest: str, into: Path, pub: Path | None) -> str:
+    """The image `name` stored as `digest`, into the new directory `into` (a child's parent);
+    from the registry it is pulled as `baker pull` does and verified with `pub`, the key the
+    child trusts (the child's build verifies it again, from either store). Returns where it
+    came from."""
+    hexdigest = digest.split(":", 1)[-1]
+    if os.environ.get("BAKER_FARM_REGISTRY"):
+        from baker.registry import pull
+        from baker.registry.client import RegistryError, connect
+        from baker.registry.ref import parse
+
+        if pub is None:
+            raise NotStored(f"{name}: a parent from the registry needs the key it is trusted by")
+        ca = os.environ.get("BAKER_FARM_CA_BUNDLE")
+        ref = parse(f"{os.environ['BAKER_FARM_REGISTRY'].rstrip('/')}/{name}:{hexdigest[:32]}")
+        try:
+            pull.pull(connect(ref, ca_bundle=Path(ca) if ca else None), ref, into, pub)
+        except RegistryError as e:
+            raise NotStored(f"{name} {digest}: {e}") from None
+        return str(ref)
+    stored = Path(os.environ.get("BAKER_FARM_ARTIFACTS") or "/nonexistent") / name / hexdigest
+    if not (stored / artifact.IMAGE).is_file():
+        raise NotStored(f"the farm's store holds no {name} {digest} ({stored})")
+    shutil.copytree(stored, into)
+    return str(stored)
 
 
 def _push(directory: Path, name: str, digest: str) -> str:

@@ -53,8 +53,9 @@ def _build(job: dict[str, Any], hostname: str) -> dict[str, Any]:
         root = Path(tmp) / "project"
         recipe = payloads.lay_out(job, root)
         out = Path(tmp) / "out"
+        parents = _parent(job, root, Path(tmp) / "parents")
         # The worker's signing key, if it has one, comes to the build through the environment.
-        options = Options(out=out, no_cache=bool(job.get("no_cache")))
+        options = Options(out=out, parents=parents, no_cache=bool(job.get("no_cache")))
         argv = [
             sys.executable,
             "-m",
@@ -81,6 +82,23 @@ def _build(job: dict[str, Any], hostname: str) -> dict[str, Any]:
 def run_build(argv: list[str]) -> subprocess.CompletedProcess[str]:
     """`baker build` in the worker's process group: a worker killed whole takes it along."""
     return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def _parent(job: dict[str, Any], root: Path, into: Path) -> Path | None:
+    """Where the build finds the parent its job names (`recipe:FILE`): taken from the farm's
+    store, the very image the submitter named by digest."""
+    parent = job.get("parent")
+    if not parent:
+        return None
+    from baker.errors import InputError
+    from baker.recipe.load import load
+
+    try:
+        spec = load(root / str(job["recipe"]), dict(job["variables"]), root)
+        store.fetch(parent["name"], parent["digest"], into / parent["name"], spec.trust)
+    except (InputError, store.NotStored) as e:
+        raise BuildFailed(f"{e}: the farm builds a parent before its children") from None
+    return into
 
 
 def _error_line(stderr: str) -> str | None:

@@ -159,6 +159,7 @@ def _argv(
             f"--broker={broker}",
             "--wait",
             f"--out={tonight}",
+            f"--parents={out}",
             *no_cache,
         ]
     return [
