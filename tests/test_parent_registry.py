@@ -6,13 +6,16 @@ on its reference, push and pull the child) is in tests/e2e/test_e2e_layers.py.""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import registry_server
-from support.artifacts import image_fixture, keypair_fixture, make_artifact
+from support.artifacts import BAKER, image_fixture, keypair_fixture, make_artifact
 from support.registry_server import Registry
 from support.tamper import flip_byte
 
@@ -21,6 +24,7 @@ from baker.build import parent
 from baker.cache import Cache
 from baker.errors import InputError
 from baker.hashing import sha256_file
+from baker.recipe import lock
 from baker.recipe.spec import is_reference
 from baker.registry.client import connect
 from baker.registry.push import push
@@ -151,15 +155,44 @@ def test_a_parent_signed_by_another_key_is_refused_before_it_lands(
     assert list((cache.root / "parents").iterdir()) == []
 
 
-def test_a_tag_which_can_move_is_refused_when_the_recipe_loads(tmp_path: Path) -> None:
-    (tmp_path / ".git").mkdir()
-    (tmp_path / "images").mkdir()
-    path = child(tmp_path, "127.0.0.1:5000/golden/tiny:1")
+def test_a_tag_is_taken_only_as_the_lock_pins_it(
+    pushed: dict[str, object], image: Path, keypair: tuple[Path, Path], plain_registry: Registry
+) -> None:
+    """`baker lock` pins the tag to the manifest it names now; the tag moving on later
+    changes nothing for the locked recipe; without a lock the tag is refused."""
+    root, cache = pushed["root"], pushed["cache"]
+    assert isinstance(root, Path) and isinstance(cache, Cache)
+    tag = f"{plain_registry.host}/golden/tiny:1"
+    path = child(root, tag)
+    spec = recipe.load(path)
     with pytest.raises(InputError) as e:
-        recipe.load(path)
-    assert str(e.value).startswith(
-        f"{path}:3: base.image: 127.0.0.1:5000/golden/tiny:1 names a tag, which can move; pin"
+        parent.resolve(spec, cache)
+    assert str(e.value) == (
+        f"{path}:3: base.image: {tag} names a tag, which can move; `baker lock {path}` pins it "
+        "to the digest it names now (or write …@sha256:<manifest digest>)."
     )
+    # The real command, as a team runs it.
+    env = {**os.environ, "BAKER_CACHE_DIR": str(cache.root)}
+    done = subprocess.run([str(BAKER), "lock", str(path)], capture_output=True, text=True,
+                          env=env, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    manifest = str(pushed["ref"]).rsplit("@", 1)[1]
+    assert f"the parent {tag} pinned at {manifest}" in done.stdout
+    locked = lock.load(path.with_suffix(".lock"))
+    assert locked.parent == lock.ParentPin(tag, manifest) and locked.packages == ()
+    # The tag moves on to another image; the locked build keeps the one it pinned.
+    moved = shutil.copy(image, root / "moved.qcow2")
+    flip_byte(Path(moved), 1 << 20)
+    other = make_artifact(root / "elsewhere" / "moved", Path(moved), keypair[0])
+    ref = parse(tag)
+    assert push(connect(ref), other, ref).ref.digest != manifest
+    found = parent.resolve(spec, cache, tag_pin=locked.parent)
+    assert found is not None and found.pin.digest == pushed["image_digest"]
+    assert found.pin.source == f"{plain_registry.host}/golden/tiny@{manifest}"
+    # A lock made for another parent is refused, naming what to run.
+    stale = lock.ParentPin(f"{plain_registry.host}/golden/other:1", manifest)
+    with pytest.raises(InputError, match=r"pins the parent .*golden/other:1, but the recipe"):
+        lock.check_matches(dataclasses.replace(locked, parent=stale), path, spec.recipe.base, ())
 
 
 @pytest.mark.parametrize(

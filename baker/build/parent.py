@@ -7,6 +7,7 @@ Everything wrong with a parent is the recipe's to fix, so each refusal is an Inp
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from baker.evidence import signing
 from baker.evidence.verify import verify
 from baker.hashing import sha256_file
 from baker.recipe.load import load as load_recipe
+from baker.recipe.lock import Lock, ParentPin
 from baker.recipe.spec import Spec
 
 TRUST_ENV = "BAKER_TRUST_KEY"
@@ -50,10 +52,12 @@ def resolve(
     cache: Cache | None = None,
     on_progress: Callable[[str], None] = lambda s: None,
     parents: Path = Path("out"),
+    tag_pin: ParentPin | None = None,
 ) -> Parent | None:
     """The recipe's parent image, verified; None for a recipe without one. A registry
-    parent is pulled into `cache` first (once: later builds verify the copy there); a
-    `recipe:FILE` parent is that recipe's artifact in `parents`."""
+    parent is pulled into `cache` first (once: later builds verify the copy there), by its
+    digest: the recipe's, or for a tag the lock's `tag_pin`; a `recipe:FILE` parent is that
+    recipe's artifact in `parents`."""
     base = spec.recipe.base
     if base.image is None:
         return None
@@ -66,7 +70,8 @@ def resolve(
     key = _trusted_key(spec)
     reference = None  # a registry parent's, host/repository@sha256:<manifest digest>
     if spec.parent_ref is not None:
-        artifact, reference = _pulled(spec, spec.parent_ref, key, cache or Cache(), on_progress)
+        pinned = _by_digest(spec, spec.parent_ref, tag_pin)
+        artifact, reference = _pulled(spec, pinned, key, cache or Cache(), on_progress)
     elif spec.parent_recipe is not None:
         artifact = parents / recipe_name(spec)
         if not (artifact / IMAGE).is_file():
@@ -140,6 +145,48 @@ def _trusted_key(spec: Spec) -> Path:
     return key
 
 
+def lock_parent(
+    spec: Spec, cache: Cache, on_progress: Callable[[str], None] = lambda s: None
+) -> Lock:
+    """The lock of a child whose parent is a registry tag: the digest the tag names now,
+    that parent pulled and verified, its SOURCE_DATE_EPOCH the child's."""
+    from baker.registry.client import RegistryError, connect
+    from baker.registry.ref import parse
+
+    base, here = spec.recipe.base, spec.where("base.image")
+    if spec.parent_ref is None or "@sha256:" in spec.parent_ref:
+        raise InputError(
+            f"{here}: base.image: nothing to lock: a lock pins a parent named by a registry tag, "
+            f"and {base.image} is pinned as it is written."
+        )
+    try:
+        ref = parse(spec.parent_ref, "base.image")
+        got = connect(ref).get_manifest(ref.repository, ref.reference)
+    except (InputError, RegistryError) as e:
+        raise InputError(f"{here}: {e}") from None
+    if got is None:
+        raise InputError(f"{here}: base.image: the registry has no {ref}.")
+    pin = ParentPin(spec.parent_ref, got[2])
+    found = resolve(spec, cache, on_progress, tag_pin=pin)
+    assert found is not None
+    sde = found.record.source_date_epoch or 0
+    resolved = dt.datetime.fromtimestamp(sde, dt.UTC).isoformat()
+    return Lock(base.suite, base.arch, (), resolved, (), pin)
+
+
+def _by_digest(spec: Spec, reference: str, pin: ParentPin | None) -> str:
+    """The registry parent by digest: as the recipe writes it, or a tag as the lock pins it."""
+    if "@sha256:" in reference:
+        return reference
+    if pin is None or pin.reference != reference:
+        raise InputError(
+            f"{spec.where('base.image')}: base.image: {reference} names a tag, which can move; "
+            f"`baker lock {spec.source}` pins it to the digest it names now (or write "
+            "…@sha256:<manifest digest>)."
+        )
+    return f"{reference}@{pin.digest}"
+
+
 def _pulled(
     spec: Spec, reference: str, key: Path, cache: Cache, on_progress: Callable[[str], None]
 ) -> tuple[Path, str]:
@@ -152,7 +199,7 @@ def _pulled(
     from baker.registry.ref import parse
 
     try:
-        ref = parse(reference, "base.image")  # with a digest: baker.recipe.load saw to it
+        ref = parse(reference, "base.image")  # with a digest: _by_digest saw to it
     except InputError as e:
         raise InputError(f"{spec.where('base.image')}: {e}") from None
     pinned = ref.at(str(ref.digest))

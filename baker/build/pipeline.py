@@ -128,7 +128,10 @@ def load_lock(spec: Spec) -> tuple[lock.Lock | None, Path]:
     if not path.exists():
         return None, path
     locked = lock.load(path, recipe=spec.source)
-    lock.check_matches(locked, path, spec.recipe.base, debian.wanted(spec.recipe.base))
+    base = spec.recipe.base
+    # A child installs no Debian set of its own: its lock pins its parent (a tag's digest).
+    wanted = () if base.image is not None else debian.wanted(base)
+    lock.check_matches(locked, path, base, wanted)
     return locked, path
 
 
@@ -140,7 +143,8 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
     sign_key = signing.load_private_key(opts.sign_key) if opts.sign_key else None
     locked, lock_file = load_lock(spec)
     artifact.check_out_dir(opts.out)
-    parent = resolve_parent(spec, opts.cache, reporter.info, opts.parents or opts.out)
+    tag_pin = locked.parent if locked else None
+    parent = resolve_parent(spec, opts.cache, reporter.info, opts.parents or opts.out, tag_pin)
     backend = backend or open_backend(spec.recipe.backend, accel, reporter.info)
     if opts.on_error != "abort" and backend.kind == "ec2":
         raise InputError(

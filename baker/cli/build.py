@@ -116,7 +116,8 @@ def lock(
     update: Annotated[bool, typer.Option("--update", help="Replace an existing lock.")] = False,
 ) -> None:
     """Pin RECIPE's packages in a lock file beside it. The base's whole package set, at exact
-    versions with the hashes of their .deb files, which are fetched into the package cache."""
+    versions with the hashes of their .deb files, which are fetched into the package cache;
+    for a child whose parent is a registry tag, the digest the tag names now."""
     from baker.cache import Cache
     from baker.image import apt, debian
     from baker.leftovers import workdir
@@ -128,6 +129,15 @@ def lock(
         raise InputError(f"{path} exists; `baker lock --update {recipe_file}` refreshes it.")
     base = spec.recipe.base
     progress = reporter()
+    if base.image is not None:
+        from baker.build.parent import lock_parent
+
+        locked = lock_parent(spec, Cache(), progress.info)
+        _write_lock(path, locked.dump())
+        assert locked.parent is not None
+        typer.echo(f"{path}: the parent {locked.parent.reference} pinned at "
+                   f"{locked.parent.digest}, {locked.digest}")  # fmt: skip
+        return
     try:
         with workdir(None) as work, progress.step("lock", "resolve packages (mmdebstrap)"):
             locked = apt.resolve(
@@ -136,12 +146,16 @@ def lock(
             )  # fmt: skip
     except apt.UnknownPackage as e:
         raise InputError(f"{spec.where(e.field)}: {e}") from None
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(locked.dump())
-    tmp.rename(path)
+    _write_lock(path, locked.dump())
     typer.echo(
         f"{path}: {len(locked.packages)} packages, resolved {locked.resolved}, {locked.digest}"
     )
+
+
+def _write_lock(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.rename(path)
 
 
 @command()

@@ -59,7 +59,7 @@ def load(path: Path, overrides: Mapping[str, str] | None = None, root: Path | No
             f"{path}: a recipe is a YAML mapping of fields (at least `name`), not {got}."
         )
     recipe = _validate(path, parsed.data, parsed.node, parsed.lines)
-    parent_ref = _reference(path, recipe.base.image, parsed.node)
+    parent_ref = _reference(recipe.base.image)
     parent_recipe = _parent_recipe(path, project, recipe.base.image, parsed.node)
     local_parent = None
     if not (parent_ref or parent_recipe):
@@ -186,19 +186,10 @@ def _named(
     return target if target is not None else path.parent.resolve() / rel
 
 
-def _reference(path: Path, image: str | None, root: yaml.Node | None) -> str | None:
-    """base.image's registry reference (None for a local directory or a recipe), pinned by
-    its manifest digest: a tag can move, a digest cannot. Its form is checked where it is
-    pulled (baker.build.parent), before anything starts."""
-    if image is None or not is_reference(image):
-        return None
-    if "@sha256:" not in image:
-        raise InputError(
-            f"{path}:{line_of(root, ('base', 'image'))}: base.image: {image} names a tag, which "
-            "can move; pin the parent by its manifest digest (…@sha256:<digest>, as `baker "
-            "push` printed it)."
-        )
-    return image
+def _reference(image: str | None) -> str | None:
+    """base.image's registry reference (None for a local directory or a recipe): pinned by
+    its manifest digest, or a tag pinned by the recipe's lock (baker.build.parent)."""
+    return image if image is not None and is_reference(image) else None
 
 
 def _parent_recipe(

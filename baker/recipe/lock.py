@@ -44,19 +44,31 @@ class LockedPackage:
 
 
 @dataclass(frozen=True)
+class ParentPin:
+    """A child's parent named by a registry tag (base.image), pinned: the manifest digest
+    the tag named when the lock was made. A tag can move; the lock does not."""
+
+    reference: str  # base.image as the recipe writes it
+    digest: str  # sha256:<hex> of the manifest
+
+
+@dataclass(frozen=True)
 class Lock:
     suite: str
     arch: str
     requested: tuple[str, ...]
-    resolved: str  # the newest Release date of the suites resolved from (ISO 8601, UTC)
+    # The newest Release date of the suites resolved from (ISO 8601, UTC); a child's lock:
+    # its parent's SOURCE_DATE_EPOCH.
+    resolved: str
     packages: tuple[LockedPackage, ...]
+    parent: ParentPin | None = None
 
     @property
     def source_date_epoch(self) -> int:
         return int(dt.datetime.fromisoformat(self.resolved).timestamp())
 
     def content(self) -> dict[str, Any]:
-        return {
+        content = {
             "format": FORMAT,
             "suite": self.suite,
             "arch": self.arch,
@@ -64,6 +76,7 @@ class Lock:
             "resolved": self.resolved,
             "packages": [asdict(p) for p in self.packages],
         }
+        return content | ({"parent": asdict(self.parent)} if self.parent else {})
 
     @property
     def digest(self) -> str:
@@ -79,14 +92,21 @@ class Lock:
             f"suite: {self.suite}",
             f"arch: {self.arch}",
             f"resolved: '{self.resolved}'",
-            "requested:",
+            *_parent_lines(self.parent),
+            "requested:" if self.requested else "requested: []",
             *(f"  - {name}" for name in self.requested),
-            "packages:",
+            "packages:" if self.packages else "packages: []",
         ]
         for p in sorted(self.packages):
             fields = ", ".join(f"{k}: {_scalar(v)}" for k, v in asdict(p).items())
             lines.append(f"  - {{{fields}}}")
         return "\n".join(lines) + "\n"
+
+
+def _parent_lines(pin: ParentPin | None) -> list[str]:
+    if pin is None:
+        return []
+    return [f"parent: {{reference: '{pin.reference}', digest: '{pin.digest}'}}"]
 
 
 def _scalar(value: object) -> str:
@@ -143,6 +163,8 @@ _CHECKS: dict[str, tuple[str, str]] = {  # field: (pattern, what it expects)
     "archive": (r"debian|debian-security", "debian or debian-security"),
     "path": (r"pool/(?!.*\.\./)[A-Za-z0-9+.~_/-]+\.deb", "a pool/... path to a .deb"),
     "sha256": (r"[0-9a-f]{64}", "64 lower-case hex digits"),
+    "digest": (r"sha256:[0-9a-f]{64}", "sha256:<64 lower-case hex digits>"),
+    "reference": (r"[A-Za-z0-9._:/@-]{1,512}", "a registry reference"),
 }
 
 
@@ -153,7 +175,7 @@ def _lock_from(data: Any, declared: int | None) -> Lock:
         raise _Invalid((), f"expected a mapping of fields, not {shown(data, 40)}")
     fields = ("format", "suite", "arch", "resolved", "requested", "packages")
     for key in data:
-        if key not in fields:
+        if key not in (*fields, "parent"):
             raise _Invalid((key,), "unknown field")
     for key in fields:
         if key not in data:
@@ -192,7 +214,16 @@ def _lock_from(data: Any, declared: int | None) -> Lock:
     if declared is not None and declared != len(packages):
         raise _Invalid(("packages",), f"{len(packages)} packages where the lock's header "
                        f"says {declared} (cut short?)")  # fmt: skip
-    return Lock(suite, arch, requested, resolved, tuple(packages))
+    return Lock(suite, arch, requested, resolved, tuple(packages), _parent_pin(data))
+
+
+def _parent_pin(data: dict[str, Any]) -> ParentPin | None:
+    if "parent" not in data:
+        return None
+    pin = data["parent"]
+    if not isinstance(pin, dict) or set(pin) != {"reference", "digest"}:
+        raise _Invalid(("parent",), "expected a mapping of reference and digest")
+    return ParentPin(_text(data, ("parent", "reference")), _text(data, ("parent", "digest")))
 
 
 def _list(data: dict[str, Any], key: str) -> list[Any]:
@@ -216,7 +247,12 @@ def _text(data: Any, loc: tuple[Any, ...]) -> str:
 
 
 def check_matches(lock: Lock, path: Path, base: Base, wanted: tuple[str, ...]) -> None:
-    """A lock resolved for another package list, suite or architecture is refused."""
+    """A lock resolved for another package list, suite, architecture or parent is refused."""
+    if lock.parent is not None and lock.parent.reference != base.image:
+        raise InputError(
+            f"{path}: pins the parent {lock.parent.reference}, but the recipe names "
+            f"{base.image}; run `baker lock --update`."
+        )
     if (lock.suite, lock.arch) != (base.suite, base.arch):
         raise InputError(
             f"{path}: resolved for {lock.suite}/{lock.arch}, but the recipe asks for "
