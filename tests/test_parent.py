@@ -150,7 +150,7 @@ def test_a_child_boots_as_its_parent_does(project: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "said"),
     [
-        ("  packages: [curl]\n", "base: packages comes from the parent image; leave it out"),
+        ("  mirror: http://deb.debian.org/debian\n", "base: mirror comes from the parent image"),
         ("  kernel: generic\n", "base: kernel comes from the parent image; leave it out"),
     ],
 )

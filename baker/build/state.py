@@ -142,6 +142,7 @@ class BuildState:
     guest: Guest | None = None
     machine_record: MachineRecord | None = None
     provisioned: int = 0  # how many provisioners have run on this machine
+    own_packages: bool = False  # a child's base.packages are installed on this machine
     # verify
     tests: TestResults | None = None
     junit: Path | None = None

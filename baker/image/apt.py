@@ -114,13 +114,13 @@ def resolve(
             on_line=watch,
             what="mmdebstrap (resolving the lock)",
         )
-    index = _index(lists)
+    found_in = index(lists)
     # apt names downloaded files its own way (epochs as %3a), so match them by content.
     by_hash = {sha256_file(deb): deb for deb in debs.glob("*.deb")}
     packages = []
     for line in installed.read_text().splitlines():
         name, version, arch = line.split("\t")
-        found = index.get((name, version, arch))
+        found = found_in.get((name, version, arch))
         if found is None:
             raise BuildError(f"{name} {version} ({arch}) is installed but in no package index.")
         archive, path, sha256, size = found
@@ -138,7 +138,7 @@ def resolve(
     )
 
 
-def _index(lists: Path) -> dict[tuple[str, str, str], tuple[str, str, str, int]]:
+def index(lists: Path) -> dict[tuple[str, str, str], tuple[str, str, str, int]]:
     out: dict[tuple[str, str, str], tuple[str, str, str, int]] = {}
     for f in sorted(lists.glob("*_Packages")):
         archive = "debian-security" if "_debian-security_" in f.name else "debian"

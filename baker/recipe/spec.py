@@ -56,7 +56,7 @@ def is_reference(image: str) -> bool:
 
 
 # What only a tree made from packages has: a child of a parent image takes the parent's.
-FROM_PACKAGES = ("packages", "mirror", "kernel", "cloud_init", "ssh_host_keys")
+FROM_PACKAGES = ("mirror", "kernel", "cloud_init", "ssh_host_keys")
 
 
 class Base(_Model):

@@ -1,5 +1,5 @@
-"""An application image on the organisation's base (images/org-app.yaml): its own file, and
-the base's tree under it (test_org.py runs on it too)."""
+"""An application image on the organisation's base (images/org-app.yaml): its own file and
+package, and the base's tree under it (test_org.py runs on it too)."""
 
 
 def test_app_config(host):
@@ -11,3 +11,9 @@ def test_app_config(host):
 def test_built_on_the_base(host):
     # The child's provisioner read the parent's release file while it ran.
     assert host.file("/etc/org-app.conf").contains("ON=ORG_BASE=org-base")
+
+
+def test_its_own_package(host):
+    # base.packages on a child: fetched on the host, installed on the parent's tree.
+    assert host.package("tree").is_installed
+    assert host.run("tree -L 1 /etc/ssh").rc == 0

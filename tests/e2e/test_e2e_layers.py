@@ -83,9 +83,13 @@ def test_the_child_is_built_on_its_verified_parent(layers: dict[str, Any]) -> No
         "debian bookworm/amd64"
     ) in shown.stdout
     cdx = json.loads((layers["app"] / "sbom.cdx.json").read_text())
-    layer = {p["value"] for c in cdx["components"] for p in c["properties"]
+    layer = {c["name"]: p["value"] for c in cdx["components"] for p in c["properties"]
              if p["name"] == "baker:layer"}  # fmt: skip
-    assert layer == {"parent"}  # it installed no package of its own
+    # Its own package (base.packages, fetched on the host and installed on the parent's
+    # tree) is marked added; every other one came from the parent.
+    assert {n for n, v in layer.items() if v == "added"} == {"tree"}
+    assert set(layer.values()) == {"parent", "added"}
+    assert "packages of its own: tree 2.1.0-1" in said
 
 
 def test_the_child_rebuilds_from_its_recorded_parent_to_the_same_digest(
@@ -101,7 +105,7 @@ def test_diff_says_what_the_child_added(layers: dict[str, Any]) -> None:
     proc = baker_cmd("diff", layers["base"], layers["app"], "--json")
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
-    assert [p for p in d["packages"]] == []
+    assert [(p["name"], p["old"]) for p in d["packages"]] == [("tree", None)]
     added = {f["path"] for f in d["files"] if f["kind"] == "added"}
     assert "/etc/org-app.conf" in added
 

@@ -1,20 +1,24 @@
 """The provision step: the recipe's provisioners, in order, in a root session on the build
-machine; each one's output streamed and logged, a failure named with its last lines."""
+machine; each one's output streamed and logged, a failure named with its last lines. A child
+image's own packages (base.packages on a parent) go first: resolved and fetched on the host
+(baker.image.child_packages; the machine has no network), sent over the session, installed
+with dpkg."""
 
 from __future__ import annotations
 
 import contextlib
 import shlex
 from collections.abc import Callable
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from baker.backends.base import Guest
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
 from baker.edge import ssh
 from baker.edge.ssh import ConnectionLost
-from baker.errors import BuildError
-from baker.hashing import content_key
+from baker.errors import BuildError, InputError
+from baker.hashing import content_key, sha256_file
+from baker.image import apt, child_packages
 from baker.progress import Reporter
 from baker.recipe.spec import ShellFile, ShellInline, Spec
 
@@ -37,10 +41,13 @@ class Provision(Step):
     uses_machine = True
 
     def describe(self, ctx: Context) -> str:
-        return f"{len(ctx.spec.recipe.provisioners)} provisioners over SSH"
+        own = len(own_packages(ctx.spec))
+        extra = f", after {own} packages of its own" if own else ""
+        return f"{len(ctx.spec.recipe.provisioners)} provisioners over SSH{extra}"
 
     def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
         config = {
+            "packages": list(own_packages(ctx.spec)),
             "provisioners": describe(ctx.spec),
             "source_date_epoch": ctx.source_date_epoch,
             "code": self.code_digest(),
@@ -48,6 +55,9 @@ class Provision(Step):
         return content_key("provision", config, previous)
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
+        if own_packages(ctx.spec) and not state.own_packages:
+            install_own(ctx, need(state.guest, "a session"))
+            state.own_packages = True
         # Run again after a failure (--on-error ask), it picks up at the provisioner that
         # failed: the ones before it did their work on this machine already.
         state.provisioned = run_all(
@@ -58,6 +68,44 @@ class Provision(Step):
             start=state.provisioned,
             done=lambda n: setattr(state, "provisioned", n),
         )
+
+
+def own_packages(spec: Spec) -> tuple[str, ...]:
+    """A child's base.packages (a base made from packages installs its own with mmdebstrap)."""
+    base = spec.recipe.base
+    return base.packages if base.image is not None else ()
+
+
+def install_own(ctx: Context, guest: Guest) -> None:
+    """Resolve the child's packages on the host against the machine's dpkg database, fetch
+    them into the package cache, send them over the session and install them with dpkg."""
+    status = guest.read("/var/lib/dpkg/status").decode(errors="replace")
+    on_line = _shown(ctx.reporter, "packages")
+    try:
+        debs = child_packages.resolve(ctx.spec.recipe.base, status, ctx.opts.cache, ctx.work,
+                                      on_line)  # fmt: skip
+    except apt.UnknownPackage as e:
+        raise InputError(f"{ctx.spec.where(e.field)}: {e}") from None
+    if not debs:
+        ctx.reporter.info("packages of its own: all already in the parent image")
+        return
+    ctx.reporter.info(f"packages of its own: {', '.join(f'{d.name} {d.version}' for d in debs)}")
+    staged = f"{STAGING}/debs"
+    for deb in debs:
+        cached = need(ctx.opts.cache.deb(deb.sha256), f"{deb.name} in the package cache")
+        if sha256_file(cached) != deb.sha256:  # the cache is a hint: checked at the moment of use
+            raise BuildError(f"the cached {deb.name} {deb.version} is corrupt ({cached}).")
+        target = f"{staged}/{Path(deb.path).name}"
+        command = f"mkdir -p {staged} && cat >{shlex.quote(target)}"
+        code, _ = guest.run(f"sh -c {shlex.quote(command)}", on_line, 300, cached.read_bytes())
+        if code != 0:
+            raise BuildError(f"could not send {deb.name} to the build machine.")
+    env = {"DEBIAN_FRONTEND": "noninteractive", "SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)}
+    install = f"env {ssh.env_prefix(env)} dpkg -i {staged}/*.deb && rm -rf {staged}"
+    code, tail = guest.run(f"sh -c {shlex.quote(install)}", on_line, 1800)
+    if code != 0:
+        last = " | ".join(line for line in tail[-8:] if line.strip()) or "no output"
+        raise BuildError(f"installing the packages of its own failed (exit {code}): {last}")
 
 
 def run_all(
