@@ -95,6 +95,8 @@ def nights(tmp_path_factory: pytest.TempPathFactory, work_root: Path, postgres, 
         return proc, time.monotonic() - started
 
     first = night(1)
+    # What the child recorded of its parent that night (OUT/NAME moves on with the nights).
+    first_parent = json.loads((out / "night-b" / "build.json").read_text())["parent"]
     second = night(2)
     _write(root, "night-b", "night-b, second version\n")
     third = night(3)
@@ -106,6 +108,7 @@ def nights(tmp_path_factory: pytest.TempPathFactory, work_root: Path, postgres, 
         "out": out,
         "report": report,
         "runs": [first, second, third, fourth],
+        "first_parent": first_parent,
         "third_digests": digests,
         "pg": postgres,
     }
@@ -131,7 +134,7 @@ def test_first_night_builds_both(nights) -> None:
     # The child was built on the parent the same night made, after it.
     said = proc.stderr
     assert said.index("[night-a] baker: published") < said.index("[night-b] baker: baking")
-    parent = json.loads((nights["out"] / "night-b" / "build.json").read_text())["parent"]
+    parent = nights["first_parent"]
     assert parent["name"] == "night-a" and parent["digest"] == lines["night-a"].split()[2]
 
 
