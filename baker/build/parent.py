@@ -72,21 +72,15 @@ def resolve(
     if spec.parent_ref is not None:
         pinned = _by_digest(spec, spec.parent_ref, tag_pin)
         artifact, reference = _pulled(spec, pinned, key, cache or Cache(), on_progress)
-    elif spec.parent_recipe is not None:
-        artifact = parents / recipe_name(spec)
-        if not (artifact / IMAGE).is_file():
-            raise InputError(
-                f"{here}: base.image: no baker artifact at {artifact}: build {base.image} first "
-                "(baker nightly builds parents first)."
-            )
     else:
-        artifact = spec.parent or Path(base.image)
+        # A recipe's parent is whichever build of it is there: the record pins that one.
+        local = spec.parent_recipe is None
+        artifact = (spec.parent or Path(base.image)) if local else parents / recipe_name(spec)
         if not (artifact / IMAGE).is_file():
-            raise InputError(
-                f"{here}: base.image: no baker artifact at {artifact} (it holds no {IMAGE})."
-            )
+            why = f" (it holds no {IMAGE})" if local else (
+                f": build {base.image} first (baker nightly builds parents first)")  # fmt: skip
+            raise InputError(f"{here}: base.image: no baker artifact at {artifact}{why}.")
     named = reference or str(artifact)
-    # A recipe's parent is whichever build of it is there: the record pins that one.
     try:
         record = read_record(artifact)
     except InputError as e:
