@@ -1,22 +1,25 @@
 """base.packages on a child image: resolved on the host with apt against the build machine's
 dpkg database (the machine has no network), each .deb fetched from the real mirror into the
 package cache and checked against the mirror's index; a name the mirror lacks is the
-recipe's error, naming the entry. The install on a real build machine is in
-tests/e2e/test_e2e_layers.py (org-app's `tree`)."""
+recipe's error, naming the entry; `baker lock` of a child pins them as they install on its
+verified parent image (its dpkg database read from its disk). The install on a real build
+machine is in tests/e2e/test_e2e_layers.py (org-app's `tree`, unlocked and locked)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from support.artifacts import SDE, image_fixture, keypair_fixture, make_artifact, make_image
 
 from baker import recipe
-from baker.build import pipeline
+from baker.build import parent, pipeline
 from baker.build.steps.provision import own_packages
 from baker.cache import Cache
-from baker.errors import InputError
+from baker.errors import BuildError, InputError
 from baker.hashing import sha256_file
 from baker.image import apt, child_packages
 
@@ -26,16 +29,19 @@ base:
   image: ../out/org
   sha256: {sha}
   trust: ../keys/platform.pub
+  boot: bios
 {packages}"""
 # A dpkg database every Debian 12 host has a consistent one of: the host's own.
 STATUS = Path("/var/lib/dpkg/status")
 
+__all__ = ["image_fixture", "keypair_fixture"]  # the fixtures, for pytest to find
 
-def _child(tmp_path: Path, packages: str) -> Path:
+
+def _child(tmp_path: Path, packages: str, sha: str = "a" * 64) -> Path:
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / "images").mkdir(exist_ok=True)
     path = tmp_path / "images" / "app.yaml"
-    path.write_text(CHILD.format(sha="a" * 64, packages=packages))
+    path.write_text(CHILD.format(sha=sha, packages=packages))
     return path
 
 
@@ -78,14 +84,60 @@ def test_a_base_made_from_packages_installs_its_own_with_mmdebstrap(tmp_path: Pa
     assert own_packages(recipe.load(path)) == ()
 
 
-def test_a_locked_child_with_packages_of_its_own_is_refused(tmp_path: Path) -> None:
-    path = _child(tmp_path, "  packages: [tree]\n")
-    path.with_suffix(".lock").write_text(
-        "format: 1\nsuite: bookworm\narch: amd64\nresolved: '2023-06-10T00:00:00+00:00'\n"
-        "requested: []\npackages: []\n"
-    )
+@pytest.fixture
+def parent_with_dpkg(tmp_path: Path, keypair: tuple[Path, Path]) -> str:
+    """A signed parent artifact at out/org whose image holds the host's dpkg database, its
+    key at keys/platform.pub; returns the image's sha256."""
+    key, pub = keypair
+    made = tmp_path / "made"
+    made.mkdir()
+    image = make_image(made, {"var/lib/dpkg/status": STATUS.read_bytes()})
+    make_artifact(tmp_path / "out" / "org", image, key)
+    (tmp_path / "keys").mkdir()
+    shutil.copy(pub, tmp_path / "keys" / "platform.pub")
+    return sha256_file(image)
+
+
+def test_a_childs_lock_pins_its_own_packages_as_they_install_on_its_parent(
+    tmp_path: Path, parent_with_dpkg: str
+) -> None:
+    path = _child(tmp_path, "  packages: [sl]\n", parent_with_dpkg)
+    (tmp_path / "work").mkdir()
+    cache = Cache(tmp_path / "cache")
+    locked = parent.lock_child(recipe.load(path), cache, tmp_path / "work",
+                               parents=tmp_path / "out")  # fmt: skip
+    assert locked.requested == ("sl",) and locked.parent is None
+    assert [p.name for p in locked.packages] == ["sl"]
+    assert cache.deb(locked.packages[0].sha256) is not None
+    assert locked.source_date_epoch == SDE  # the parent's
+    path.with_suffix(".lock").write_text(locked.dump())
+    got, _ = pipeline.load_lock(recipe.load(path))
+    assert got == locked
+    # The recipe asking for more than its lock pins is refused, as for any recipe.
+    more = _child(tmp_path, "  packages: [sl, tree]\n", parent_with_dpkg)
     with pytest.raises(InputError) as e:
-        pipeline.load_lock(recipe.load(path))
-    assert str(e.value).startswith(
-        f"{path}:6: base.packages: a locked child installs no packages of its own yet"
-    )
+        pipeline.load_lock(recipe.load(more))
+    assert "the recipe's packages no longer match the lock (added tree)" in str(e.value)
+
+
+def test_a_parent_image_without_a_dpkg_database_cannot_be_locked_for(
+    tmp_path: Path, keypair: tuple[Path, Path], image: Path
+) -> None:
+    key, pub = keypair
+    make_artifact(tmp_path / "out" / "org", image, key)
+    (tmp_path / "keys").mkdir()
+    shutil.copy(pub, tmp_path / "keys" / "platform.pub")
+    path = _child(tmp_path, "  packages: [sl]\n", sha256_file(image))
+    (tmp_path / "work").mkdir()
+    with pytest.raises(BuildError) as e:
+        parent.lock_child(recipe.load(path), Cache(tmp_path / "c"), tmp_path / "work")
+    assert str(e.value).endswith("has no dpkg database (/var/lib/dpkg/status).")
+
+
+def test_a_child_pinned_as_written_without_packages_has_nothing_to_lock(
+    tmp_path: Path, parent_with_dpkg: str
+) -> None:
+    path = _child(tmp_path, "", parent_with_dpkg)
+    with pytest.raises(InputError) as e:
+        parent.lock_child(recipe.load(path), Cache(tmp_path / "c"), tmp_path)
+    assert str(e.value).startswith(f"{path}:3: base.image: nothing to lock:")

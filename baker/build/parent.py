@@ -20,8 +20,9 @@ from baker.errors import BakerError, InputError
 from baker.evidence import signing
 from baker.evidence.verify import verify
 from baker.hashing import sha256_file
+from baker.image.apt import UnknownPackage
 from baker.recipe.load import load as load_recipe
-from baker.recipe.lock import Lock, ParentPin
+from baker.recipe.lock import Lock, LockedPackage, ParentPin
 from baker.recipe.spec import Spec
 
 TRUST_ENV = "BAKER_TRUST_KEY"
@@ -139,20 +140,50 @@ def _trusted_key(spec: Spec) -> Path:
     return key
 
 
-def lock_parent(
-    spec: Spec, cache: Cache, on_progress: Callable[[str], None] = lambda s: None
+def lock_child(
+    spec: Spec,
+    cache: Cache,
+    work: Path,
+    on_progress: Callable[[str], None] = lambda s: None,
+    on_line: Callable[[str], None] = lambda s: None,
+    parents: Path = Path("out"),
 ) -> Lock:
-    """The lock of a child whose parent is a registry tag: the digest the tag names now,
-    that parent pulled and verified, its SOURCE_DATE_EPOCH the child's."""
+    """A child's lock: for a parent named by a registry tag, the digest the tag names now;
+    the child's own base.packages, resolved against the parent image's dpkg database and
+    fetched into the package cache; the parent's SOURCE_DATE_EPOCH. The parent is found and
+    verified as for a build."""
+    from baker.image import child_packages
+
+    base, here = spec.recipe.base, spec.where("base.image")
+    tagged = spec.parent_ref is not None and "@sha256:" not in spec.parent_ref
+    if not tagged and not base.packages:
+        raise InputError(
+            f"{here}: base.image: nothing to lock: a child's lock pins a parent named by a "
+            f"registry tag and the child's own base.packages, and {base.image} is pinned as it "
+            "is written, with no packages of its own."
+        )
+    pin = _tag_pin(spec) if tagged else None
+    found = resolve(spec, cache, on_progress, parents, tag_pin=pin)
+    assert found is not None
+    packages: tuple[LockedPackage, ...] = ()
+    if base.packages:
+        status = child_packages.status_of(found.image, work)
+        try:
+            packages = tuple(child_packages.resolve(base, status, cache, work, on_line))
+        except UnknownPackage as e:
+            raise InputError(f"{spec.where(e.field)}: {e}") from None
+    sde = found.record.source_date_epoch or 0
+    resolved = dt.datetime.fromtimestamp(sde, dt.UTC).isoformat()
+    return Lock(base.suite, base.arch, tuple(sorted(base.packages)), resolved, packages, pin)
+
+
+def _tag_pin(spec: Spec) -> ParentPin:
+    """The digest the registry tag of base.image names now."""
     from baker.registry.client import RegistryError, connect
     from baker.registry.ref import parse
 
-    base, here = spec.recipe.base, spec.where("base.image")
-    if spec.parent_ref is None or "@sha256:" in spec.parent_ref:
-        raise InputError(
-            f"{here}: base.image: nothing to lock: a lock pins a parent named by a registry tag, "
-            f"and {base.image} is pinned as it is written."
-        )
+    assert spec.parent_ref is not None
+    here = spec.where("base.image")
     try:
         ref = parse(spec.parent_ref, "base.image")
         got = connect(ref).get_manifest(ref.repository, ref.reference)
@@ -160,12 +191,7 @@ def lock_parent(
         raise InputError(f"{here}: {e}") from None
     if got is None:
         raise InputError(f"{here}: base.image: the registry has no {ref}.")
-    pin = ParentPin(spec.parent_ref, got[2])
-    found = resolve(spec, cache, on_progress, tag_pin=pin)
-    assert found is not None
-    sde = found.record.source_date_epoch or 0
-    resolved = dt.datetime.fromtimestamp(sde, dt.UTC).isoformat()
-    return Lock(base.suite, base.arch, (), resolved, (), pin)
+    return ParentPin(spec.parent_ref, got[2])
 
 
 def _by_digest(spec: Spec, reference: str, pin: ParentPin | None) -> str:

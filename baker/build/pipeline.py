@@ -129,14 +129,8 @@ def load_lock(spec: Spec) -> tuple[lock.Lock | None, Path]:
         return None, path
     locked = lock.load(path, recipe=spec.source)
     base = spec.recipe.base
-    if base.image is not None and base.packages:
-        # A lock pins what a recipe installs, and a child's own packages it cannot pin yet.
-        raise InputError(
-            f"{spec.where('base.packages')}: base.packages: a locked child installs no packages "
-            f"of its own yet ({path} pins its parent only); install them in the parent."
-        )
-    # A child installs no Debian set of its own: its lock pins its parent (a tag's digest).
-    wanted = () if base.image is not None else debian.wanted(base)
+    # A child's lock pins its own packages (and a tagged parent's digest), not a Debian set.
+    wanted = tuple(sorted(base.packages)) if base.image is not None else debian.wanted(base)
     lock.check_matches(locked, path, base, wanted)
     return locked, path
 

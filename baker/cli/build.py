@@ -114,10 +114,19 @@ def lock(
     var: VarOpt = None,
     root: RootOpt = None,
     update: Annotated[bool, typer.Option("--update", help="Replace an existing lock.")] = False,
+    parents: Annotated[
+        Path,
+        typer.Option(
+            "--parents",
+            metavar="DIR",
+            help="Where a `base.image: recipe:FILE` parent's artifact is found (DIR/NAME).",
+        ),
+    ] = Path("out"),
 ) -> None:
     """Pin RECIPE's packages in a lock file beside it. The base's whole package set, at exact
     versions with the hashes of their .deb files, which are fetched into the package cache;
-    for a child whose parent is a registry tag, the digest the tag names now."""
+    for a child, its own packages as they install on its verified parent, and for a parent
+    named by a registry tag, the digest the tag names now."""
     from baker.cache import Cache
     from baker.image import apt, debian
     from baker.leftovers import workdir
@@ -130,13 +139,18 @@ def lock(
     base = spec.recipe.base
     progress = reporter()
     if base.image is not None:
-        from baker.build.parent import lock_parent
+        from baker.build.parent import lock_child
 
-        locked = lock_parent(spec, Cache(), progress.info)
+        with workdir(None) as work, progress.step("lock", "the parent, and packages on it"):
+            locked = lock_child(spec, Cache(), work, progress.info,
+                                lambda line: progress.output("apt", line), parents)  # fmt: skip
         _write_lock(path, locked.dump())
-        assert locked.parent is not None
-        typer.echo(f"{path}: the parent {locked.parent.reference} pinned at "
-                   f"{locked.parent.digest}, {locked.digest}")  # fmt: skip
+        pinned = [f"the parent {locked.parent.reference} pinned at {locked.parent.digest}"
+                  ] if locked.parent else []  # fmt: skip
+        if base.packages:
+            count = len(locked.packages)
+            pinned.append(f"{count} package{'' if count == 1 else 's'} of its own")
+        typer.echo(f"{path}: {', '.join(pinned)}, {locked.digest}")
         return
     try:
         with workdir(None) as work, progress.step("lock", "resolve packages (mmdebstrap)"):

@@ -1,10 +1,12 @@
 """A child image's own packages (base.packages on a parent image): resolved on the host with
-apt against the build machine's dpkg database, since the build machine has no network of its
-own, and fetched into the package cache (each file checked against the mirror's index). The
-provision step sends the files to the machine and installs them there with dpkg."""
+apt against the parent's dpkg database (the build machine's, or for `baker lock` the parent
+image's, read from its disk), since the build machine has no network of its own, and fetched
+into the package cache (each file checked against the mirror's index). The provision step
+sends the files to the machine and installs them there with dpkg."""
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ from baker.cache import Cache
 from baker.edge import tools
 from baker.errors import BuildError
 from baker.image import apt, debian
+from baker.inspect import disk
 from baker.recipe.lock import Lock, LockedPackage
 from baker.recipe.spec import Base
 
@@ -66,8 +69,32 @@ def resolve(
             raise BuildError(f"apt chose {parts[1]}, which no index of the mirror lists.")
         (name, version, arch), (archive, _, sha256, size) = by_path[path]
         added.append(LockedPackage(name, version, arch, archive, path, sha256, size))
-    main, security = debian.host_mirrors()
-    mirrors = {"debian": base.mirror or main or "", "debian-security": security or ""}
     wanted = Lock(base.suite, base.arch, (), "", tuple(added))
-    debian.fetch_missing(wanted, mirrors, cache, on_line)
+    debian.fetch_missing(wanted, _mirrors(base), cache, on_line)
     return sorted(added)
+
+
+STATUS = "var/lib/dpkg/status"
+
+
+def status_of(image: Path, work: Path) -> str:
+    """The dpkg database of a disk image (read-only, from its root filesystem)."""
+    with disk.scratch(work) as scratch, contextlib.ExitStack() as stack:
+        root = disk.open_image(image, "parent", scratch, stack).root
+        found = root / STATUS
+        if not found.is_file():
+            raise BuildError(f"{image} has no dpkg database (/{STATUS}).")
+        return found.read_text(errors="replace")
+
+
+def fetch_locked(
+    base: Base, lock: Lock, cache: Cache, on_line: Callable[[str], None]
+) -> list[LockedPackage]:
+    """A locked child's own packages, each .deb in `cache` (fetched where missing)."""
+    debian.fetch_missing(lock, _mirrors(base), cache, on_line)
+    return sorted(lock.packages)
+
+
+def _mirrors(base: Base) -> dict[str, str]:
+    main, security = debian.host_mirrors()
+    return {"debian": base.mirror or main or "", "debian-security": security or ""}

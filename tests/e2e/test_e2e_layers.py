@@ -2,8 +2,9 @@
 artifact (its tree read back, nothing made again from packages), verified with its lineage,
 rebuilt by `rebuild --check` from its recorded parent to the same digest, diffed against
 its parent, and built again on org-base's registry reference (pushed, the child pushed and
-pulled). The refusals (another digest, signer, a flipped byte, ...) are shown on small
-artifacts in tests/test_parent.py.
+pulled) and on its tag, locked (the lock pins the tag and the child's own package). The
+refusals (another digest, signer, a flipped byte, ...) are shown on small artifacts in
+tests/test_parent.py.
 
 The smallest images that show it: the shipped recipes, BIOS only (the session's BIOS base is
 the nightly's and the farm's) and one measured boot."""
@@ -130,6 +131,23 @@ def test_a_child_built_on_its_parents_registry_reference_is_pushed_and_pulled_ve
         child = tmp_path / "out" / "org-app"
         source = json.loads((child / "build.json").read_text())["parent"]["source"]
         assert source == reference.replace(":1@", "@")
+        # By the tag, locked: the lock pins the manifest the tag names and tree's .deb as it
+        # installs on org-base; the locked build installs that file, to the same image.
+        tagged = root / "images" / "org-app-tagged.yaml"
+        shutil.copy(root / "images" / "org-app.yaml", tagged)
+        on_tag = ("--var", f"org_base={reference.split('@')[0]}", "--var",
+                  f"org_base_sha256={layers['base_digest'].removeprefix('sha256:')}")  # fmt: skip
+        locked = run_baker("lock", tagged, *on_tag, work=work_root)
+        assert locked.returncode == 0, locked.stderr[-3000:]
+        assert f"pinned at {reference.split('@')[1]}, 1 package of its own" in locked.stdout
+        assert "'tree'" in tagged.with_suffix(".lock").read_text()
+        again = run_baker("build", tagged, "--out", tmp_path / "locked", "--sign-key",
+                          signing_key, *on_tag, work=work_root)  # fmt: skip
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "packages of its own: tree 2.1.0-1" in again.stderr
+        assert again.stdout.split()[-1] == layers["app_digest"]
+        pins = json.loads((tmp_path / "locked" / "org-app" / "build.json").read_text())["pins"]
+        assert list(pins["debs"]) == ["tree"] and pins["lock"] is not None
         app = baker_cmd("push", child, f"{registry.host}/apps/org-app:1")
         assert app.returncode == 0, app.stderr[-2000:]
         pub = root / "keys" / "baker.pub"

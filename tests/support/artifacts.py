@@ -59,13 +59,17 @@ def quiet() -> Reporter:
     return Reporter(Console(file=io.StringIO(), width=100))
 
 
-def make_image(work: Path) -> Path:
-    """A small bootable-layout qcow2 holding a few MiB of incompressible data."""
+def make_image(work: Path, files: dict[str, bytes] | None = None) -> Path:
+    """A small bootable-layout qcow2 holding a few MiB of incompressible data (and `files`,
+    by their paths in the tree)."""
     tree = work / "tree"
     (tree / "etc").mkdir(parents=True)
     (tree / "etc" / "hostname").write_text("tiny\n")
     (tree / "srv").mkdir()
     (tree / "srv" / "data.bin").write_bytes(random.Random(6).randbytes(3 << 20))
+    for rel, data in (files or {}).items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(data)
     tar, raw, qcow2 = work / "root.tar", work / "disk.raw", work / "image.qcow2"
     _run("tar", "--format=pax", "--sort=name", "--numeric-owner", "--owner=0", "--group=0",
          f"--mtime=@{SDE}", "-C", tree, "-cf", tar, ".", check=True)  # fmt: skip

@@ -48,6 +48,8 @@ class Provision(Step):
     def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
         config = {
             "packages": list(own_packages(ctx.spec)),
+            # A locked child installs the lock's files, whatever the mirror serves today.
+            "locked": ctx.locked.digest if ctx.locked and own_packages(ctx.spec) else None,
             "provisioners": describe(ctx.spec),
             "source_date_epoch": ctx.source_date_epoch,
             "code": self.code_digest(),
@@ -77,15 +79,19 @@ def own_packages(spec: Spec) -> tuple[str, ...]:
 
 
 def install_own(ctx: Context, guest: Guest) -> None:
-    """Resolve the child's packages on the host against the machine's dpkg database, fetch
-    them into the package cache, send them over the session and install them with dpkg."""
-    status = guest.read("/var/lib/dpkg/status").decode(errors="replace")
+    """The child's packages: the lock's, or resolved on the host against the machine's dpkg
+    database; fetched into the package cache, sent over the session, installed with dpkg."""
     on_line = _shown(ctx.reporter, "packages")
-    try:
-        debs = child_packages.resolve(ctx.spec.recipe.base, status, ctx.opts.cache, ctx.work,
-                                      on_line)  # fmt: skip
-    except apt.UnknownPackage as e:
-        raise InputError(f"{ctx.spec.where(e.field)}: {e}") from None
+    if ctx.locked is not None:  # exactly the files the lock pins
+        debs = child_packages.fetch_locked(ctx.spec.recipe.base, ctx.locked, ctx.opts.cache,
+                                            on_line)  # fmt: skip
+    else:
+        status = guest.read("/var/lib/dpkg/status").decode(errors="replace")
+        try:
+            debs = child_packages.resolve(ctx.spec.recipe.base, status, ctx.opts.cache,
+                                          ctx.work, on_line)  # fmt: skip
+        except apt.UnknownPackage as e:
+            raise InputError(f"{ctx.spec.where(e.field)}: {e}") from None
     if not debs:
         ctx.reporter.info("packages of its own: all already in the parent image")
         return
