@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -344,3 +345,28 @@ def publish(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final
+
+
+# A child's parent carried beside it by an imported bundle (ARTIFACT/parent/NAME, and the key
+# that verifies it, ARTIFACT/parent/trust.pub).
+CARRIED = "parent"
+CARRIED_KEY = "trust.pub"
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A parent carried with its child: built on instead of where base.image names it, and
+    verified with the key carried with it (which an import checked is the signer the child's
+    signed provenance names)."""
+
+    artifact: Path
+    key: Path
+
+
+def carried_in(artifact: Path, record: BuildRecord) -> Carried | None:
+    """The parent an imported bundle carried into `artifact`, if it did."""
+    if record.parent is None:
+        return None
+    found = artifact / CARRIED / record.parent.name
+    key = artifact / CARRIED / CARRIED_KEY
+    return Carried(found, key) if (found / IMAGE).is_file() and key.is_file() else None

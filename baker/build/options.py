@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from baker.artifact import Carried
 from baker.cache import Cache
 
 AccelChoice = Literal["auto", "kvm", "tcg"]
@@ -30,6 +31,8 @@ class Options:
     on_error: OnError = "abort"
     cache: Cache = field(default_factory=Cache)
     measure: bool = True  # a rebuild that only compares digests skips the boot measurement
+    # A rebuild of an imported bundle: the parent it carried.
+    carried_parent: Carried | None = None
     work_root: Path | None = None  # where the throwaway work directory goes
     decide: Callable[[Failure], str] | None = None
 

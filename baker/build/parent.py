@@ -7,6 +7,7 @@ Everything wrong with a parent is the recipe's to fix, so each refusal is an Inp
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -14,9 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from baker.artifact import IMAGE, PROVENANCE, Ancestor, BuildRecord, ParentRecord, read_record
+from baker.artifact import (
+    IMAGE,
+    PROVENANCE,
+    Ancestor,
+    BuildRecord,
+    Carried,
+    ParentRecord,
+    read_record,
+)
 from baker.cache import Cache
-from baker.errors import BakerError, InputError
+from baker.errors import BakerError, BuildError, InputError
 from baker.evidence import signing
 from baker.evidence.verify import verify
 from baker.hashing import sha256_file
@@ -54,11 +63,12 @@ def resolve(
     on_progress: Callable[[str], None] = lambda s: None,
     parents: Path = Path("out"),
     tag_pin: ParentPin | None = None,
+    carried: Carried | None = None,
 ) -> Parent | None:
     """The recipe's parent image, verified; None for a recipe without one. A registry
     parent is pulled into `cache` first (once: later builds verify the copy there), by its
     digest: the recipe's, or for a tag the lock's `tag_pin`; a `recipe:FILE` parent is that
-    recipe's artifact in `parents`."""
+    recipe's artifact in `parents`; a `carried` one is where it was carried to."""
     base = spec.recipe.base
     if base.image is None:
         return None
@@ -68,9 +78,11 @@ def resolve(
             f"{here}: base.image: a parent image is a local disk; the {spec.recipe.backend.type} "
             "backend starts from its own base image."
         )
-    key = _trusted_key(spec)
+    key = carried.key if carried else _trusted_key(spec)
     reference = None  # a registry parent's, host/repository@sha256:<manifest digest>
-    if spec.parent_ref is not None:
+    if carried is not None:
+        artifact = carried.artifact
+    elif spec.parent_ref is not None:
         pinned = _by_digest(spec, spec.parent_ref, tag_pin)
         artifact, reference = _pulled(spec, pinned, key, cache or Cache(), on_progress)
     else:
@@ -112,7 +124,7 @@ def resolve(
         name=record.recipe.name,
         digest=digest,
         provenance_digest=f"sha256:{sha256_file(artifact / PROVENANCE)}",
-        source=reference or (str(artifact) if spec.parent_recipe else base.image),
+        source=reference or (str(artifact) if spec.parent_recipe or carried else base.image),
         signer=keyid,
         ancestors=ancestors,
     )
@@ -167,7 +179,7 @@ def lock_child(
     assert found is not None
     packages: tuple[LockedPackage, ...] = ()
     if base.packages:
-        status = child_packages.status_of(found.image, work)
+        status = _dpkg_status(found.image, work)
         try:
             packages = tuple(child_packages.resolve(base, status, cache, work, on_line))
         except UnknownPackage as e:
@@ -175,6 +187,18 @@ def lock_child(
     sde = found.record.source_date_epoch or 0
     resolved = dt.datetime.fromtimestamp(sde, dt.UTC).isoformat()
     return Lock(base.suite, base.arch, tuple(sorted(base.packages)), resolved, packages, pin)
+
+
+def _dpkg_status(image: Path, work: Path) -> str:
+    """The dpkg database of a parent image, read from its root filesystem (mounted
+    read-only): what apt resolves a child's own packages against."""
+    from baker.inspect import disk
+
+    with disk.scratch(work) as scratch, contextlib.ExitStack() as stack:
+        found = disk.open_image(image, "parent", scratch, stack).root / "var/lib/dpkg/status"
+        if not found.is_file():
+            raise BuildError(f"{image} has no dpkg database (/var/lib/dpkg/status).")
+        return found.read_text(errors="replace")
 
 
 def _tag_pin(spec: Spec) -> ParentPin:

@@ -144,7 +144,8 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
     locked, lock_file = load_lock(spec)
     artifact.check_out_dir(opts.out)
     tag_pin = locked.parent if locked else None
-    parent = resolve_parent(spec, opts.cache, reporter.info, opts.parents or opts.out, tag_pin)
+    parent = resolve_parent(spec, opts.cache, reporter.info, opts.parents or opts.out, tag_pin,
+                            opts.carried_parent)  # fmt: skip
     backend = backend or open_backend(spec.recipe.backend, accel, reporter.info)
     if opts.on_error != "abort" and backend.kind == "ec2":
         raise InputError(

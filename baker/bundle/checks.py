@@ -2,8 +2,8 @@
 brings (--pub), never the bundle's baker.pub, which is only carried so the two sides can
 compare fingerprints; the two must be the same. SHA256SUMS files are not signed, so every
 claim they make is tied back to what is: the image digest to the signed provenance, converted
-disks to the image by `qemu-img compare`, and each source file and package to its digest in
-the signed provenance."""
+disks to the image by `qemu-img compare`, each source file and package to its digest in
+the signed provenance, and a carried parent to what that provenance says of it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from baker.artifact import BUILD, IMAGE, PROVENANCE, read_record
+from baker.bundle.carried_parent import verify_carried
 from baker.bundle.layout import INDEX, PUBLIC_KEY
 from baker.errors import BuildError, InputError
 from baker.evidence import signing
@@ -87,7 +88,7 @@ def _verify_sources(work: Path, where: dict[str, Any]) -> list[str]:
         for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"]
     }
     pins = record.pins
-    if pins.lock is None:
+    if pins.lock is None and (where["lock"] is not None or "parent" not in where):
         raise KeyError("pins.lock")
 
     def agree(what: str, found: str, *expected: str) -> None:
@@ -101,14 +102,18 @@ def _verify_sources(work: Path, where: dict[str, Any]) -> list[str]:
         record.recipe.digest,
         signed.get("recipe", ""),
     )
-    if where["lock"] != str(PurePosixPath(where["recipe"]).with_suffix(".lock")):
-        raise BuildError("the carried lock does not sit beside the carried recipe.")
-    try:
-        locked = lock.load(tree / where["lock"])
-    except InputError:
-        raise BuildError(f"the carried lock {where['lock']} is not a valid lock.") from None
-    agree(f"lock {where['lock']}", locked.digest, pins.lock.digest, signed.get("lock", ""))
-    expected = {where["recipe"], where["lock"]}
+    expected = {where["recipe"]}
+    locked_shas: set[str] = set()
+    if pins.lock is not None:
+        if where["lock"] != str(PurePosixPath(where["recipe"]).with_suffix(".lock")):
+            raise BuildError("the carried lock does not sit beside the carried recipe.")
+        try:
+            locked = lock.load(tree / where["lock"])
+        except InputError:
+            raise BuildError(f"the carried lock {where['lock']} is not a valid lock.") from None
+        agree(f"lock {where['lock']}", locked.digest, pins.lock.digest, signed.get("lock", ""))
+        expected.add(where["lock"])
+        locked_shas = {p.sha256 for p in locked.packages}
     if set(where["files"]) != set(pins.files):
         raise BuildError("the carried sources are not the files the build pinned.")
     recipe_dir = PurePosixPath(where["recipe"]).parent
@@ -122,12 +127,19 @@ def _verify_sources(work: Path, where: dict[str, Any]) -> list[str]:
         raise BuildError(f"the bundle carries {extra[0]}, which the build did not pin.")
     # The lock's digest is in the signed provenance, and it names every package's sha256.
     debs = {p.name.removesuffix(".deb") for p in (work / "debs").glob("*.deb")}
-    if debs != {p.sha256 for p in locked.packages} or set(where["debs"]) != set(pins.debs):
+    if debs != locked_shas or set(where["debs"]) != set(pins.debs):
         raise BuildError("the carried packages are not exactly the locked ones.")
     for sha in debs:
         if sha256_file(work / "debs" / f"{sha}.deb") != sha:
             raise BuildError(f"debs/{sha}.deb does not hold what its name says.")
-    return [
+    lines = [
         f"ok   sources: recipe, lock and {len(where['files'])} pinned files match the provenance",
         f"ok   packages: the {len(debs)} locked .deb files, each matching its pin",
     ]
+    if "parent" in where:
+        if record.parent is None or where["parent"]["name"] != record.parent.name:
+            raise BuildError("the bundle carries a parent the build did not record.")
+        lines.append(verify_carried(tree, where["parent"], statement))
+    elif record.parent is not None:
+        raise BuildError(f"the bundle does not carry the parent {record.parent.name}.")
+    return lines

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import json
 import os
 import tarfile
@@ -28,7 +27,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from baker.artifact import DSSE, IMAGE, PROVENANCE, SIGNATURE, SUMS, dump_json, read_sums
+from baker.artifact import (
+    DSSE,
+    IMAGE,
+    PROVENANCE,
+    SIGNATURE,
+    SUMS,
+    Carried,
+    dump_json,
+    read_sums,
+)
 from baker.bundle.layout import (
     BUNDLE_SUMS,
     FORMAT,
@@ -36,6 +44,8 @@ from baker.bundle.layout import (
     PUBLIC_KEY,
     VERIFY,
     Member,
+    artifact_members,
+    from_bytes,
     os_error,
     verify_text,
 )
@@ -49,10 +59,6 @@ from baker.formats.tario import HashingReader, tar_info
 from baker.progress import Meter, Reporter
 
 _ECDSA_PREHASHED = ec.ECDSA(utils.Prehashed(hashes.SHA256()))
-
-
-def _from_bytes(name: str, data: bytes) -> Member:
-    return Member(name, hashlib.sha256(data).hexdigest(), len(data), data=data)
 
 
 @dataclass(frozen=True)
@@ -76,11 +82,12 @@ def export(
     pub: Path | None = None,
     recipe: Path | None = None,
     cache: Cache | None = None,
+    parent: Carried | None = None,
 ) -> Exported:
     """Write `artifact` (and with `with_sources`, what an offline rebuild needs) into the tar
     `to`, which appears whole or not at all; the same inputs give the same bytes."""
     try:
-        return _export(artifact, to, reporter, formats, with_sources, pub, recipe, cache)
+        return _export(artifact, to, reporter, formats, with_sources, pub, recipe, cache, parent)
     except OSError as e:
         raise os_error(f"export of {artifact}", e) from None
 
@@ -94,6 +101,7 @@ def _export(
     pub: Path | None,
     recipe: Path | None,
     cache: Cache | None,
+    parent: Carried | None,
 ) -> Exported:
     record = convert.image_record(artifact)
     to = Path(os.path.abspath(to))
@@ -103,7 +111,7 @@ def _export(
     where: dict[str, Any] | None = None
     if with_sources:
         # Before any conversion: a refusal here should cost nothing.
-        sources, where = collect_sources(artifact, record.build, recipe, cache or Cache())
+        sources, where = collect_sources(artifact, record.build, recipe, cache or Cache(), parent)
     if formats:
         convert.convert(artifact, formats, reporter)
     sums = read_sums(artifact)
@@ -111,7 +119,7 @@ def _export(
         raise BuildError(f"{artifact}/{SUMS} does not list {IMAGE} with the digest in build.json.")
     if key is not None:
         _check_signatures(artifact, key, sums[IMAGE])
-    members = _artifact_members(artifact, record.name, sums) + sources
+    members = artifact_members(artifact, record.name, sums) + sources
     members += _meta_members(record, key, where, members)
     members.sort(key=lambda m: m.name)
     started = time.monotonic()
@@ -182,22 +190,6 @@ def _check_signatures(artifact: Path, key: ec.EllipticCurvePublicKey, image_sha2
         raise BuildError(f"{artifact}/{DSSE} does not sign {PROVENANCE}.")
 
 
-def _artifact_members(artifact: Path, name: str, sums: dict[str, str]) -> list[Member]:
-    present = {p.name for p in artifact.iterdir() if p.is_file()} - {SUMS}
-    if unlisted := sorted(present - set(sums)):
-        raise BuildError(
-            f"{artifact}: {', '.join(unlisted)} not listed in {SUMS}; run baker verify."
-        )
-    if missing := sorted(set(sums) - present):
-        raise BuildError(f"{artifact}: {', '.join(missing)} listed in {SUMS} but missing.")
-    members = [
-        Member(f"{name}/{f}", sums[f], (artifact / f).stat().st_size, path=artifact / f)
-        for f in sorted(sums)
-    ]
-    # Read once now: what is carried is what the other members were checked against.
-    return [*members, _from_bytes(f"{name}/{SUMS}", (artifact / SUMS).read_bytes())]
-
-
 def _meta_members(
     record: convert.Record,
     key: ec.EllipticCurvePublicKey | None,
@@ -219,14 +211,14 @@ def _meta_members(
         if m.name.startswith(f"{name}/image.") and not m.name.endswith(".sig")
     )
     meta = [
-        _from_bytes(INDEX, dump_json(index)),
-        _from_bytes(VERIFY, verify_text(name, record.digest, signer, disks, where)),
+        from_bytes(INDEX, dump_json(index)),
+        from_bytes(VERIFY, verify_text(name, record.digest, signer, disks, where)),
     ]
     if key is not None:
-        meta.append(_from_bytes(PUBLIC_KEY, _pem(key)))
+        meta.append(from_bytes(PUBLIC_KEY, _pem(key)))
     listed = sorted([*members, *meta], key=lambda m: m.name)
     sums = "".join(f"{m.sha256}  {m.name}\n" for m in listed)
-    return [*meta, _from_bytes(BUNDLE_SUMS, sums.encode())]
+    return [*meta, from_bytes(BUNDLE_SUMS, sums.encode())]
 
 
 def _pem(key: ec.EllipticCurvePublicKey) -> bytes:

@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from baker.artifact import DSSE, IMAGE, SIGNATURE
+from baker.artifact import CARRIED, CARRIED_KEY, DSSE, IMAGE, SIGNATURE
 from baker.bundle.checks import verify_extracted
 from baker.bundle.layout import BUNDLE_SUMS, FORMAT, INDEX, META, os_error
 from baker.bundle.streams import CHUNK, write_sparse
@@ -208,9 +208,11 @@ def _small(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
 def _classify(
     members: dict[str, tarfile.TarInfo], index: dict[str, Any], bundle: Path
 ) -> dict[str, str]:
-    """Each member's kind (meta, artifact, source, deb), from where it sits; anything else is
-    refused."""
+    """Each member's kind (meta, artifact, source, deb, parent), from where it sits; anything
+    else is refused."""
     art = index["artifact"]
+    # A child's parent, when the sources carry one (parent/NAME/…, parent/trust.pub).
+    carried = ((index["sources"] or {}).get("parent") or {}).get("name")
     kinds: dict[str, str] = {}
     for name in members:
         parts = name.split("/")
@@ -224,11 +226,13 @@ def _classify(
             kinds[name] = "deb"
         elif len(parts) >= 2 and parts[0] == "sources":
             kinds[name] = "source"
+        elif parts[0] == CARRIED and parts[1:] in ([CARRIED_KEY], [carried, parts[-1]]):
+            kinds[name] = "parent"
         else:
             raise BuildError(f"{bundle}: unexpected member {name}.")
     if f"{art}/{IMAGE}" not in kinds:
         raise BuildError(f"{bundle}: no {art}/{IMAGE} in the bundle.")
-    if not index["sources"] and any(k in ("source", "deb") for k in kinds.values()):
+    if not index["sources"] and any(k in ("source", "deb", "parent") for k in kinds.values()):
         raise BuildError(f"{bundle}: carries sources its index does not describe.")
     return kinds
 

@@ -16,6 +16,7 @@ time, owner 0:0 without names and mode 0644, so the same artifact always gives t
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,3 +122,25 @@ def verify_text(
 
 def summary_line(size: int, seconds: float) -> str:
     return f"{human(size)} in {seconds:.1f} s ({rate(size, seconds)})"
+
+
+def from_bytes(name: str, data: bytes) -> Member:
+    return Member(name, hashlib.sha256(data).hexdigest(), len(data), data=data)
+
+
+def artifact_members(artifact: Path, name: str, sums: dict[str, str]) -> list[Member]:
+    """An artifact directory's files under NAME/, each as its SHA256SUMS lists it, and that
+    file; anything unlisted or missing is refused."""
+    present = {p.name for p in artifact.iterdir() if p.is_file()} - {SUMS}
+    if unlisted := sorted(present - set(sums)):
+        raise BuildError(
+            f"{artifact}: {', '.join(unlisted)} not listed in {SUMS}; run baker verify."
+        )
+    if missing := sorted(set(sums) - present):
+        raise BuildError(f"{artifact}: {', '.join(missing)} listed in {SUMS} but missing.")
+    members = [
+        Member(f"{name}/{f}", sums[f], (artifact / f).stat().st_size, path=artifact / f)
+        for f in sorted(sums)
+    ]
+    # Read once now: what is carried is what the other members were checked against.
+    return [*members, from_bytes(f"{name}/{SUMS}", (artifact / SUMS).read_bytes())]

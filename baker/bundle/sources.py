@@ -1,6 +1,8 @@
 """What `baker export --with-sources` carries for an offline rebuild: the recipe, its lock,
 every pinned file and every locked .deb, each checked against the build record, and where
-each goes under sources/ so the recipe's relative references still resolve."""
+each goes under sources/ so the recipe's relative references still resolve; a child's
+parent too (baker.bundle.carried_parent). A child without packages of its own and a parent
+pinned as written needs no lock."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from baker.artifact import BuildRecord
+from baker.artifact import BuildRecord, Carried
+from baker.bundle.carried_parent import carry
 from baker.bundle.layout import Member
 from baker.cache import Cache
 from baker.errors import InputError
@@ -17,12 +20,13 @@ from baker.recipe import lock
 
 
 def collect_sources(
-    artifact: Path, record: BuildRecord, recipe: Path | None, cache: Cache
+    artifact: Path, record: BuildRecord, recipe: Path | None, cache: Cache, parent: Carried | None
 ) -> tuple[list[Member], dict[str, Any]]:
     """The recipe, its lock, every pinned file and every locked .deb, each checked against the
     build record now (they are small, but the .debs are checked again as they stream)."""
     pins = record.pins
-    if pins.lock is None:
+    # A child needs no lock when it installs nothing of its own (parent_as_built says).
+    if pins.lock is None and record.parent is None:
         raise InputError(
             f"{artifact} was built without a lock, so there is no exact package set to carry; "
             "`baker lock` the recipe and build again."
@@ -35,20 +39,26 @@ def collect_sources(
         )
     if f"sha256:{sha256_file(recipe)}" != record.recipe.digest:
         raise InputError(f"{recipe} changed since {artifact} was built (its digest differs).")
+    if record.parent is not None and parent is None:
+        raise InputError(f"{artifact} was built on a parent image, and none was given to carry.")
     lock_path = lock.path_for(recipe)
-    if lock.load(lock_path).digest != pins.lock.digest:
+    locked = lock.load(lock_path) if pins.lock else None
+    if locked and pins.lock and locked.digest != pins.lock.digest:
         raise InputError(f"{lock_path} is not the lock {artifact} was built with.")
     here = recipe.resolve().parent
     layout = _layout(here, recipe.name, list(pins.files))
     members = [
         Member(layout[recipe.name], sha256_file(recipe), recipe.stat().st_size, path=recipe),
-        Member(
-            layout[lock_path.name],
-            sha256_file(lock_path),
-            lock_path.stat().st_size,
-            path=lock_path,
-        ),
     ]
+    if locked:
+        members.append(
+            Member(
+                layout[lock_path.name],
+                sha256_file(lock_path),
+                lock_path.stat().st_size,
+                path=lock_path,
+            )
+        )
     files: dict[str, str] = {}
     for rel, pinned in sorted(pins.files.items()):
         path = (here / rel).resolve()
@@ -73,12 +83,15 @@ def collect_sources(
             f"{'…' if len(missing) > 5 else ''}) are not in the package cache {cache.root}; "
             "a build from the lock fetches them."
         )
-    where = {
+    where: dict[str, Any] = {
         "recipe": layout[recipe.name],
-        "lock": layout[lock_path.name],
+        "lock": layout[lock_path.name] if locked else None,
         "files": files,
         "debs": debs,
     }
+    if parent is not None and record.parent is not None:  # a child: its parent, as built on
+        carried, where["parent"] = carry(parent, record.parent.name)
+        members += carried
     # Two spellings of one file are one member.
     unique = {m.name: m for m in members}
     return list(unique.values()), where

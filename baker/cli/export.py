@@ -73,15 +73,19 @@ def export(
 ) -> None:
     """Write an artifact into one tar to carry elsewhere. The image, its evidence and
     VERIFY.txt (and with --with-sources, what an offline rebuild needs), deterministic."""
+    from baker.build import rebuild
     from baker.bundle import export as bundle
     from baker.bundle import layout
+    from baker.cache import Cache
     from baker.formats import convert
 
     def run() -> bundle.Exported:
         asked = convert.parse_formats(formats or [])
+        # A child carries its parent, found and verified again as its build found it.
+        parent = rebuild.parent_as_built(artifact, recipe, Cache()) if with_sources else None
         return bundle.export(
             artifact, to, reporter(), formats=asked, with_sources=with_sources, pub=pub,
-            recipe=recipe,
+            recipe=recipe, parent=parent,
         )  # fmt: skip
 
     done = run()

@@ -6,7 +6,6 @@ sends the files to the machine and installs them there with dpkg."""
 
 from __future__ import annotations
 
-import contextlib
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,6 @@ from baker.cache import Cache
 from baker.edge import tools
 from baker.errors import BuildError
 from baker.image import apt, debian
-from baker.inspect import disk
 from baker.recipe.lock import Lock, LockedPackage
 from baker.recipe.spec import Base
 
@@ -72,19 +70,6 @@ def resolve(
     wanted = Lock(base.suite, base.arch, (), "", tuple(added))
     debian.fetch_missing(wanted, _mirrors(base), cache, on_line)
     return sorted(added)
-
-
-STATUS = "var/lib/dpkg/status"
-
-
-def status_of(image: Path, work: Path) -> str:
-    """The dpkg database of a disk image (read-only, from its root filesystem)."""
-    with disk.scratch(work) as scratch, contextlib.ExitStack() as stack:
-        root = disk.open_image(image, "parent", scratch, stack).root
-        found = root / STATUS
-        if not found.is_file():
-            raise BuildError(f"{image} has no dpkg database (/{STATUS}).")
-        return found.read_text(errors="replace")
 
 
 def fetch_locked(

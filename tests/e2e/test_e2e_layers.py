@@ -1,10 +1,10 @@
-"""Layered images for real: the shipped org-base baked, org-app baked on the signed org-base
-artifact (its tree read back, nothing made again from packages), verified with its lineage,
-rebuilt by `rebuild --check` from its recorded parent to the same digest, diffed against
-its parent, and built again on org-base's registry reference (pushed, the child pushed and
-pulled) and on its tag, locked (the lock pins the tag and the child's own package). The
-refusals (another digest, signer, a flipped byte, ...) are shown on small artifacts in
-tests/test_parent.py.
+"""Layered images for real: the shipped org-base baked, org-app locked (its own package pinned
+as it installs on org-base) and baked on the signed org-base artifact (its tree read back,
+nothing made again from packages), verified with its lineage, exported with its sources and
+its parent and rebuilt offline from the bundle to the same digest, diffed against its
+parent, and built again on org-base's registry reference, unlocked (pushed, the child pushed
+and pulled), and on its tag, locked (the lock pins the tag). The refusals (another digest,
+signer, a flipped byte, ...) are shown on small artifacts in tests/test_parent.py.
 
 The smallest images that show it: the shipped recipes, BIOS only (the session's BIOS base is
 the nightly's and the farm's) and one measured boot."""
@@ -12,6 +12,7 @@ the nightly's and the farm's) and one measured boot."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 from support import registry_server
-from support.bakerun import BAKER, ROOT, run_baker, sha256
+from support.bakerun import BAKER, OFFLINE, ROOT, baker, run_baker, sha256
 
 pytestmark = pytest.mark.e2e
 
@@ -46,13 +47,21 @@ def layers(
                      "--sign-key", signing_key, work=work_root)  # fmt: skip
     assert base.returncode == 0, base.stderr[-3000:]
     digest = base.stdout.split()[-1]
+    # Unlocked, a copy: its own package is resolved against the build machine's dpkg database.
+    shutil.copy(root / "images" / "org-app.yaml", root / "images" / "org-app-unlocked.yaml")
+    pinned = ("--var", f"org_base_sha256={digest.removeprefix('sha256:')}")
+    # Locked: its own package pinned as it installs on the verified parent image.
+    locked = run_baker("lock", root / "images" / "org-app.yaml", *pinned, work=work_root)
+    assert locked.returncode == 0, locked.stderr[-3000:]
+    assert locked.stdout.rstrip().endswith(
+        f"org-app.lock: 1 package of its own, {locked.stdout.split()[-1]}"
+    )
     app = run_baker("build", root / "images" / "org-app.yaml", "--out", out, "--sign-key",
-                    signing_key, "--var", f"org_base_sha256={digest.removeprefix('sha256:')}",
-                    work=work_root)  # fmt: skip
+                    signing_key, *pinned, work=work_root)  # fmt: skip
     assert app.returncode == 0, app.stderr[-3000:]
     return {"root": root, "base": out / "org-base", "app": out / "org-app",
             "base_digest": digest, "app_digest": app.stdout.split()[-1],
-            "app_stderr": app.stderr}  # fmt: skip
+            "app_stderr": app.stderr, "pinned": pinned}  # fmt: skip
 
 
 def baker_cmd(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -93,13 +102,30 @@ def test_the_child_is_built_on_its_verified_parent(layers: dict[str, Any]) -> No
     assert "packages of its own: tree 2.1.0-1" in said
 
 
-def test_the_child_rebuilds_from_its_recorded_parent_to_the_same_digest(
-    layers: dict[str, Any],
+def test_the_childs_bundle_carries_its_parent_and_rebuilds_offline_to_the_same_digest(
+    layers: dict[str, Any], tmp_path: Path, work_root: Path
 ) -> None:
-    proc = subprocess.run([str(BAKER), "rebuild", "--check", str(layers["app"])],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert proc.stdout.startswith("reproduced"), proc.stdout
+    """Exported with its sources, the child carries its parent (verified again, with the key
+    that verified it); imported into a fresh package cache, it rebuilds with the mirror and
+    the parent's directory out of reach, on the parent it carried."""
+    bundle, into, cache = tmp_path / "app.tar", tmp_path / "imported", tmp_path / "cache"
+    exported = baker("export", layers["app"], "--to", bundle, "--with-sources",
+                     cache=Path(os.environ["BAKER_CACHE_DIR"]), work=work_root)  # fmt: skip
+    assert "with sources" in exported.stdout
+    pub = layers["root"] / "keys" / "baker.pub"
+    imported = baker("import", bundle, "--into", into, "--pub", pub, cache=cache,
+                     work=work_root, env=OFFLINE)  # fmt: skip
+    assert "ok   parent: org-base sha256:" in imported.stdout
+    shutil.move(layers["base"], tmp_path / "away")  # only the carried parent is left
+    try:
+        rebuilt = baker("rebuild", "--check", into, "--recipe",
+                        into / "sources" / "images" / "org-app.yaml", cache=cache,
+                        work=work_root, env=OFFLINE, check=False)  # fmt: skip
+    finally:
+        shutil.move(tmp_path / "away", layers["base"])
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr[-3000:]
+    assert rebuilt.stdout.startswith("reproduced"), rebuilt.stdout
+    assert f"on the parent image org-base {layers['base_digest']}, verified" in rebuilt.stderr
 
 
 def test_diff_says_what_the_child_added(layers: dict[str, Any]) -> None:
@@ -120,11 +146,12 @@ def test_a_child_built_on_its_parents_registry_reference_is_pushed_and_pulled_ve
         assert pushed.returncode == 0, pushed.stderr[-2000:]
         reference = pushed.stdout.split()[-1]  # HOST/golden/org-base:1@sha256:<manifest>
         root = layers["root"]
-        built = run_baker("build", root / "images" / "org-app.yaml", "--out", tmp_path / "out",
-                          "--sign-key", signing_key, "--var", f"org_base={reference}", "--var",
-                          f"org_base_sha256={layers['base_digest'].removeprefix('sha256:')}",
-                          work=work_root)  # fmt: skip
+        # Unlocked: tree resolved on the host against the build machine's own dpkg database.
+        built = run_baker("build", root / "images" / "org-app-unlocked.yaml", "--out",
+                          tmp_path / "out", "--sign-key", signing_key, "--var",
+                          f"org_base={reference}", *layers["pinned"], work=work_root)  # fmt: skip
         assert built.returncode == 0, built.stderr[-3000:]
+        assert "packages of its own: tree 2.1.0-1" in built.stderr
         assert f"pulling the parent image {registry.host}/golden/org-base@sha256:" in built.stderr
         # The same parent and pins as the build on the local artifact: the same image.
         assert built.stdout.split()[-1] == layers["app_digest"]
@@ -132,11 +159,11 @@ def test_a_child_built_on_its_parents_registry_reference_is_pushed_and_pulled_ve
         source = json.loads((child / "build.json").read_text())["parent"]["source"]
         assert source == reference.replace(":1@", "@")
         # By the tag, locked: the lock pins the manifest the tag names and tree's .deb as it
-        # installs on org-base; the locked build installs that file, to the same image.
+        # installs on org-base; the locked build installs that file (the files are org-app's
+        # lock's: its provisioning is reused from the step cache), to the same image.
         tagged = root / "images" / "org-app-tagged.yaml"
         shutil.copy(root / "images" / "org-app.yaml", tagged)
-        on_tag = ("--var", f"org_base={reference.split('@')[0]}", "--var",
-                  f"org_base_sha256={layers['base_digest'].removeprefix('sha256:')}")  # fmt: skip
+        on_tag = ("--var", f"org_base={reference.split('@')[0]}", *layers["pinned"])
         locked = run_baker("lock", tagged, *on_tag, work=work_root)
         assert locked.returncode == 0, locked.stderr[-3000:]
         assert f"pinned at {reference.split('@')[1]}, 1 package of its own" in locked.stdout
@@ -144,7 +171,7 @@ def test_a_child_built_on_its_parents_registry_reference_is_pushed_and_pulled_ve
         again = run_baker("build", tagged, "--out", tmp_path / "locked", "--sign-key",
                           signing_key, *on_tag, work=work_root)  # fmt: skip
         assert again.returncode == 0, again.stderr[-3000:]
-        assert "packages of its own: tree 2.1.0-1" in again.stderr
+        assert "reused provision" in again.stderr
         assert again.stdout.split()[-1] == layers["app_digest"]
         pins = json.loads((tmp_path / "locked" / "org-app" / "build.json").read_text())["pins"]
         assert list(pins["debs"]) == ["tree"] and pins["lock"] is not None

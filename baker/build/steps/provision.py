@@ -48,8 +48,11 @@ class Provision(Step):
     def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
         config = {
             "packages": list(own_packages(ctx.spec)),
-            # A locked child installs the lock's files, whatever the mirror serves today.
-            "locked": ctx.locked.digest if ctx.locked and own_packages(ctx.spec) else None,
+            # A locked child installs the lock's files, whatever the mirror serves today: the
+            # files, not the lock's bytes (which also pin a tag), decide what is installed.
+            "locked": sorted(p.sha256 for p in ctx.locked.packages)
+            if ctx.locked and own_packages(ctx.spec)
+            else None,
             "provisioners": describe(ctx.spec),
             "source_date_epoch": ctx.source_date_epoch,
             "code": self.code_digest(),
