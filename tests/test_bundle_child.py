@@ -58,7 +58,7 @@ def child(tmp_path: Path, image: Path, keypair: tuple[Path, Path]) -> dict[str, 
         "signer": signing.fingerprint(signing.load_public_key(pub)),
         "ancestors": [],
     }
-    project = {"recipe": recipe, "lock": None, "debs": {}, "files": {}}
+    project: dict[str, Any] = {"recipe": recipe, "lock": None, "debs": {}, "files": {}}
     built = make_artifact(root / "built" / NAME, image, key, project, parent=record)
     return {"root": root, "parent": parent, "artifact": built, "pub": pub, "key": key}
 

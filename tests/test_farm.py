@@ -116,6 +116,16 @@ def test_a_failed_store_is_retried_and_then_succeeds(
     assert value["stored"] == "/srv/farm" and len(attempts) == 3 and len(calls) == 3
 
 
+def test_a_jobs_build_options_reach_the_workers_build(
+    memory_worker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls = _builds(monkeypatch, 0, "")
+    monkeypatch.setattr(store, "put", lambda directory, name, digest: f"/srv/{name}")
+    job = _job(tmp_path) | {"no_cache": True, "boot_runs": 1}
+    memory_worker.send_task("baker.build", args=[job]).get(timeout=30)
+    assert "--no-cache" in calls[0] and "--boot-runs=1" in calls[0]
+
+
 def test_store_retries_are_bounded(
     memory_worker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

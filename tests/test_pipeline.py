@@ -25,7 +25,7 @@ from baker.build.pipeline import build, steps
 from baker.build.state import Made
 from baker.build.steps import measure
 from baker.cache import Cache
-from baker.errors import BuildError
+from baker.errors import BuildError, InputError
 from baker.progress import Reporter
 from baker.recipe.spec import PerAccel, Recipe, Spec
 
@@ -149,6 +149,22 @@ def test_a_firmware_over_budget_fails_before_the_next_firmware_boots(
     with pytest.raises(BuildError, match=r"over 2 boots under uefi \(fake\) was 4\.0 s"):
         build(spec, opts, _reporter(), backend=fake)
     assert [e for e in fake.journal if e.startswith("boot ")] == ["boot fake-image-1"] * 2
+
+
+def test_boot_runs_on_the_command_line_sets_the_count_and_is_checked(
+    write_recipe: WriteRecipe, tmp_path: Path
+) -> None:
+    fake = TwoFirmwareFake()
+    opts = dataclasses.replace(_opts(tmp_path), measure=True, boot_runs=1)
+    result = build(_spec(write_recipe), opts, _reporter(), backend=fake)
+    boot = json.loads((result.artifact / "boot.json").read_text())
+    assert {f: v["runs"] for f, v in boot["firmware"].items()} == {"uefi": 1, "bios": 1}
+    for runs in (0, 21):
+        fake = TwoFirmwareFake()
+        opts = dataclasses.replace(_opts(tmp_path), measure=True, boot_runs=runs)
+        with pytest.raises(InputError, match=rf"^--boot-runs {runs}: give 1 to 20 boots\.$"):
+            build(_spec(write_recipe), opts, _reporter(), backend=fake)
+        assert fake.journal == []  # refused before anything started
 
 
 @pytest.mark.parametrize(

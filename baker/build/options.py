@@ -31,6 +31,7 @@ class Options:
     on_error: OnError = "abort"
     cache: Cache = field(default_factory=Cache)
     measure: bool = True  # a rebuild that only compares digests skips the boot measurement
+    boot_runs: int | None = None  # measured boots under the main firmware; None: the recipe's
     # A rebuild of an imported bundle: the parent it carried.
     carried_parent: Carried | None = None
     work_root: Path | None = None  # where the throwaway work directory goes
@@ -70,6 +71,13 @@ FLAGS: tuple[Flag, ...] = (
         envvar="BAKER_SIGN_KEY",
     ),
     Flag("no_cache", "--no-cache", "Run every step; reuse nothing from the step cache."),
+    Flag(
+        "boot_runs",
+        "--boot-runs",
+        "Measured boots of the published image under its main firmware (1 to 20), instead of "
+        "the recipe's boot_runs: fewer for a quick look, more for a steadier median.",
+        "N",
+    ),
     Flag(
         "on_error",
         "--on-error",

@@ -46,7 +46,7 @@ from baker.image import debian
 from baker.leftovers import workdir
 from baker.progress import Reporter
 from baker.recipe import lock
-from baker.recipe.spec import Spec
+from baker.recipe.spec import MAX_BOOT_RUNS, Spec
 
 
 def steps(spec: Spec, backend: Backend, measure: bool = True) -> list[Step]:
@@ -141,6 +141,8 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
     accel = choose(getattr(spec.recipe.backend, "accel", "auto") if opts.accel == "auto"
                    else opts.accel)  # fmt: skip
     sign_key = signing.load_private_key(opts.sign_key) if opts.sign_key else None
+    if opts.boot_runs is not None and not 1 <= opts.boot_runs <= MAX_BOOT_RUNS:
+        raise InputError(f"--boot-runs {opts.boot_runs}: give 1 to {MAX_BOOT_RUNS} boots.")
     locked, lock_file = load_lock(spec)
     artifact.check_out_dir(opts.out)
     tag_pin = locked.parent if locked else None

@@ -123,6 +123,16 @@ def submit(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Build every step again on the worker.")
     ] = False,
+    boot_runs: Annotated[
+        int | None,
+        typer.Option(
+            "--boot-runs",
+            min=1,
+            max=20,
+            metavar="N",
+            help="Measured boots under each image's main firmware, instead of its recipe's.",
+        ),
+    ] = None,
     timeout: Annotated[
         float, typer.Option(help="With --wait: seconds to wait in all.", metavar="SECONDS")
     ] = 6 * 3600,
@@ -151,8 +161,8 @@ def submit(
 
     variables = recipe.parse_vars(var)
     specs = [recipe.load(f, variables) for f in recipe_files]
-    jobs = [_job(s, variables, parents or out or Path("out")) | {"no_cache": no_cache}
-            for s in specs]  # fmt: skip
+    asked = {"no_cache": no_cache, "boot_runs": boot_runs}
+    jobs = [_job(s, variables, parents or out or Path("out")) | asked for s in specs]
     app = make_app(broker)
     sent = []
     for spec, job in zip(specs, jobs, strict=True):

@@ -55,7 +55,9 @@ def _build(job: dict[str, Any], hostname: str) -> dict[str, Any]:
         out = Path(tmp) / "out"
         parents = _parent(job, root, Path(tmp) / "parents")
         # The worker's signing key, if it has one, comes to the build through the environment.
-        options = Options(out=out, parents=parents, no_cache=bool(job.get("no_cache")))
+        runs = job.get("boot_runs")
+        options = Options(out=out, parents=parents, no_cache=bool(job.get("no_cache")),
+                          boot_runs=int(runs) if runs is not None else None)  # fmt: skip
         argv = [
             sys.executable,
             "-m",

@@ -41,6 +41,7 @@ HostKeyType = Literal["ed25519", "ecdsa", "rsa"]
 
 
 RECIPE_PARENT = "recipe:"  # base.image: recipe:FILE, the image another recipe builds
+MAX_BOOT_RUNS = 20  # measured boots of the published image, at most
 
 
 def is_reference(image: str) -> bool:
@@ -331,7 +332,7 @@ class Recipe(_Model):
     provisioners: tuple[Provisioner, ...] = ()
     tests: tuple[TestFile, ...] = ()
     boot_budget_s: Annotated[float, Field(gt=0)] | PerAccel | None = None
-    boot_runs: int = Field(3, ge=1, le=20)
+    boot_runs: int = Field(3, ge=1, le=MAX_BOOT_RUNS)
     nightly: Nightly = Nightly()
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.bakerun import BAKER, ROOT, Baked, domains, run_baker
+from support.bakerun import BAKER, ROOT, Baked, domains
 
 from baker.edge.ssh import free_port
 
@@ -124,17 +124,25 @@ def farm(broker: str, tmp_path_factory: pytest.TempPathFactory, work_root: Path)
 def test_submit_wait_gives_the_local_builds_digests(
     farm, base_image: Baked, web_image: Baked
 ) -> None:
-    proc = run_baker(
-        "submit",
-        "images/debian-12-base.yaml",
-        "images/debian-12-web.yaml",
-        "--broker",
-        farm["broker"],
-        "--wait",
-        work=farm["work"],
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
+    """Two submitters at once, each with the options of the session's own build of its
+    recipe (the web image was measured with --boot-runs 1): every step comes from the
+    session's step cache, and the digests are the local ones."""
+    env = {**os.environ, "BAKER_WORK_DIR": str(farm["work"])}
+
+    def submit(recipe: str, *options: str) -> subprocess.Popen[str]:
+        argv = [str(BAKER), "submit", recipe, "--broker", farm["broker"], "--wait", *options]
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    submits = [
+        submit("images/debian-12-base.yaml"),
+        submit("images/debian-12-web.yaml", "--boot-runs", "1"),
+    ]
+    lines: dict[str, str] = {}
+    for proc in submits:
+        stdout, stderr = proc.communicate(timeout=1800)
+        assert proc.returncode == 0, stderr[-3000:]
+        lines.update(dict(line.split(" ", 1) for line in stdout.strip().splitlines()))
     assert lines == {"debian-12-base": base_image.digest, "debian-12-web": web_image.digest}
     for name, digest in lines.items():
         stored = farm["artifacts"] / name / digest.split(":")[1]

@@ -102,7 +102,7 @@ class Measure(Step):
 
     def plan(self, ctx: Context) -> BootPlan:
         recipe = ctx.spec.recipe
-        return ctx.backend.boot_plan(recipe.base.boot, recipe.boot_runs)
+        return ctx.backend.boot_plan(recipe.base.boot, ctx.opts.boot_runs or recipe.boot_runs)
 
     def describe(self, ctx: Context) -> str:
         plan = self.plan(ctx)
