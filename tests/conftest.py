@@ -12,9 +12,10 @@ from support.recipe_files import WriteRecipe
 # Handed out first (`--dist loadfile`: a module goes to one worker whole, its module fixtures
 # made once): the longest modules, which make their own images (the next two queue behind
 # them), so the modules that reuse the session's base image rarely wait for it. Then the
-# other e2e modules, the one that stops libvirtd last; the unit tests fill in.
+# other e2e modules; last those with a test that runs alone (`exclusive`), so that the other
+# worker is on the unit tests by then, which need no host service and never wait for one.
 FIRST = ("test_e2e_export", "test_e2e_bake", "test_e2e_debian13", "test_e2e_nightly")
-LAST = ("test_e2e_faults",)
+LAST = ("test_e2e_cache", "test_e2e_failures", "test_e2e_faults")
 _SHARED = pytest.StashKey[Path]()
 
 
@@ -43,6 +44,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    if item.get_closest_marker("e2e") is None:  # no VM, no libvirtd: nothing to share
+        return (yield)
     with sharing.host_services(exclusive=item.get_closest_marker("exclusive") is not None):
         return (yield)
 

@@ -5,7 +5,8 @@ single-threaded dpkg, downloads, captures, waits). The e2e builds are shared as 
 the controller makes one directory for the session (step cache, work and output
 directories, keys), and `once` makes a session fixture's value in whichever worker asks
 first while the other waits for it. A test that stops a host service other tests use
-(libvirtd) is marked `exclusive` and runs while no other test does."""
+(libvirtd) is marked `exclusive` and runs while no other e2e test does (the unit tests use
+no host service and go on)."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def once(name: str, make: Callable[[], T]) -> T:
 
 @contextlib.contextmanager
 def host_services(exclusive: bool) -> Iterator[None]:
-    """Held around each test (setup, call and teardown): shared by every test, exclusive
+    """Held around each e2e test (setup, call and teardown): shared by every one, exclusive
     for one that stops what the others need."""
     with _locked(root() / "host-services.lock", fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH):
         yield
