@@ -38,8 +38,6 @@ class _Model(BaseModel):
 
 
 HostKeyType = Literal["ed25519", "ecdsa", "rsa"]
-
-
 RECIPE_PARENT = "recipe:"  # base.image: recipe:FILE, the image another recipe builds
 MAX_BOOT_RUNS = 20  # measured boots of the published image, at most
 

@@ -59,7 +59,7 @@ def sbom_packages(artifact: Path) -> set[tuple[str, str, str]]:
     return cdx
 
 
-def check_artifact(baked: Baked, recipe: str, n_tests: int, runs: int = 3) -> dict[str, Any]:
+def check_artifact(baked: Baked, recipe: str, n_tests: int, n_runs: int = 3) -> dict[str, Any]:
     assert {p.name for p in baked.artifact.iterdir()} == ARTIFACT_FILES
     image = baked.artifact / "image.qcow2"
     assert baked.digest == f"sha256:{sha256(image)}"
@@ -89,7 +89,7 @@ def check_artifact(baked: Baked, recipe: str, n_tests: int, runs: int = 3) -> di
 
     boot = json.loads((baked.artifact / "boot.json").read_text())
     assert boot["image"] == baked.digest
-    assert boot["runs"] == len(boot["each_run"]) == runs
+    assert boot["runs"] == len(boot["each_run"]) == n_runs
     assert boot["accel"] == record["accel"]
     for run in boot["each_run"]:
         assert run["time_to_ssh_s"] > 0
@@ -162,7 +162,7 @@ def test_base_boots_plainly_generalized_and_fresh_each_time(
 
 def test_web_artifact(web_image: Baked) -> None:
     # Measured as `--boot-runs 1` asks (the session's base is measured as the recipe says).
-    record = check_artifact(web_image, "images/debian-12-web.yaml", n_tests=10, runs=1)
+    record = check_artifact(web_image, "images/debian-12-web.yaml", n_tests=10, n_runs=1)
     assert "nginx" in record["pins"]["packages"]
     files = record["pins"]["files"]
     script = ROOT / "provisioners/create-user.sh"
