@@ -7,6 +7,7 @@ in tests/e2e/test_e2e_layers.py."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -140,3 +141,19 @@ def test_a_child_whose_parent_moved_on_is_not_exported_with_another(
     with pytest.raises(InputError) as e:
         rebuild.parent_as_built(child["artifact"], None, Cache(tmp_path / "c"))
     assert f"was built on {NAME} sha256:{'0' * 64}, but its recipe's parent is now" in str(e.value)
+
+
+def test_a_parent_the_index_does_not_describe_is_refused(
+    child: dict[str, Any], tmp_path: Path
+) -> None:
+    tar, edited = tmp_path / "child.tar", tmp_path / "edited.tar"
+    _export(child, tar)
+    with tarfile.open(tar) as t:
+        index = json.loads(t.extractfile("bundle.json").read())  # type: ignore[union-attr]
+    del index["sources"]["parent"]
+    _repack(tar, edited, "bundle.json", json.dumps(index).encode())
+    into = tmp_path / "site" / "imported"
+    into.parent.mkdir()
+    with pytest.raises(BuildError, match=r"unexpected member parent/"):
+        importer.import_bundle(edited, into, quiet(), pub=child["pub"], cache=Cache(tmp_path / "c"))
+    assert not into.exists()

@@ -226,7 +226,7 @@ def _classify(
             kinds[name] = "deb"
         elif len(parts) >= 2 and parts[0] == "sources":
             kinds[name] = "source"
-        elif parts[0] == CARRIED and parts[1:] in ([CARRIED_KEY], [carried, parts[-1]]):
+        elif carried and parts[0] == CARRIED and parts[1:] in ([CARRIED_KEY], [carried, parts[-1]]):
             kinds[name] = "parent"
         else:
             raise BuildError(f"{bundle}: unexpected member {name}.")
