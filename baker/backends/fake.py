@@ -77,9 +77,9 @@ class FakeGuest:
             return 3, ["failing as told"]
         return 0, []
 
-    def upload(self, data: bytes, remote: str, mode: int) -> None:
+    def upload(self, data: bytes | Path, remote: str, mode: int) -> None:
         self.backend.journal.append(f"upload {remote}")
-        self.machine.done.append(data)
+        self.machine.done.append(data.read_bytes() if isinstance(data, Path) else data)
 
     def read(self, remote: str) -> bytes:
         if remote == "/var/lib/dpkg/status":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 
 import paramiko
 
@@ -35,11 +36,15 @@ class SshGuest:
         stderr merged) to `on_line`; return the exit code and the last lines."""
         return ssh.run(self.client, command, on_line, timeout, stdin)
 
-    def upload(self, data: bytes, remote: str, mode: int) -> None:
+    def upload(self, data: bytes | Path, remote: str, mode: int) -> None:
+        """Write `data` (or the file at that path, streamed) to `remote` with `mode`."""
         try:
             sftp = self.sftp()
-            with sftp.open(remote, "wb") as f:
-                f.write(data)
+            if isinstance(data, Path):
+                sftp.put(str(data), remote)  # in chunks, never the whole file in memory
+            else:
+                with sftp.open(remote, "wb") as f:
+                    f.write(data)
             sftp.chmod(remote, mode)
         except (EOFError, paramiko.SSHException, OSError) as e:
             # A dropped connection shows as any of these, and EOFError would otherwise pass

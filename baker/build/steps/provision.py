@@ -100,15 +100,14 @@ def install_own(ctx: Context, guest: Guest) -> None:
         return
     ctx.reporter.info(f"packages of its own: {', '.join(f'{d.name} {d.version}' for d in debs)}")
     staged = f"{STAGING}/debs"
+    code, _ = guest.run(f"mkdir -p {staged}", on_line, 60)
+    if code != 0:
+        raise BuildError(f"could not make {staged} on the build machine.")
     for deb in debs:
         cached = need(ctx.opts.cache.deb(deb.sha256), f"{deb.name} in the package cache")
         if sha256_file(cached) != deb.sha256:  # the cache is a hint: checked at the moment of use
             raise BuildError(f"the cached {deb.name} {deb.version} is corrupt ({cached}).")
-        target = f"{staged}/{Path(deb.path).name}"
-        command = f"mkdir -p {staged} && cat >{shlex.quote(target)}"
-        code, _ = guest.run(f"sh -c {shlex.quote(command)}", on_line, 300, cached.read_bytes())
-        if code != 0:
-            raise BuildError(f"could not send {deb.name} to the build machine.")
+        guest.upload(cached, f"{staged}/{Path(deb.path).name}", 0o644)  # streamed
     env = {"DEBIAN_FRONTEND": "noninteractive", "SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)}
     install = f"env {ssh.env_prefix(env)} dpkg -i {staged}/*.deb && rm -rf {staged}"
     code, tail = guest.run(f"sh -c {shlex.quote(install)}", on_line, 1800)
