@@ -78,12 +78,9 @@ def check(
     scratch = Path(tempfile.mkdtemp(prefix="baker-rebuild-", dir=work_root()))
     try:
         scratch.chmod(0o711)
-        # A `recipe:` parent is found where it was when the image was built.
-        recorded_parent = record.parent if spec.parent_recipe else None
-        parents = Path(recorded_parent.source).parent if recorded_parent else None
         opts = Options(
             out=keep or scratch / "out",
-            parents=parents,
+            parents=recorded_parents(record, spec),
             carried_parent=carried_in(artifact, record),
             accel=accel,
             cache=Cache(steps_root=scratch / "steps"),
@@ -111,6 +108,14 @@ def recorded_spec(record: BuildRecord, recipe_file: Path, root: Path | None = No
     return recipes.load(recipe_file, overrides, root or recorded_root(record, recipe_file))
 
 
+def recorded_parents(record: BuildRecord, spec: Spec) -> Path | None:
+    """Where a `recipe:` parent is found again: beside where it was when the image was built
+    (its recorded source); None for any other kind of parent."""
+    if record.parent is None or spec.parent_recipe is None:
+        return None
+    return Path(record.parent.source).parent
+
+
 def parent_as_built(artifact: Path, recipe: Path | None, cache: Cache) -> Carried | None:
     """A child's parent found and verified again as its build found it, with the key that
     verifies it, for a bundle to carry; None for an image with no parent. The parent must be
@@ -128,9 +133,8 @@ def parent_as_built(artifact: Path, recipe: Path | None, cache: Cache) -> Carrie
             f"{artifact} installed packages of its own without a lock, so there is no exact "
             "package set to carry; `baker lock` the recipe and build again."
         )
-    # Where the build found it: a `recipe:` parent where it was recorded.
-    parents = Path(recorded.source).parent if spec.parent_recipe else Path("out")
     locked = lock.load(lock.path_for(recipe_file)) if record.pins.lock else None
+    parents = recorded_parents(record, spec) or Path("out")
     found = parent.resolve(spec, cache, parents=parents, tag_pin=locked.parent if locked else None)
     assert found is not None
     if found.pin.digest != recorded.digest:

@@ -17,16 +17,16 @@ from baker.evidence import signing
 from baker.hashing import sha256_file
 
 
-def carry(found: Carried, name: str) -> tuple[list[Member], dict[str, Any]]:
-    """The members that carry the child's parent `name` (found and verified as the child's
-    build found it: baker.build.rebuild.parent_as_built), and what the index says of them."""
+def carry(found: Carried, name: str, digest: str) -> tuple[list[Member], dict[str, Any]]:
+    """The members that carry the child's parent `name`, image `digest` (found and verified
+    as the child's build found it, that digest checked: baker.build.rebuild.parent_as_built),
+    and what the index says of them."""
     directory = f"{CARRIED}/{name}"
     members = artifact_members(found.artifact, directory, read_sums(found.artifact))
     key = found.key
     members.append(
         Member(f"{CARRIED}/{CARRIED_KEY}", sha256_file(key), key.stat().st_size, path=key)
     )
-    digest = f"sha256:{sha256_file(found.artifact / IMAGE)}"
     where = {"name": name, "digest": digest, "dir": directory,
              "key": f"{CARRIED}/{CARRIED_KEY}"}  # fmt: skip
     return members, where
@@ -56,7 +56,8 @@ def verify_carried(tree: Path, where: dict[str, Any], statement: dict[str, Any])
     failed = next((f for f in verify(artifact, key) if f.ok is not True), None)
     if failed is not None:
         raise BuildError(f"the carried parent {name}: {failed.name}: {failed.detail}.")
-    digest = sha256_file(artifact / IMAGE)
+    # verify() hashed the image against its SHA256SUMS: the listed digest is the image's.
+    digest = read_sums(artifact)[IMAGE]
     if name != notes["name"] or digest != named["digest"]["sha256"]:
         raise BuildError(
             f"the carried parent {name} sha256:{digest} is not the parent the provenance names."

@@ -90,7 +90,7 @@ def collect_sources(
         "debs": debs,
     }
     if parent is not None and record.parent is not None:  # a child: its parent, as built on
-        carried, where["parent"] = carry(parent, record.parent.name)
+        carried, where["parent"] = carry(parent, record.parent.name, record.parent.digest)
         members += carried
     # Two spellings of one file are one member.
     unique = {m.name: m for m in members}
