@@ -58,6 +58,9 @@ class BaseDisk:
     path: Path
     kernel: Path | None = None
     initrd: Path | None = None
+    # A vendor's cloud image is reached as its vendor intends, through a cloud-init NoCloud
+    # seed (baker.backends.nocloud); baker's own trees through their SMBIOS access unit.
+    seed: bool = False
 
 
 class CloudBase(Protocol):
@@ -68,9 +71,12 @@ class CloudBase(Protocol):
 
 @dataclass(frozen=True)
 class DiskImage:
-    """A stopped machine's disk, to be captured."""
+    """A stopped machine's disk, to be captured; or a published one, to be booted."""
 
     path: Path
+    # Launched with a cloud-init NoCloud seed, as a vendor's cloud image is (it makes its
+    # host keys at first boot through cloud-init, and has nothing else that would).
+    seed: bool = False
 
 
 @dataclass(frozen=True)

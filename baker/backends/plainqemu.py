@@ -28,6 +28,7 @@ from typing import Literal
 
 import paramiko
 
+from baker.backends import nocloud
 from baker.backends.accel import Accel
 from baker.backends.base import MeasuredBoot
 from baker.edge import ssh, tools
@@ -153,14 +154,19 @@ def boot(
     nic: str = "virtio-net-pci",
     firmware: Firmware = "bios",
     extra: Sequence[str] = (),
+    seed: bool = False,
 ) -> Iterator[PlainMachine]:
     """Boot `image` without ever writing it (snapshot=on); stopped and gone on exit.
     `disk_interface` is a -drive if= (virtio, ide) or a SCSI controller device (pvscsi,
     lsi53c895a) the disk hangs from; `nic` a network device; `extra`, more qemu arguments (a
-    seed CD, say)."""
+    seed CD, say); `seed`, a cloud-init NoCloud seed letting the same key in (a vendor's
+    cloud image, launched as its vendor intends)."""
     private, public = ssh.generate_keypair("baker-check")
     port = ssh.free_port()
     console = workdir / f"console-{port}.log"
+    if seed:
+        iso = nocloud.launch_seed(public, workdir / f"seed-{port}.iso")
+        extra = [*extra, "-drive", f"file={iso},format=raw,media=cdrom,readonly=on"]
     board = "pc" if firmware == "bios" else "q35,smm=on" if firmware == "uefi" else "q35"
     argv = [
         tools.require("qemu-system-x86_64"),
@@ -220,12 +226,13 @@ def measured_boot(
     *,
     memory_mib: int = 1024,
     cpus: int = 2,
+    seed: bool = False,
 ) -> MeasuredBoot:
     """One boot of `image`, timed to its first SSH command and asked for systemd's startup
     times; with `detail`, also the slowest units (systemd-analyze blame asks systemd about
     every unit: 4-5 s under TCG, worth it once per image and firmware, not every boot)."""
     with boot(image, workdir, accel, firmware=firmware, memory_mib=memory_mib,
-              cpus=cpus) as machine:  # fmt: skip
+              cpus=cpus, seed=seed) as machine:  # fmt: skip
         client, to_ssh = machine.wait_for_ssh(timeout)
         with client:
             # One command, not several: each costs a session and a process start in the guest.

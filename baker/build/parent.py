@@ -70,7 +70,7 @@ def resolve(
     digest: the recipe's, or for a tag the lock's `tag_pin`; a `recipe:FILE` parent is that
     recipe's artifact in `parents`; a `carried` one is where it was carried to."""
     base = spec.recipe.base
-    if base.image is None:
+    if base.image is None or spec.cloud_image is not None:
         return None
     here = spec.where("base.image")
     if spec.recipe.backend.type != "libvirt":

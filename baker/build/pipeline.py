@@ -40,6 +40,7 @@ from baker.build.steps.provision import Provision
 from baker.build.steps.publish import Publish
 from baker.build.steps.shutdown import Shutdown
 from baker.build.steps.tests import Verify
+from baker.build.steps.vendor_tree import VendorTree
 from baker.errors import InputError
 from baker.evidence import signing
 from baker.image import debian
@@ -54,8 +55,13 @@ def steps(spec: Spec, backend: Backend, measure: bool = True) -> list[Step]:
     they are put together, from what the build starts from and the backend hands back
     (Packer's builders each have their step list the same way)."""
     if backend.starts_from == "debian":
-        # A child starts from its parent image's tree, the rest from a Debian one.
-        tree = ParentTree() if spec.recipe.base.image else DebianBase()
+        # A child starts from its parent image's tree, a build on a vendor's cloud image from
+        # that image's, the rest from a Debian one.
+        tree: Step = DebianBase()
+        if spec.cloud_image:
+            tree = VendorTree()
+        elif spec.recipe.base.image:
+            tree = ParentTree()
         start: list[Step] = [tree, Disk()]
     else:
         start = [CloudBaseImage()]

@@ -138,6 +138,11 @@ def lock(
         raise InputError(f"{path} exists; `baker lock --update {recipe_file}` refreshes it.")
     base = spec.recipe.base
     progress = reporter()
+    if spec.cloud_image is not None:
+        raise InputError(
+            f"{spec.where('base.image')}: base.image: a cloud image is pinned by base.sha256 "
+            "alone; baker lock does not pin packages on one yet."
+        )
     if base.image is not None:
         from baker.build.parent import lock_child
 

@@ -203,6 +203,11 @@ def _job(spec: Spec, variables: dict[str, str], parents: Path) -> dict[str, Any]
     from baker.artifact import read_record
     from baker.farm import payload
 
+    if spec.cloud_image is not None and not spec.cloud_image.startswith(("https:", "http:")):
+        raise InputError(
+            f"{spec.where('base.image')}: base.image: a cloud image file does not travel with a "
+            "farm job; name it by its URL."
+        )
     if spec.parent is not None:
         raise InputError(
             f"{spec.where('base.image')}: base.image: a parent directory does not travel with a "

@@ -35,7 +35,19 @@ def _where(source: str) -> str:
 
 def _base(pins: dict[str, Any], parent: dict[str, Any] | None) -> list[dict[str, Any]]:
     """What the build started from: a parent image baker baked (its tree read back), a
-    Debian root tree made by mmdebstrap, or a cloud's base image."""
+    vendor's cloud image (trusted by its pin: it has no signature), a Debian root tree made
+    by mmdebstrap, or a cloud's base image."""
+    vendor = (pins.get("base") or {}).get("cloud_image")
+    if vendor:
+        source = vendor["source"]
+        return [
+            {
+                "name": "cloud-image",
+                "uri": source if "://" in source else f"file:{source}",
+                "digest": _digest(vendor["sha256"]),
+                "annotations": {"trust": vendor["trust"], "treeDigest": pins.get("base_digest")},
+            }
+        ]
     if parent:
         return [
             {

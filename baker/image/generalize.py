@@ -46,6 +46,10 @@ RULES: tuple[Rule, ...] = (
     Rule("var/lib/apt/lists/**", "apt caches", files_only=True),
     Rule("var/cache/ldconfig/aux-cache", "ldconfig's cache of inode numbers and times"),
     Rule("var/lib/cloud/*", "cloud-init's state of the build machine's boots"),
+    Rule("var/lib/dhcp/*", "the build machine's DHCP leases", files_only=True),
+    # What cloud-init writes again at each new instance's first boot.
+    Rule("etc/network/interfaces.d/50-cloud-init", "cloud-init's network for the build machine"),
+    Rule("etc/netplan/50-cloud-init.yaml", "cloud-init's network for the build machine"),
     Rule("tmp/*", "temporary files"),
     Rule("var/tmp/*", "temporary files"),
     Rule("root/.bash_history", "shell history"),

@@ -37,35 +37,55 @@ Extra = Callable[[Path, Path], list[str]]
 
 
 def to_tar(
-    machine_disk: Path, tar: Path, workdir: Path, source_date_epoch: int, extra: Extra | None = None
+    machine_disk: Path,
+    tar: Path,
+    workdir: Path,
+    source_date_epoch: int,
+    extra: Extra | None = None,
+    rules_for: Callable[[Path], tuple[generalize.Rule, ...]] | None = None,
 ) -> Captured:
-    """Write the generalized tree of `machine_disk` (any format qemu-img reads) to `tar`,
-    and what `extra` adds after it."""
+    """Write the generalized tree of `machine_disk` (any format qemu-img reads, in baker's
+    layout) to `tar`, and what `extra` adds after it; `rules_for` the mounted tree gives
+    the generalize rules, where they depend on what is in it."""
     raw = workdir / "captured.raw"
     tools.run(["qemu-img", "convert", "-q", "-O", "raw", machine_disk, raw])
     try:
         with mounts.read_only(raw, workdir / "mnt", disk.root_offset()) as root:
-            names = list(generalize.walk(root))
-            dpkg_status = (root / "var/lib/dpkg/status").read_text(errors="replace")
-            copyrights = _copyrights(root, dpkg_status)
-            added = extra(root, workdir / "extra") if extra else []
-            listing = workdir / "capture.list"
-            listing.write_bytes(b"".join(os.fsencode(n) + b"\0" for n in names))
-            tools.run(
-                [
-                    "tar",
-                    "--create",
-                    f"--file={tar}",
-                    f"--directory={root}",
-                    *TAR_CANONICAL,
-                    f"--mtime=@{source_date_epoch}",
-                    "--no-recursion",
-                    "--null",
-                    f"--files-from={listing}",
-                ]
-            )
+            rules = rules_for(root) if rules_for else generalize.RULES
+            return from_root(root, tar, workdir, source_date_epoch, extra, rules)
     finally:
         raw.unlink(missing_ok=True)
+
+
+def from_root(
+    root: Path,
+    tar: Path,
+    workdir: Path,
+    source_date_epoch: int,
+    extra: Extra | None = None,
+    rules: tuple[generalize.Rule, ...] = generalize.RULES,
+) -> Captured:
+    """Write the generalized tree mounted at `root` to `tar` (leaving out what `rules`
+    match), and what `extra` adds after it."""
+    names = list(generalize.walk(root, rules))
+    dpkg_status = (root / "var/lib/dpkg/status").read_text(errors="replace")
+    copyrights = _copyrights(root, dpkg_status)
+    added = extra(root, workdir / "extra") if extra else []
+    listing = workdir / "capture.list"
+    listing.write_bytes(b"".join(os.fsencode(n) + b"\0" for n in names))
+    tools.run(
+        [
+            "tar",
+            "--create",
+            f"--file={tar}",
+            f"--directory={root}",
+            *TAR_CANONICAL,
+            f"--mtime=@{source_date_epoch}",
+            "--no-recursion",
+            "--null",
+            f"--files-from={listing}",
+        ]
+    )
     # The emptied files go back in, empty, after everything else.
     layer = workdir / "layer"
     for rel in generalize.EMPTIED:

@@ -38,6 +38,9 @@ def summarize(directory: Path) -> dict[str, Any]:
         cloud = {"image": f"ec2:{ami.get('region')}:{ami.get('image_id')}"}
         base_ami = build.pins.base_ami or {}
         base_text = f"AMI {base_ami.get('image_id')} ({base_ami.get('name') or 'unnamed'})"
+    elif base.get("cloud_image"):
+        vendor = base["cloud_image"]
+        base_text = f"cloud image {vendor.get('source')} ({vendor.get('sha256')}, pinned)"
     else:
         base_text = f"debian {base.get('suite')}/{base.get('arch')}"
     lineage = []

@@ -32,6 +32,7 @@ from baker.recipe.spec import (
     ShellFile,
     Spec,
     VarValue,
+    is_cloud_url,
     is_reference,
 )
 
@@ -61,9 +62,19 @@ def load(path: Path, overrides: Mapping[str, str] | None = None, root: Path | No
     recipe = _validate(path, parsed.data, parsed.node, parsed.lines)
     parent_ref = _reference(recipe.base.image)
     parent_recipe = _parent_recipe(path, project, recipe.base.image, parsed.node)
-    local_parent = None
-    if not (parent_ref or parent_recipe):
+    local_parent = cloud_image = None
+    if recipe.base.image is not None and is_cloud_url(recipe.base.image):
+        cloud_image = recipe.base.image
+    elif not (parent_ref or parent_recipe):
         local_parent = _named(path, project, recipe.base.image, ("base", "image"), parsed.node)
+    if local_parent is not None and local_parent.is_file():
+        # A file, not an artifact directory: a vendor's cloud image, trusted by its pin alone.
+        if recipe.base.trust is not None:
+            where = f"{path}:{line_of(parsed.node, ('base', 'trust'))}"
+            raise InputError(
+                f"{where}: base.trust: a cloud image has no signature: leave trust out."
+            )
+        local_parent, cloud_image = None, str(local_parent)
     return Spec(
         recipe=recipe,
         source=path.resolve(),
@@ -76,6 +87,7 @@ def load(path: Path, overrides: Mapping[str, str] | None = None, root: Path | No
         parent=local_parent,
         parent_ref=parent_ref,
         parent_recipe=parent_recipe,
+        cloud_image=cloud_image,
         trust=_named(path, project, recipe.base.trust, ("base", "trust"), parsed.node),
     )
 

@@ -46,12 +46,17 @@ def is_reference(image: str) -> bool:
     """Whether base.image names a registry image rather than a local directory or a recipe:
     its first component is a host as `docker pull` tells them (a dot or port, or localhost;
     a local directory whose first component holds a dot is written ./that.dir)."""
-    if image.startswith(RECIPE_PARENT):
+    if image.startswith(RECIPE_PARENT) or is_cloud_url(image):
         return False
     first, sep, _ = image.partition("/")
     if not sep or first in ("", ".", ".."):
         return False
     return "." in first or ":" in first or first == "localhost"
+
+
+def is_cloud_url(image: str) -> bool:
+    """Whether base.image is a vendor cloud image's URL (a local one: a file, not a directory)."""
+    return image.startswith(("https://", "http://"))
 
 
 # What only a tree made from packages has: a child of a parent image takes the parent's.
@@ -84,14 +89,12 @@ class Base(_Model):
     # The published qcow2's clusters: zstd (the default: a third of the size, quick to read
     # at boot), zlib (what qemu-img before 5.1 and some other readers know), or none.
     compression: Literal["zstd", "zlib", "none"] = "zstd"
-    # A parent: an image baker baked, to build on instead of packages. A local artifact
-    # directory (inside the project) pinned by its image digest (sha256), or a registry
-    # reference `baker push` made, pinned by its manifest digest (host/repo@sha256:...;
-    # sha256 may pin the image digest too); trusted by the public key that signed it (or
-    # $BAKER_TRUST_KEY's). Its tree is the parent's: the suite and boot layout written here
-    # must be the parent's, and what only a tree made from packages has (packages, mirror,
-    # kernel, cloud_init, ssh_host_keys) is not written. `recipe:FILE`: the image another
-    # recipe builds, found where builds go (--parents, default --out).
+    # A parent: an image baker baked (a local artifact directory pinned by its image digest,
+    # a registry reference pinned by its manifest digest, or `recipe:FILE`, the image another
+    # recipe builds), trusted by the key that signed it (or $BAKER_TRUST_KEY's); or a vendor's
+    # cloud image (a URL or a file), pinned by its file's sha256 alone. The suite and boot
+    # written here must be the image's; what only a tree made from packages has (FROM_PACKAGES)
+    # is not written.
     image: str | None = Field(None, min_length=1)
     sha256: Sha256 | None = None
     trust: str | None = Field(None, min_length=1)
@@ -102,6 +105,8 @@ class Base(_Model):
             if self.sha256 is not None or self.trust is not None:
                 raise PydanticCustomError("parent", "sha256 and trust pin a parent: give image")
             return self
+        if is_cloud_url(self.image) and self.trust is not None:
+            raise PydanticCustomError("parent", "a cloud image has no signature: leave trust out")
         pinned_elsewhere = is_reference(self.image) or self.image.startswith(RECIPE_PARENT)
         if self.sha256 is None and not pinned_elsewhere:
             raise PydanticCustomError(
@@ -155,19 +160,10 @@ AmiId = Annotated[str, _matching(r"ami-[0-9a-f]{8,17}", "expected an AMI id like
 SubnetId = Annotated[
     str, _matching(r"subnet-[0-9a-f]{8,17}", "expected a subnet id like subnet-0abc12345")
 ]
-Cidr = Annotated[
-    str,
-    _matching(
-        r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}", "expected an IPv4 CIDR like 203.0.113.7/32"
-    ),
-]
-AmiOwner = Annotated[
-    str,
-    _matching(
-        r"[0-9]{12}|self|amazon|aws-marketplace",
-        "expected an AWS account id (12 digits), self, amazon or aws-marketplace",
-    ),
-]
+_CIDR = r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}"
+Cidr = Annotated[str, _matching(_CIDR, "expected an IPv4 CIDR like 203.0.113.7/32")]
+_OWNERS = "expected an AWS account id (12 digits), self, amazon or aws-marketplace"
+AmiOwner = Annotated[str, _matching(r"[0-9]{12}|self|amazon|aws-marketplace", _OWNERS)]
 InstanceType = Annotated[
     str, _matching(r"[a-z0-9-]+\.[a-z0-9]+", "expected an instance type like t3.micro")
 ]
@@ -359,6 +355,7 @@ class Spec:
     trust: Path | None = None
     parent_ref: str | None = None
     parent_recipe: Path | None = None  # base.image: recipe:FILE, resolved inside the project
+    cloud_image: str | None = None  # base.image: a vendor cloud image's URL, or its file
 
     def __post_init__(self) -> None:
         if self.root == Path():

@@ -12,7 +12,7 @@ from typing import Any
 
 import libvirt
 
-from baker.backends import plainqemu
+from baker.backends import nocloud, plainqemu
 from baker.backends.accel import Accel
 from baker.backends.base import (
     BaseDisk,
@@ -106,7 +106,7 @@ class Libvirt:
         path: plainqemu.Firmware = "bios" if firmware == "bios" else "uefi"
         return plainqemu.measured_boot(
             image.path, workdir, self.accel, path, detail,
-            memory_mib=self.config.memory_mib, cpus=self.config.cpus,
+            memory_mib=self.config.memory_mib, cpus=self.config.cpus, seed=image.seed,
         )  # fmt: skip
 
     def start(
@@ -118,7 +118,7 @@ class Libvirt:
         backing = reachable_copy(base.path, workdir / "base.raw")
         # The base is only ever a backing file: every write lands in the overlay.
         tools.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", backing, overlay])
-        return self._create(overlay, _boot_files(base, workdir), keys, label, None)
+        return self._create(overlay, _boot_files(base, workdir), keys, label, None, base.seed)
 
     def saved_config(self) -> dict[str, Any]:
         return {
@@ -146,7 +146,7 @@ class Libvirt:
         if not isinstance(base, BaseDisk):
             raise TypeError("libvirt machines resume over a local disk")
         overlay = saved.overlay_over(saved_dir, base, workdir)
-        return self._create(overlay, _boot_files(base, workdir), keys, label, saved_dir)
+        return self._create(overlay, _boot_files(base, workdir), keys, label, saved_dir, base.seed)
 
     def _create(
         self,
@@ -155,11 +155,14 @@ class Libvirt:
         keys: BuildKeys,
         label: BuildLabel,
         resume: Path | None,
+        seed: bool = False,
     ) -> LibvirtMachine:
         """A transient domain on `overlay`: started, or resumed from the machine saved in
         `resume`. The port is free when picked but qemu binds it later: on a lost race, pick
         again."""
         console_log = overlay.parent / "console.log"
+        # A resumed machine's cloud-init ran long ago, but its CD-ROM must be there again.
+        cdrom = nocloud.make(keys, overlay.parent / "seed.iso") if seed else None
         conn = open_connection(self.config.uri)
         last: libvirt.libvirtError | None = None
         try:
@@ -178,6 +181,7 @@ class Libvirt:
                     kernel=boot[0] if boot else None,
                     initrd=boot[1] if boot else None,
                     incoming=resume is not None,
+                    seed=cdrom,
                 )
                 try:
                     # Transient: libvirt forgets the domain as soon as it stops.

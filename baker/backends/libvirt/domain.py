@@ -50,6 +50,7 @@ def domain_xml(
     initrd: Path | None = None,
     genid: str | None = None,
     incoming: bool = False,
+    seed: Path | None = None,
 ) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -74,6 +75,7 @@ def domain_xml(
         cmdline=KERNEL_CMDLINE,
         genid=genid or str(uuid.uuid4()),
         incoming=incoming,
+        seed=seed,
     )
 
 

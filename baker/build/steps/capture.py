@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 
 from baker.backends.base import DiskImage
+from baker.build import vendor
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
 from baker.edge import tools
@@ -31,6 +32,7 @@ class Capture(Step):
     def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
         config = {
             "rules": [r.pattern for r in generalize.RULES],
+            "vendor": bool(ctx.spec.cloud_image),
             "emptied": list(generalize.EMPTIED),
             "name": ctx.spec.name,
             "source_date_epoch": ctx.source_date_epoch,
@@ -44,7 +46,10 @@ class Capture(Step):
         if not isinstance(handed, DiskImage):
             raise RuntimeError(f"{ctx.backend.kind} handed back {handed!r}, not a disk")
         state.captured_tar = ctx.work / CAPTURED_TAR
-        captured = to_tar(handed.path, state.captured_tar, ctx.work, ctx.source_date_epoch)
+        # On a vendor's image, cloud-init wrote the build key into root's SSH files.
+        restore = (vendor.restore_root_ssh, vendor.capture_rules) if ctx.spec.cloud_image else ()
+        captured = to_tar(handed.path, state.captured_tar, ctx.work, ctx.source_date_epoch,
+                          *restore)  # fmt: skip
         handed.path.unlink()
         state.dpkg_status = captured.dpkg_status
         state.packages = parse_status(captured.dpkg_status)

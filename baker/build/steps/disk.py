@@ -57,4 +57,9 @@ class Disk(Step):
     def load(
         self, ctx: Context, state: BuildState, entry: Entry, cleanup: contextlib.ExitStack
     ) -> None:
-        state.start_from = BaseDisk(entry.file(BASE_DISK), entry.file(KERNEL), entry.file(INITRD))
+        state.start_from = BaseDisk(
+            entry.file(BASE_DISK),
+            entry.file(KERNEL),
+            entry.file(INITRD),
+            seed=ctx.spec.cloud_image is not None,
+        )

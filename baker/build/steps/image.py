@@ -77,7 +77,7 @@ class Image(Step):
         state.image = image
         base = ctx.spec.recipe.base
         state.made = Made(
-            image=DiskImage(path),
+            image=DiskImage(path, seed=ctx.spec.cloud_image is not None),
             name=IMAGE,
             digest=digest,
             signed=IMAGE,

@@ -1,0 +1,237 @@
+"""A vendor's cloud image as a build's base (base.image naming a URL or a file, pinned by the
+file's sha256; no signature exists for most, so the pin is the trust): fetched once into the
+cache, hashed as it streams, expanded when compressed, and read before anything boots.
+
+baker re-makes the image's layout (a GPT disk with one ext4 root filesystem, a BIOS boot
+partition and/or an EFI system partition, and the kernel and initrd at /vmlinuz and
+/initrd.img, as Debian's cloud images have them), so a child of a pinned image is
+reproducible bit for bit. Everything wrong with the image is the recipe's to fix: each refusal
+is an InputError naming the recipe's field."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from baker.backends.nocloud import KEPT
+from baker.cache import Cache
+from baker.edge import download
+from baker.errors import BuildError, InputError
+from baker.hashing import sha256_file
+from baker.image import esp, generalize
+from baker.image.layout import BIOS_BOOT_TYPE, ESP_TYPE
+from baker.image.packages import parse_status
+from baker.inspect import disk
+from baker.recipe.spec import Spec, is_cloud_url
+
+IMAGES = "images"  # under the cache's root: vendor images by their pinned sha256
+# A compressed image file, by its first bytes, and the tool that expands it as a stream.
+_COMPRESSED = {b"\xfd7zXZ\x00": "xz", b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
+BOOT_FILES = ("vmlinuz", "initrd.img")
+
+
+@dataclass(frozen=True)
+class VendorImage:
+    source: str  # the URL or file the recipe names
+    sha256: str  # of that file, as pinned
+    path: Path  # what qemu-img reads: the file, or its expanded copy in the cache
+
+
+def obtain(spec: Spec, cache: Cache, on_progress: Callable[[str], None]) -> VendorImage:
+    """The recipe's cloud image, checked against its pin: a URL downloaded into the cache
+    once (resumed if interrupted; the cached copy hashed again on every use), a file hashed
+    where it is."""
+    source, pinned = spec.cloud_image, spec.recipe.base.sha256
+    if source is None or pinned is None:
+        raise RuntimeError("a vendor image step for a recipe without a pinned cloud image")
+    images = cache.root / IMAGES
+    images.mkdir(parents=True, exist_ok=True)
+    if is_cloud_url(source):
+        file = images / pinned
+        if file.exists() and sha256_file(file) != pinned:
+            on_progress(f"the cached copy of {source} is damaged: downloading it again")
+            file.unlink()
+        if not file.exists():
+            part = images / f"{pinned}.part"
+            on_progress(f"downloading {source}")
+            got = download.fetch(source, part, on_progress)
+            if got != pinned:
+                part.unlink(missing_ok=True)
+                raise _mismatch(spec, source, got, pinned)
+            part.rename(file)
+    else:
+        file = Path(source)
+        try:
+            got = sha256_file(file)
+        except OSError as e:
+            where = spec.where("base.image")
+            raise InputError(f"{where}: base.image: cannot read {file}: {e.strerror}.") from None
+        if got != pinned:
+            raise _mismatch(spec, source, got, pinned)
+    return VendorImage(source, pinned, _expanded(file, images / f"{pinned}.img", cache))
+
+
+def _mismatch(spec: Spec, source: str, got: str, pinned: str) -> InputError:
+    return InputError(
+        f"{spec.where('base.sha256')}: base.sha256: {source} has sha256 {got}, "
+        f"but the recipe pins {pinned}."
+    )
+
+
+def _expanded(file: Path, target: Path, cache: Cache) -> Path:
+    """`file` itself, or if it is compressed (xz, gzip, zstd), its expanded copy at `target`
+    (made once, streamed; a half-written one never takes its place)."""
+    with file.open("rb") as f:
+        head = f.read(6)
+    tool = next((t for magic, t in _COMPRESSED.items() if head.startswith(magic)), None)
+    if tool is None:
+        return file
+    if not target.exists():
+        with cache.staging(target) as tmp, tmp.open("wb") as out:
+            proc = subprocess.run([tool, "-dc", str(file)], stdout=out, stderr=subprocess.PIPE)
+            if proc.returncode != 0:
+                why = proc.stderr.decode(errors="replace").strip().splitlines()[-1:]
+                raise InputError(f"{file}: cannot expand it with {tool}: {' '.join(why)}.")
+    return target
+
+
+@dataclass(frozen=True)
+class Opened:
+    root: Path  # the image's root filesystem, mounted read-only
+    boots: frozenset[str]  # the firmware its partitions boot under: bios, uefi
+
+
+def open_tree(spec: Spec, vendor: VendorImage, work: Path, stack: contextlib.ExitStack) -> Opened:
+    """The image's root tree, mounted read-only, after every check a build needs before
+    anything boots: a layout baker re-makes, a dpkg database, cloud-init, the recipe's
+    suite, and a boot mode the image has."""
+    here = f"{spec.where('base.image')}: base.image: {vendor.source}"
+    try:
+        opened = disk.open_image(vendor.path, "vendor", work, stack)
+    except InputError as e:
+        raise InputError(f"{here}: {str(e).removeprefix(f'{vendor.path}: ')}") from None
+    table = opened.table
+    types = [str(p.get("type", "")).upper() for p in table.get("partitions") or []]
+    data = [t for t in types if t not in (BIOS_BOOT_TYPE, ESP_TYPE)]
+    if table.get("label") != "gpt" or len(data) != 1:
+        layout = f"a {table.get('label')} table with {len(data)} data partitions"
+        raise InputError(
+            f"{here}: its layout ({layout}) is not one baker re-makes: GPT, one ext4 root, "
+            "a BIOS boot and/or an EFI system partition."
+        )
+    root = opened.root
+    if not (root / "var/lib/dpkg/status").is_file():
+        raise InputError(
+            f"{here}: it has no dpkg database (/var/lib/dpkg/status), which baker reads its "
+            "packages from; an RPM-based image is not supported."
+        )
+    if not (root / "usr/bin/cloud-init").exists():
+        raise InputError(
+            f"{here}: it has no cloud-init (/usr/bin/cloud-init), through which baker reaches "
+            "a vendor's image."
+        )
+    _check_release(spec, root, here)
+    missing = [f"/{name}" for name in BOOT_FILES if _inside(root, root / name) is None]
+    if missing:
+        raise InputError(
+            f"{here}: its root has no {' or '.join(missing)} (its kernel boots from elsewhere), "
+            "so baker cannot re-make its layout."
+        )
+    boots = frozenset(
+        ({"bios"} if BIOS_BOOT_TYPE in types else set())
+        | ({"uefi"} if ESP_TYPE in types else set())
+    )
+    _check_boot(spec, root, boots)
+    return Opened(root, boots)
+
+
+def _check_release(spec: Spec, root: Path, here: str) -> None:
+    release = _os_release(root)
+    suite = spec.recipe.base.suite
+    if release.get("ID") != "debian":
+        name = release.get("PRETTY_NAME") or release.get("ID") or "not a Debian image"
+        raise InputError(f"{here}: it is {name}; baker bakes on Debian's cloud images so far.")
+    if release.get("VERSION_CODENAME") != suite:
+        raise InputError(
+            f"{spec.where('base.suite')}: base.suite: {spec.cloud_image} is Debian "
+            f"{release.get('VERSION_CODENAME')}, not {suite}; write the image's suite."
+        )
+
+
+def _check_boot(spec: Spec, root: Path, boots: frozenset[str]) -> None:
+    boot = spec.recipe.base.boot
+    wanted = {"bios", "uefi"} if boot == "hybrid" else {boot}
+    where = f"{spec.where('base.boot')}: base.boot"
+    if not wanted <= boots:
+        has = " and ".join(sorted(boots)) or "no firmware baker knows"
+        raise InputError(f"{where}: {spec.cloud_image} boots under {has}, not {boot}.")
+    if "uefi" in wanted:
+        status = (root / "var/lib/dpkg/status").read_text(errors="replace")
+        installed = {p.name for p in parse_status(status)}
+        lacking = [p for p in esp.PACKAGES if p not in installed]
+        if lacking:
+            raise InputError(
+                f"{where}: {spec.cloud_image} lacks {', '.join(lacking)}, which baker's UEFI "
+                "boot is made from; write boot: bios."
+            )
+
+
+def _os_release(root: Path) -> dict[str, str]:
+    for rel in ("etc/os-release", "usr/lib/os-release"):
+        path = _inside(root, root / rel)
+        if path is not None:
+            lines = path.read_text(errors="replace").splitlines()
+            pairs = (line.split("=", 1) for line in lines if "=" in line)
+            return {k.strip(): v.strip().strip("\"'") for k, v in pairs}
+    return {}
+
+
+def _inside(root: Path, path: Path) -> Path | None:
+    """The file `path` leads to once its links are followed inside the image's tree (an
+    absolute link means the image's /, not the host's); None if it leads to no file there."""
+    for _ in range(16):
+        if path.is_symlink():
+            target = Path(str(path.readlink()))
+            path = root / target.relative_to("/") if target.is_absolute() else path.parent / target
+            continue
+        try:
+            inside = path.resolve().is_relative_to(root) and path.is_file()
+        except OSError:
+            return None
+        return path if inside else None
+    return None
+
+
+# Root's SSH login files on a build machine started from a vendor's image: cloud-init wrote
+# the build key into them, and the first boot kept what they were (baker.backends.nocloud).
+_ROOT_KEYS = "root/.ssh/authorized_keys"
+
+
+def capture_rules(root: Path) -> tuple[generalize.Rule, ...]:
+    """The generalize rules for a vendor image's build machine mounted at `root`: root's
+    authorized_keys out (restore_root_ssh puts the image's own back), and root's .ssh too
+    if the image had none."""
+    why = "the build key, which cloud-init authorized"
+    marker = root / KEPT / "root-ssh"
+    if not marker.is_file():
+        raise BuildError(
+            f"the build machine's first boot left no /{KEPT}/root-ssh: its cloud-init did not "
+            "run the seed's bootcmd, so root's SSH files cannot be put back as they were."
+        )
+    had_dir = marker.read_text().strip() == "had"
+    return (*generalize.RULES, generalize.Rule(_ROOT_KEYS if had_dir else "root/.ssh", why))
+
+
+def restore_root_ssh(root: Path, into: Path) -> list[str]:
+    """Root's authorized_keys as the image had it, if it had one."""
+    kept = root / KEPT / "authorized_keys"
+    if not kept.is_file() or kept.is_symlink():
+        return []
+    target = into / _ROOT_KEYS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(kept.read_bytes())
+    target.chmod(kept.stat().st_mode & 0o7777)
+    return [f"./{_ROOT_KEYS}"]
