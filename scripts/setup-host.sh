@@ -25,6 +25,9 @@ PACKAGES=(
   postgresql chromium fonts-dejavu-core
   # The farm's tests: the Redis broker (started by the tests on 127.0.0.1).
   redis-server
+  # The vendor-image tests make their "vendor's cloud image" with mkosi (from backports,
+  # below), which needs these on the host.
+  kmod cpio zstd bubblewrap
 )
 # `setup-host.sh --bench`: the peers bench/ compares against too (bench/vs_packer.py).
 if [ "${1:-}" = "--bench" ]; then
@@ -39,6 +42,9 @@ need_install() {
   # e2fsprogs 1.47.2+ (bookworm-backports) reads a tar with `mkfs.ext4 -d` and honours
   # SOURCE_DATE_EPOCH; bookworm's 1.47.0 does neither.
   dpkg --compare-versions "$(dpkg-query -W -f='${Version}' e2fsprogs)" ge 1.47.2 || return 0
+  # mkosi 24 (bookworm-backports, with systemd 254's systemd-repart): bookworm's mkosi 14
+  # cannot make a disk without device-mapper, which this machine lacks.
+  dpkg --compare-versions "$(dpkg-query -W -f='${Version}' mkosi 2>/dev/null || echo 0)" ge 24 || return 0
   return 1
 }
 
@@ -65,7 +71,7 @@ if need_install; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
-  apt-get install -y -qq --no-install-recommends -t bookworm-backports e2fsprogs >/dev/null
+  apt-get install -y -qq --no-install-recommends -t bookworm-backports e2fsprogs mkosi >/dev/null
 fi
 
 # Debian's udev rule gives /dev/kvm to group kvm (mode 0660); without udev it stays root-only,
