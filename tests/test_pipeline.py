@@ -151,6 +151,18 @@ def test_a_firmware_over_budget_fails_before_the_next_firmware_boots(
     assert [e for e in fake.journal if e.startswith("boot ")] == ["boot fake-image-1"] * 2
 
 
+def test_the_recipes_boot_runs_are_measured_under_the_main_firmware_and_one_under_the_other(
+    write_recipe: WriteRecipe, tmp_path: Path
+) -> None:
+    """The e2e session measures its images with fewer boots (--boot-runs): the recipe's
+    default count is shown here."""
+    fake = TwoFirmwareFake()
+    opts = dataclasses.replace(_opts(tmp_path), measure=True)
+    result = build(_spec(write_recipe), opts, _reporter(), backend=fake)
+    boot = json.loads((result.artifact / "boot.json").read_text())
+    assert {f: v["runs"] for f, v in boot["firmware"].items()} == {"uefi": 3, "bios": 1}
+
+
 def test_boot_runs_on_the_command_line_sets_the_count_and_is_checked(
     write_recipe: WriteRecipe, tmp_path: Path
 ) -> None:

@@ -61,11 +61,13 @@ def launch_seed(public_key: str, iso: Path) -> Path:
 
 
 def _write(iso: Path, user: str, instance_id: str) -> Path:
+    # The build's host key is in the user-data: root's alone (libvirt hands the ISO to its
+    # qemu user as it does the disks).
     files = iso.parent / f"{iso.stem}.d"
-    files.mkdir()
+    files.mkdir(mode=0o700)
     (files / "user-data").write_text(user)
     (files / "meta-data").write_text(f"instance-id: {instance_id}\n")
+    iso.touch(mode=0o600)
     tools.run(["genisoimage", "-quiet", "-output", iso, "-volid", LABEL, "-joliet", "-rock",
                files / "user-data", files / "meta-data"])  # fmt: skip
-    iso.chmod(0o644)
     return iso
