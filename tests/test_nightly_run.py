@@ -83,3 +83,13 @@ def test_the_command_exits_1_naming_the_failed_recipes(tmp_path: Path) -> None:
         "baker: error: 1 of 1 recipes failed tonight: bad."
     )
     assert (tmp_path / "j.xml").is_file()
+
+
+def test_a_failure_with_a_consoles_escape_sequences_still_gives_well_formed_junit(
+    tmp_path: Path,
+) -> None:
+    """A measured boot that fails quotes the console's last lines, escape sequences and all."""
+    night = run.Night(tmp_path / "a.yaml", "a", None, error="SSH did not answer: \x1b[H\x1b[J ok")
+    run.junit("n1", [night], tmp_path / "night.xml")
+    (failure,) = ElementTree.parse(tmp_path / "night.xml").getroot().iter("failure")
+    assert failure.get("message") == "SSH did not answer: [H[J ok"

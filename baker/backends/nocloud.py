@@ -35,11 +35,13 @@ def user_data(keys: BuildKeys) -> str:
     kind = keys.host_public.split()[0].removeprefix("ssh-")
     config = {
         "bootcmd": [["sh", "-c", _KEEP]],
-        "users": [],  # no default user: the image keeps the users it had
+        # No default user: the image keeps the users it had (cloud-init's schema asks for
+        # one entry at least and warns; an empty list is still what it does without one).
+        "users": [],
         "disable_root": False,
         "ssh_authorized_keys": [keys.client_public],
+        # Given keys, cloud-init makes none of its own.
         "ssh_deletekeys": True,
-        "ssh_genkeytypes": [],
         "ssh_keys": {f"{kind}_private": keys.host_private, f"{kind}_public": keys.host_public},
         "preserve_hostname": True,
         "package_update": False,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -267,6 +268,12 @@ def _json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _xml_text(text: str) -> str:
+    """`text` without the characters XML 1.0 cannot hold (a console's escape sequences end up
+    in an error message), so the report stays readable to every JUnit consumer."""
+    return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", "", text)
+
+
 def junit(night_id: str, nights: list[Night], path: Path) -> None:
     """One test case per recipe: failed with its error, or passed (built or unchanged)."""
     suite = ElementTree.Element(
@@ -280,7 +287,7 @@ def junit(night_id: str, nights: list[Night], path: Path) -> None:
             suite, "testcase", classname="baker.nightly", name=n.name, time=f"{n.seconds:.1f}"
         )
         if n.status == "failed":
-            ElementTree.SubElement(case, "failure", message=n.error or "failed")
+            ElementTree.SubElement(case, "failure", message=_xml_text(n.error or "failed"))
         else:
             ElementTree.SubElement(case, "system-out").text = f"{n.status} {n.digest}"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -147,7 +147,7 @@ def test_an_image_that_is_not_the_pin_is_refused_before_anything_starts(
     project: dict[str, Path],
 ) -> None:
     wrong = project["root"] / "images" / "wrong-pin.yaml"
-    wrong.write_text(RECIPE.format(sha256="0" * 64, test=hashlib.sha256(TEST).hexdigest()))
+    wrong.write_text(RECIPE.format(sha256="ab" * 32, test=hashlib.sha256(TEST).hexdigest()))
     before = domains()
     out = project["root"] / "out-wrong"
     proc = baker("build", wrong, "--out", out, cache=project["cache"], work=project["work"],
@@ -156,7 +156,7 @@ def test_an_image_that_is_not_the_pin_is_refused_before_anything_starts(
     lines = proc.stderr.strip().splitlines()
     assert lines[-1] == (
         f"baker: error: {wrong}:4: base.sha256: {project['image']} has sha256 "
-        f"{_sha256(project['image'])}, but the recipe pins {'0' * 64}."
+        f"{_sha256(project['image'])}, but the recipe pins {'ab' * 32}."
     )
     assert "Traceback" not in proc.stderr
     assert not out.exists() and domains() == before
