@@ -159,4 +159,5 @@ def test_an_image_that_is_not_the_pin_is_refused_before_anything_starts(
         f"{_sha256(project['image'])}, but the recipe pins {'ab' * 32}."
     )
     assert "Traceback" not in proc.stderr
-    assert not out.exists() and domains() == before
+    # No machine of this recipe's (the other worker's may come and go meanwhile).
+    assert not out.exists() and {d for d in domains() - before if "on-vendor" in d} == set()
