@@ -202,8 +202,9 @@ def _job(spec: Spec, variables: dict[str, str], parents: Path) -> dict[str, Any]
     from baker import recipe
     from baker.artifact import read_record
     from baker.farm import payload
+    from baker.recipe.spec import is_cloud_url
 
-    if spec.cloud_image is not None and not spec.cloud_image.startswith(("https:", "http:")):
+    if spec.cloud_image is not None and not is_cloud_url(spec.cloud_image):
         raise InputError(
             f"{spec.where('base.image')}: base.image: a cloud image file does not travel with a "
             "farm job; name it by its URL."
