@@ -75,9 +75,11 @@ def trixie_image(out_root: Path, work_root: Path, signing_key: Path) -> Baked:
     return _bake("images/debian-13-base.yaml", out_root, work_root, signing_key, "--boot-runs=1")
 
 
+# The web image is the project's locked build (`first_build`): one build of the web recipe
+# serves the tests of a shipped recipe's artifact and those of the lock and the air gap.
 @pytest.fixture(scope="session")
-def web_image(out_root: Path, work_root: Path, signing_key: Path) -> Baked:
-    return _bake("images/debian-12-web.yaml", out_root, work_root, signing_key, "--boot-runs=1")
+def web_image(first_build: Baked) -> Baked:
+    return first_build
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +99,7 @@ def _project(work_root: Path) -> dict[str, Path]:
     # One measured boot is enough here; the other tests measure three.
     recipe.write_text((ROOT / "images" / "debian-12-web.yaml").read_text() + "boot_runs: 1\n")
     dirs = {"root": root, "recipe": recipe}
-    for name in ("cache_a", "cache_b", "out_a", "out_b"):
+    for name in ("cache_a", "out_a", "out_b"):
         dirs[name] = root / name
     for name in ("work_a", "work_b"):
         dirs[name] = work_root / f"repro-{name}"
@@ -106,29 +108,28 @@ def _project(work_root: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def first_build(project: dict[str, Path]) -> Baked:
-    return sharing.once("first_build", lambda: _first_build(project))
+def first_build(project: dict[str, Path], signing_key: Path) -> Baked:
+    return sharing.once("first_build", lambda: _first_build(project, signing_key))
 
 
-def _first_build(p: dict[str, Path]) -> Baked:
+def _first_build(p: dict[str, Path], key: Path) -> Baked:
     locked = baker("lock", p["recipe"], cache=p["cache_a"], work=p["work_a"])
     assert "packages, resolved" in locked.stdout
     lock_text = p["recipe"].with_suffix(".lock").read_text()
     assert "nginx" in lock_text and "deb.debian.org" not in lock_text
-    built = baker("build", p["recipe"], "--out", p["out_a"], cache=p["cache_a"],
-                  work=p["work_a"])  # fmt: skip
-    # The package files alone, for the rebuilds of test_e2e_reproducible (offline).
-    shutil.copytree(p["cache_a"] / "debs", p["cache_b"] / "debs")
+    built = baker("build", p["recipe"], "--out", p["out_a"], "--sign-key", key,
+                  cache=p["cache_a"], work=p["work_a"])  # fmt: skip
     name = "debian-12-web"
     return Baked(p["out_a"] / name, built.stdout.split()[-1], built.stdout, built.stderr)
 
 
 @pytest.fixture(scope="session")
-def airgap(project: dict[str, Path], first_build: Baked) -> AirGap:
-    return sharing.once("airgap", lambda: _airgap(project, first_build))
+def airgap(project: dict[str, Path], first_build: Baked, signing_key: Path) -> AirGap:
+    pub = signing_key.with_name("baker.pub")
+    return sharing.once("airgap", lambda: _airgap(project, first_build, pub))
 
 
-def _airgap(p: dict[str, Path], first_build: Baked) -> AirGap:
+def _airgap(p: dict[str, Path], first_build: Baked, pub: Path) -> AirGap:
     """The second build of the locked recipe: in another work directory, a minute or more
     after the first, from a fresh step cache holding only the imported package files, with
     the mirror unreachable."""
@@ -141,10 +142,11 @@ def _airgap(p: dict[str, Path], first_build: Baked) -> AirGap:
     shutil.copytree(first_build.artifact, artifact)
     bundle = root / "web.tar"
     exported = baker("export", artifact, "--to", bundle, "--format", "raw,vmdk,vhdx,vhd,ova",
-                     "--with-sources", cache=p["cache_a"], work=p["work_a"])  # fmt: skip
+                     "--with-sources", "--pub", pub, cache=p["cache_a"],
+                     work=p["work_a"])  # fmt: skip
     into, cache = root / "imported", root / "airgap-cache"
-    imported = baker("import", bundle, "--into", into, cache=cache, work=p["work_b"],
-                     env=OFFLINE)  # fmt: skip
+    imported = baker("import", bundle, "--into", into, "--pub", pub, cache=cache,
+                     work=p["work_b"], env=OFFLINE)  # fmt: skip
     recipe = into / "sources" / "images" / "debian-12-web.yaml"
     time.sleep(max(0.0, 60 - (dt.datetime.now(dt.UTC) - started).total_seconds()))
     rebuilt = baker("rebuild", "--check", into, "--recipe", recipe, "--keep", p["out_b"],

@@ -1,6 +1,7 @@
-"""Across an air gap: the locked web image exported in every format with its sources, imported
-into a fresh directory and a fresh package cache, checked every way, and rebuilt there with
-the mirror unreachable to the same digest."""
+"""Across an air gap: the locked, signed web image exported in every format with its sources,
+imported into a fresh directory and a fresh package cache, checked every way (the signature
+with the key the importer trusts), and rebuilt there with the mirror unreachable to the same
+digest."""
 
 from __future__ import annotations
 
@@ -67,17 +68,17 @@ def _check_ova(ova: Path, qcow2: Path) -> None:
 
 
 def test_export_import_check_and_rebuild_offline(
-    project: dict[str, Path], two_builds: tuple[Baked, Baked], airgap: AirGap
+    project: dict[str, Path], two_builds: tuple[Baked, Baked], airgap: AirGap, signing_key: Path
 ) -> None:
     built, rebuilt = two_builds
     a = airgap
-    assert "UNSIGNED" in a.exported.stdout and "with sources" in a.exported.stdout
+    assert a.exported.stdout.startswith("signed by ") and "with sources" in a.exported.stdout
     assert a.exported.stdout.strip().splitlines()[-1].endswith(f"sha256:{sha256(a.bundle)}")
 
     # The other side: a fresh directory and package cache, no network.
     into, cache = a.into, a.cache
     assert f"imported {NAME} ({built.digest}) into {into}" in a.imported.stdout
-    assert "UNSIGNED" in a.imported.stdout
+    assert "the key you gave" in a.imported.stdout  # the signed bundle, checked with --pub
     recipe = into / "sources" / "images" / f"{NAME}.yaml"
     assert f"--recipe {recipe}" in a.imported.stdout
     assert recipe.with_suffix(".lock").is_file()
@@ -86,7 +87,9 @@ def test_export_import_check_and_rebuild_offline(
     assert len(list((cache / "debs").glob("*.deb"))) == len(lock) > 100
 
     # Not work_b: test_e2e_reproducible, maybe in the other worker, checks it is left empty.
-    verified = baker("verify", into, cache=cache, work=project["work_a"], env=OFFLINE)
+    pub = signing_key.with_name("baker.pub")
+    verified = baker("verify", into, "--pub", pub, cache=cache, work=project["work_a"],
+                     env=OFFLINE)  # fmt: skip
     assert "FAIL" not in verified.stdout
     qcow2 = into / "image.qcow2"
     for fmt, driver in DRIVERS.items():

@@ -1,6 +1,6 @@
 """A farm on one machine: Debian's redis-server on 127.0.0.1 and two `baker worker`
-processes. `baker submit --wait` of the two example recipes gives the digests of the
-session's local builds (a worker builds from the job's content alone). Then a worker is
+processes. `baker submit --wait` of two shipped recipes (Debian 12 and 13) gives the digests
+of the session's local builds (a worker builds from the job's content alone). Then a worker is
 killed with SIGKILL mid-build: the job comes back and completes on the other worker, and
 once the killed worker starts again its leftovers (domain, work directories) are gone."""
 
@@ -122,10 +122,10 @@ def farm(broker: str, tmp_path_factory: pytest.TempPathFactory, work_root: Path)
 
 
 def test_submit_wait_gives_the_local_builds_digests(
-    farm, base_image: Baked, web_image: Baked
+    farm, base_image: Baked, trixie_image: Baked
 ) -> None:
     """Two submitters at once, each with the options of the session's own build of its
-    recipe (the web image was measured with --boot-runs 1): every step comes from the
+    recipe (the Debian 13 image was measured with --boot-runs 1): every step comes from the
     session's step cache, and the digests are the local ones."""
     env = {**os.environ, "BAKER_WORK_DIR": str(farm["work"])}
 
@@ -136,14 +136,14 @@ def test_submit_wait_gives_the_local_builds_digests(
 
     submits = [
         submit("images/debian-12-base.yaml"),
-        submit("images/debian-12-web.yaml", "--boot-runs", "1"),
+        submit("images/debian-13-base.yaml", "--boot-runs", "1"),
     ]
     lines: dict[str, str] = {}
     for proc in submits:
         stdout, stderr = proc.communicate(timeout=1800)
         assert proc.returncode == 0, stderr[-3000:]
         lines.update(dict(line.split(" ", 1) for line in stdout.strip().splitlines()))
-    assert lines == {"debian-12-base": base_image.digest, "debian-12-web": web_image.digest}
+    assert lines == {"debian-12-base": base_image.digest, "debian-13-base": trixie_image.digest}
     for name, digest in lines.items():
         stored = farm["artifacts"] / name / digest.split(":")[1]
         assert (stored / "image.qcow2").is_file()

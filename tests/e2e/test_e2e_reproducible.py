@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support.bakerun import BAKER, OFFLINE, Baked, baker, sha256
+import yaml
+from support.bakerun import BAKER, OFFLINE, ROOT, AirGap, Baked, baker, sha256
 
 pytestmark = pytest.mark.e2e
 
@@ -30,13 +31,13 @@ def test_same_recipe_and_lock_give_the_same_image(two_builds: tuple[Baked, Baked
     assert record["source_date_epoch"] > 0
 
 
-def test_a_stale_lock_is_refused(project: dict[str, Path], two_builds: object) -> None:
+def test_a_stale_lock_is_refused(project: dict[str, Path], airgap: AirGap) -> None:
     p = project
     stale = p["root"] / "images" / "stale.yaml"
     stale.write_text(p["recipe"].read_text().replace("packages: [nginx]",
                                                      "packages: [nginx, curl]"))  # fmt: skip
     shutil.copy(p["recipe"].with_suffix(".lock"), stale.with_suffix(".lock"))
-    proc = baker("build", stale, "--out", p["root"] / "out_stale", cache=p["cache_b"],
+    proc = baker("build", stale, "--out", p["root"] / "out_stale", cache=airgap.cache,
                  work=p["work_b"], check=False)  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -47,10 +48,11 @@ def test_a_stale_lock_is_refused(project: dict[str, Path], two_builds: object) -
 
 
 def test_rebuild_check_names_the_changed_file(
-    project: dict[str, Path], two_builds: tuple[Baked, Baked]
+    project: dict[str, Path], two_builds: tuple[Baked, Baked], airgap: AirGap
 ) -> None:
     # That an unchanged recipe rebuilds offline to the same digest is shown by the air-gap
-    # test (test_e2e_export), from an imported bundle: one full rebuild fewer here.
+    # test (test_e2e_export), from an imported bundle: one full rebuild fewer here. This one
+    # rebuilds offline in that rebuild's step cache, so only the changed steps run again.
     p = project
     a, _ = two_builds
     page = p["root"] / "provisioners" / "files" / "index.html"
@@ -61,7 +63,7 @@ def test_rebuild_check_names_the_changed_file(
             page.read_text().replace("checked by testinfra", "checked again by testinfra")
         )
         p["recipe"].write_text(p["recipe"].read_text().replace(old_pin, sha256(page)))
-        changed = baker("rebuild", "--check", a.artifact, cache=p["cache_b"], work=p["work_b"],
+        changed = baker("rebuild", "--check", a.artifact, cache=airgap.cache, work=p["work_b"],
                         env=OFFLINE, check=False)  # fmt: skip
     finally:
         # Other tests use this project as it was built.
@@ -90,18 +92,33 @@ def test_diff_of_base_and_web(base_image: Baked, web_image: Baked) -> None:
 
 
 def test_a_locked_build_installs_what_the_unlocked_one_does(
-    web_image: Baked, two_builds: tuple[Baked, Baked]
-) -> None:
-    """The lock pins what the recipe installs; it must not change it (apt and all)."""
+    base_image: Baked, two_builds: tuple[Baked, Baked], project: dict[str, Path],
+    session_cache: Path, work_root: Path, tmp_path: Path
+) -> None:  # fmt: skip
+    """The lock pins what the recipe installs; it must not change it (apt and all): the base
+    recipe's lock names what its unlocked build installed, and the locked web build
+    installed what its own lock names."""
     locked, _ = two_builds
+    root = tmp_path / "team"  # a project of its own, so the lock lands beside its copy
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    shutil.copytree(ROOT / "images" / "testinfra", root / "images" / "testinfra")
+    recipe = root / "images" / "debian-12-base.yaml"
+    shutil.copy(ROOT / "images" / "debian-12-base.yaml", recipe)
+    work = work_root / "lock-base"
+    work.mkdir(mode=0o711)
+    baker("lock", recipe, cache=session_cache, work=work)
 
-    def names(artifact: Path) -> set[str]:
+    def sbom_names(artifact: Path) -> set[str]:
         doc = json.loads((artifact / "sbom.cdx.json").read_text())
         return {c["name"] for c in doc["components"]}
 
-    unlocked_names, locked_names = names(web_image.artifact), names(locked.artifact)
-    assert {"apt", "gpgv", "debian-archive-keyring", "nginx"} <= locked_names
-    assert locked_names == unlocked_names, (
-        f"only locked: {sorted(locked_names - unlocked_names)}; "
-        f"only unlocked: {sorted(unlocked_names - locked_names)}"
-    )
+    def lock_names(lock: Path) -> set[str]:
+        return {p["name"] for p in yaml.safe_load(lock.read_text())["packages"]}
+
+    unlocked = sbom_names(base_image.artifact)
+    base_lock = lock_names(recipe.with_suffix(".lock"))
+    assert unlocked == base_lock, (sorted(base_lock - unlocked), sorted(unlocked - base_lock))
+    installed = sbom_names(locked.artifact)
+    web_lock = lock_names(project["recipe"].with_suffix(".lock"))
+    assert {"apt", "gpgv", "debian-archive-keyring", "nginx"} <= installed
+    assert installed == web_lock, (sorted(web_lock - installed), sorted(installed - web_lock))
