@@ -10,11 +10,14 @@ from support.recipe_files import WriteRecipe
 # the session: shared across workers, in an order that keeps both busy ---------------------
 
 # Handed out first (`--dist loadfile`: a module goes to one worker whole, its module fixtures
-# made once): the longest modules, which make their own images (the next two queue behind
-# them), so the modules that reuse the session's base image rarely wait for it. Then the
-# other e2e modules; last those with a test that runs alone (`exclusive`), so that the other
-# worker is on the unit tests by then, which need no host service and never wait for one.
-FIRST = ("test_e2e_export", "test_e2e_bake", "test_e2e_debian13", "test_e2e_nightly")
+# made once), longest first: the modules that make the session's images or their own (the
+# third and fourth queue behind the first two), so the modules that reuse the session's base
+# image rarely wait for it. Then the other e2e modules, which are short; last those with a
+# test that runs alone (`exclusive`): the other worker is on a short module or the unit tests
+# by then, which need no host service and never wait for one. A long module handed out just
+# before them would keep them waiting for its end.
+FIRST = ("test_e2e_export", "test_e2e_bake", "test_e2e_nightly", "test_e2e_debian13",
+         "test_e2e_vendor", "test_e2e_layers", "test_e2e_farm")  # fmt: skip
 LAST = ("test_e2e_cache", "test_e2e_failures", "test_e2e_faults")
 _SHARED = pytest.StashKey[Path]()
 
