@@ -395,7 +395,7 @@ def test_root_partition_without_filesystem(images: dict[str, Path], workdir: Pat
         f.truncate(8 << 20)
     script = f"label: gpt\nstart=2048, type={layout.LINUX_ROOT_X86_64_TYPE}\n"
     subprocess.run(["sfdisk", "--quiet", raw], input=script, text=True, check=True)
-    with pytest.raises(InputError, match="no ext4 filesystem"):
+    with pytest.raises(InputError, match="holds no ext4, XFS or btrfs filesystem"):
         diff(images["a"], raw, workdir=workdir)
 
 

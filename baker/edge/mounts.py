@@ -18,19 +18,27 @@ from baker.errors import BuildError
 
 
 @contextlib.contextmanager
-def read_only(raw: Path, mountpoint: Path, offset: int, size: int | None = None) -> Iterator[Path]:
-    """The ext4 filesystem at `offset` (of `size` bytes, or to the end) of `raw`, mounted
-    read-only at `mountpoint` (created here, removed after)."""
+def read_only(
+    raw: Path, mountpoint: Path, offset: int, size: int | None = None, fs_type: str = "ext4"
+) -> Iterator[Path]:
+    """The filesystem at `offset` (of `size` bytes, or to the end) of `raw`, mounted
+    read-only at `mountpoint` (created here, removed after): ext4, or XFS or btrfs (a vendor
+    image's root)."""
     mountpoint.mkdir()
-    # noload: the journal is never replayed, so a read-only mount writes nothing at all.
-    options = f"ro,noload,loop,offset={offset}" + (f",sizelimit={size}" if size else "")
+    # The journal or log is never replayed, so a read-only mount writes nothing at all.
+    options = f"ro,{_NO_REPLAY[fs_type]},loop,offset={offset}" + (
+        f",sizelimit={size}" if size else ""
+    )
     try:
-        tools.run(["mount", "-t", "ext4", "-o", options, raw, mountpoint])
+        tools.run(["mount", "-t", fs_type, "-o", options, raw, mountpoint])
         yield mountpoint
     finally:
         unmount(mountpoint)
         mountpoint.rmdir()
         detach_loops(raw)
+
+
+_NO_REPLAY = {"ext4": "noload", "xfs": "norecovery", "btrfs": "rescue=nologreplay"}
 
 
 def unmount(mountpoint: Path) -> None:

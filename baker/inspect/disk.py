@@ -35,6 +35,7 @@ _LINUX_TYPES = frozenset(
     }
 )
 _EXT_TYPES = frozenset({"ext2", "ext3", "ext4"})
+_OTHER_ROOTS = frozenset({"xfs", "btrfs"})
 
 # Superblock fields worth reporting, with their display names. Counters that follow from the
 # content (free blocks, lifetime writes) and seeds derived from the UUID are left out: they
@@ -78,6 +79,7 @@ class Opened:
     info: dict[str, Any]
     table: dict[str, Any]
     superblock: dict[str, str]
+    fs_type: str = "ext4"  # the root's: ext4, or XFS or btrfs (a vendor's image as it is)
 
 
 def image_info(image: Path) -> dict[str, Any]:
@@ -117,15 +119,20 @@ def open_image(image: Path, name: str, work: Path, stack: contextlib.ExitStack) 
     table = partition_table(raw, image)
     start, size = _root_partition(table, image)
     fs_type = _fs_type(raw, start, size)
-    if fs_type not in _EXT_TYPES:
+    if fs_type not in _EXT_TYPES | _OTHER_ROOTS:
         found = f"found {fs_type}" if fs_type else "found nothing it recognises"
-        raise InputError(f"{image}: its root partition holds no ext4 filesystem ({found}).")
-    mountpoint = stack.enter_context(mounts.read_only(raw, work / f"{name}.mnt", start, size))
+        raise InputError(
+            f"{image}: its root partition holds no ext4, XFS or btrfs filesystem ({found})."
+        )
+    kind = "ext4" if fs_type in _EXT_TYPES else str(fs_type)
+    mountpoint = stack.enter_context(mounts.read_only(raw, work / f"{name}.mnt", start, size, kind))
+    if kind != "ext4":  # a vendor's root, taken as it is: no ext4 superblock to read
+        return Opened(mountpoint, info, table, {}, kind)
     # dumpe2fs reads "file?offset=" names as NAME=value tags, so it is pointed at the loop
     # device the mount set up instead.
     device = tools.run(["findmnt", "-n", "-o", "SOURCE", "--mountpoint", mountpoint]).strip()
     superblock = _superblock(device)
-    return Opened(mountpoint, info, table, superblock)
+    return Opened(mountpoint, info, table, superblock, kind)
 
 
 def partition_table(raw: Path, image: Path) -> dict[str, Any]:
