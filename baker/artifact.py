@@ -106,6 +106,9 @@ class ImageRecord(_Part):
     compression: str | None = None  # the qcow2's clusters: zstd, zlib or none
     boot: str = "bios"
     ami: dict[str, Any] | None = None
+    # False for a vendor's disk taken as it is (base.capture: as-is), and why.
+    reproducible: bool | None = None
+    why_not_reproducible: str | None = None
 
 
 class Ancestor(_Part):

@@ -26,8 +26,8 @@ PACKAGES=(
   # The farm's tests: the Redis broker (started by the tests on 127.0.0.1).
   redis-server
   # The vendor-image tests make their "vendor's cloud image" with mkosi (from backports,
-  # below), which needs these on the host.
-  kmod cpio zstd bubblewrap
+  # below), which needs these on the host; and a small one with an XFS root (taken as it is).
+  kmod cpio zstd bubblewrap xfsprogs
 )
 # `setup-host.sh --bench`: the peers bench/ compares against too (bench/vs_packer.py).
 if [ "${1:-}" = "--bench" ]; then

@@ -121,9 +121,9 @@ BAD: list[tuple[str, str, str]] = [
     (
         "key-with-a-newline",
         'name: demo\nbase:\n  "two\\nlines": 1\n',
-        "$recipe:3: base.'two\\nlines': unknown field (known: arch, boot, cloud_init, "
-        "compression, disk_size_mib, image, kernel, mirror, packages, sha256, ssh_host_keys, "
-        "suite, trust).",
+        "$recipe:3: base.'two\\nlines': unknown field (known: arch, boot, capture, "
+        "cloud_init, compression, disk_size_mib, image, kernel, mirror, packages, sha256, "
+        "ssh_host_keys, suite, trust).",
     ),
     (
         "duplicate-key-under-an-alias",

@@ -20,7 +20,7 @@ from baker import artifact
 from baker.backends.accel import Accel, choose
 from baker.backends.base import Backend, BuildLabel, Resumes
 from baker.backends.factory import open_backend
-from baker.build import runner
+from baker.build import runner, vendor
 from baker.build.options import Options, Result, display_path
 from baker.build.parent import Parent
 from baker.build.parent import resolve as resolve_parent
@@ -34,12 +34,14 @@ from baker.build.steps.cloud_image import MakeCloudImage
 from baker.build.steps.disk import Disk
 from baker.build.steps.generalize import GeneralizeInGuest
 from baker.build.steps.image import Image
+from baker.build.steps.image_as_is import ImageAsIs
 from baker.build.steps.measure import Measure
 from baker.build.steps.parent_tree import ParentTree
 from baker.build.steps.provision import Provision
 from baker.build.steps.publish import Publish
 from baker.build.steps.shutdown import Shutdown
 from baker.build.steps.tests import Verify
+from baker.build.steps.vendor_disk import VendorDisk
 from baker.build.steps.vendor_tree import VendorTree
 from baker.errors import InputError
 from baker.evidence import signing
@@ -54,6 +56,15 @@ def steps(spec: Spec, backend: Backend, measure: bool = True) -> list[Step]:
     """The steps of a build of `spec` on `backend`, in the order they run: the one place
     they are put together, from what the build starts from and the backend hands back
     (Packer's builders each have their step list the same way)."""
+    # A backend that can save a running machine resumes the one saved from this base.
+    boot = ResumeOrBoot() if isinstance(backend, Resumes) else Boot()
+    if backend.starts_from == "debian" and vendor.as_is(spec):
+        # A vendor's disk taken as it is: booted, generalized and trimmed in place, imaged.
+        in_place = GeneralizeInGuest(first=(vendor.RESTORE_ROOT_SSH_IN_GUEST,),
+                                     last=(vendor.TRIM_IN_GUEST,))  # fmt: skip
+        machine_steps = [boot, Provision(), Verify(), in_place, Shutdown()]
+        as_is: list[Step] = [VendorDisk(), *machine_steps, ImageAsIs()]
+        return [*as_is, *([Measure()] if measure else []), Attest(), Publish()]
     if backend.starts_from == "debian":
         # A child starts from its parent image's tree, a build on a vendor's cloud image from
         # that image's, the rest from a Debian one.
@@ -65,8 +76,6 @@ def steps(spec: Spec, backend: Backend, measure: bool = True) -> list[Step]:
         start: list[Step] = [tree, Disk()]
     else:
         start = [CloudBaseImage()]
-    # A backend that can save a running machine resumes the one saved from this base.
-    boot = ResumeOrBoot() if isinstance(backend, Resumes) else Boot()
     if backend.hands_back == "disk":
         # The disk is captured and generalized off the machine, after it stopped.
         machine: list[Step] = [boot, Provision(), Verify(), Shutdown()]

@@ -62,6 +62,11 @@ def check(
     expected = record.image.digest
     if expected is None:
         raise InputError(f"{artifact}/{BUILD}: records no image digest to compare with.")
+    if record.image.reproducible is False:
+        raise InputError(
+            f"{artifact}: its image is not reproducible ({record.image.why_not_reproducible}); "
+            "there is nothing to rebuild it to."
+        )
     recorded = Path(record.recipe.file)
     if recipe is not None and not recipe.is_file():
         raise InputError(f"--recipe {recipe}: no such recipe file.")

@@ -5,16 +5,19 @@ cache, hashed as it streams, expanded when compressed, and read before anything 
 baker re-makes the image's layout (a GPT disk with one ext4 root filesystem, a BIOS boot
 partition and/or an EFI system partition, and the kernel and initrd at /vmlinuz and
 /initrd.img, as Debian's cloud images have them), so a child of a pinned image is
-reproducible bit for bit. Everything wrong with the image is the recipe's to fix: each refusal
-is an InputError naming the recipe's field."""
+reproducible bit for bit; with base.capture: as-is, it takes the disk as it is (any layout
+whose root it can read: ext4, XFS or btrfs), not reproducible. Everything wrong with the
+image is the recipe's to fix: each refusal is an InputError naming the recipe's field."""
 
 from __future__ import annotations
 
 import contextlib
+import shlex
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from baker.backends.nocloud import KEPT
 from baker.cache import Cache
@@ -31,6 +34,11 @@ IMAGES = "images"  # under the cache's root: vendor images by their pinned sha25
 # A compressed image file, by its first bytes, and the tool that expands it as a stream.
 _COMPRESSED = {b"\xfd7zXZ\x00": "xz", b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
 BOOT_FILES = ("vmlinuz", "initrd.img")
+
+
+def as_is(spec: Spec) -> bool:
+    """Whether the build takes a vendor's disk as it is (base.capture: as-is)."""
+    return spec.cloud_image is not None and spec.recipe.base.capture == "as-is"
 
 
 @dataclass(frozen=True)
@@ -106,8 +114,8 @@ class Opened:
 
 def open_tree(spec: Spec, vendor: VendorImage, work: Path, stack: contextlib.ExitStack) -> Opened:
     """The image's root tree, mounted read-only, after every check a build needs before
-    anything boots: a layout baker re-makes, a dpkg database, cloud-init, the recipe's
-    suite, and a boot mode the image has."""
+    anything boots: a dpkg database, cloud-init, the recipe's suite, a boot mode the image
+    has, and a layout baker re-makes (unless base.capture takes the disk as it is)."""
     here = f"{spec.where('base.image')}: base.image: {vendor.source}"
     try:
         opened = disk.open_image(vendor.path, "vendor", work, stack)
@@ -115,13 +123,6 @@ def open_tree(spec: Spec, vendor: VendorImage, work: Path, stack: contextlib.Exi
         raise InputError(f"{here}: {str(e).removeprefix(f'{vendor.path}: ')}") from None
     table = opened.table
     types = [str(p.get("type", "")).upper() for p in table.get("partitions") or []]
-    data = [t for t in types if t not in (BIOS_BOOT_TYPE, ESP_TYPE)]
-    if table.get("label") != "gpt" or len(data) != 1:
-        layout = f"a {table.get('label')} table with {len(data)} data partitions"
-        raise InputError(
-            f"{here}: its layout ({layout}) is not one baker re-makes: GPT, one ext4 root, "
-            "a BIOS boot and/or an EFI system partition."
-        )
     root = opened.root
     if not (root / "var/lib/dpkg/status").is_file():
         raise InputError(
@@ -134,18 +135,42 @@ def open_tree(spec: Spec, vendor: VendorImage, work: Path, stack: contextlib.Exi
             "a vendor's image."
         )
     _check_release(spec, root, here)
+    as_is = spec.recipe.base.capture == "as-is"
+    why = None if as_is else _not_remade(table, types, opened.fs_type, root)
+    if why:
+        raise InputError(
+            f"{here}: {why}, so baker cannot re-make its layout; write base.capture: as-is "
+            "to take its disk as it is (not reproducible)."
+        )
+    boots = _boots(table, types)
+    _check_boot(spec, root, boots, as_is)
+    return Opened(root, boots)
+
+
+def _not_remade(table: dict[str, Any], types: list[str], fs_type: str, root: Path) -> str | None:
+    """Why baker cannot re-make the image's layout (GPT, one ext4 root holding /vmlinuz and
+    /initrd.img, a BIOS boot and/or an EFI system partition), or None if it can."""
+    data = [t for t in types if t not in (BIOS_BOOT_TYPE, ESP_TYPE)]
+    if table.get("label") != "gpt" or len(data) != 1:
+        n = len(data)
+        return f"its layout is a {table.get('label')} table with {n} data partition{'s'[: n != 1]}"
+    if fs_type != "ext4":
+        return f"its root filesystem is {fs_type}, not ext4"
     missing = [f"/{name}" for name in BOOT_FILES if _inside(root, root / name) is None]
     if missing:
-        raise InputError(
-            f"{here}: its root has no {' or '.join(missing)} (its kernel boots from elsewhere), "
-            "so baker cannot re-make its layout."
-        )
-    boots = frozenset(
+        return f"its root has no {' or '.join(missing)} (its kernel boots from elsewhere)"
+    return None
+
+
+def _boots(table: dict[str, Any], types: list[str]) -> frozenset[str]:
+    """The firmware the image's partitions boot under: a GPT disk's BIOS boot partition and
+    EFI system partition; an MBR disk boots under BIOS, and under UEFI too with an ESP."""
+    if table.get("label") == "dos":
+        return frozenset({"bios"} | ({"uefi"} if "EF" in types else set()))
+    return frozenset(
         ({"bios"} if BIOS_BOOT_TYPE in types else set())
         | ({"uefi"} if ESP_TYPE in types else set())
     )
-    _check_boot(spec, root, boots)
-    return Opened(root, boots)
 
 
 def _check_release(spec: Spec, root: Path, here: str) -> None:
@@ -161,14 +186,19 @@ def _check_release(spec: Spec, root: Path, here: str) -> None:
         )
 
 
-def _check_boot(spec: Spec, root: Path, boots: frozenset[str]) -> None:
+def _check_boot(spec: Spec, root: Path, boots: frozenset[str], as_is: bool) -> None:
     boot = spec.recipe.base.boot
     wanted = {"bios", "uefi"} if boot == "hybrid" else {boot}
     where = f"{spec.where('base.boot')}: base.boot"
     if not wanted <= boots:
         has = " and ".join(sorted(boots)) or "no firmware baker knows"
         raise InputError(f"{where}: {spec.cloud_image} boots under {has}, not {boot}.")
-    if "uefi" in wanted:
+    if as_is and "bios" not in boots:
+        raise InputError(
+            f"{spec.where('base.capture')}: base.capture: as-is: the build machine starts the "
+            f"disk under BIOS, and {spec.cloud_image} boots under UEFI only; not supported yet."
+        )
+    if "uefi" in wanted and not as_is:  # as it is, the image keeps its own UEFI loader
         status = (root / "var/lib/dpkg/status").read_text(errors="replace")
         installed = {p.name for p in parse_status(status)}
         lacking = [p for p in esp.PACKAGES if p not in installed]
@@ -223,6 +253,25 @@ def capture_rules(root: Path) -> tuple[generalize.Rule, ...]:
         )
     had_dir = marker.read_text().strip() == "had"
     return (*generalize.RULES, generalize.Rule(_ROOT_KEYS if had_dir else "root/.ssh", why))
+
+
+# The same, on the build machine itself, for a disk published as it is (base.capture: as-is):
+# before the generalize rules take /usr/local/lib/baker away.
+RESTORE_ROOT_SSH_IN_GUEST = "sh -c " + shlex.quote(f"""set -e
+d=/{KEPT}
+if [ ! -f "$d/root-ssh" ]; then
+  echo "no $d/root-ssh: cloud-init did not run the seed's bootcmd" >&2; exit 3
+fi
+if [ "$(cat "$d/root-ssh")" = had ]; then
+  rm -f /root/.ssh/authorized_keys
+  if [ -f "$d/authorized_keys" ]; then cp -a "$d/authorized_keys" /root/.ssh/; fi
+else
+  rm -rf /root/.ssh
+fi
+""")
+# Free space trimmed (the build machine's disk discards, so it reads as zeros), so a disk
+# published as it is carries none of what was deleted and takes no room for it.
+TRIM_IN_GUEST = "fstrim --all --verbose || echo 'fstrim: nothing trimmed'"
 
 
 def restore_root_ssh(root: Path, into: Path) -> list[str]:

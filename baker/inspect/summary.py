@@ -63,6 +63,12 @@ def summarize(directory: Path) -> dict[str, Any]:
         "packages": len(cdx.get("components", [])) or len(build.pins.packages),
         "size_bytes": build.image.size,
         "virtual_size_bytes": build.image.virtual_size or ami.get("volume_size"),
+        # Said only where it is not: a vendor's disk taken as it is.
+        **(
+            {"reproducible": False, "why_not_reproducible": build.image.why_not_reproducible}
+            if build.image.reproducible is False
+            else {}
+        ),
         "boot": {
             "accel": boot.get("accel"),
             "runs": boot.get("runs"),
@@ -95,6 +101,11 @@ def render(s: dict[str, Any]) -> str:
             f"  image     {s['image']}, {virtual:.0f} MiB volume"
             if s.get("image")
             else f"  size      {size:.0f} MB qcow2, {virtual:.0f} MiB disk"
+        ),
+        *(
+            [f"  rebuild   not reproducible ({s['why_not_reproducible']})"]
+            if s.get("reproducible") is False
+            else []
         ),
         f"  boot      median {boot['median_time_to_ssh_s']} s to SSH under {boot['accel']} "
         f"({boot['runs']} runs{budget})",

@@ -75,6 +75,12 @@ def load(path: Path, overrides: Mapping[str, str] | None = None, root: Path | No
                 f"{where}: base.trust: a cloud image has no signature: leave trust out."
             )
         local_parent, cloud_image = None, str(local_parent)
+    if recipe.base.capture == "as-is" and cloud_image is None:
+        where = f"{path}:{line_of(parsed.node, ('base', 'capture'))}"
+        raise InputError(
+            f"{where}: base.capture: as-is takes a vendor's cloud image as it is; base.image "
+            "names none (a URL, or an image file in the project)."
+        )
     return Spec(
         recipe=recipe,
         source=path.resolve(),

@@ -98,6 +98,8 @@ class Base(_Model):
     image: str | None = Field(None, min_length=1)
     sha256: Sha256 | None = None
     trust: str | None = Field(None, min_length=1)
+    # A vendor image re-made in baker's layout (reproducible), or its disk as it is (not).
+    capture: Literal["remake", "as-is"] = "remake"
 
     @model_validator(mode="after")
     def _parent(self) -> Base:

@@ -3,13 +3,17 @@ builder, from bookworm-backports; configuration in vendor-image/), pinned by its
 The build machine is reached through a cloud-init NoCloud seed; the image is re-made in
 baker's layout, signed, verified, measured in plain QEMU (launched with a seed, as its
 vendor intends), generalized as baker's own images are, and rebuilt from a fresh step cache
-to the same digest. A wrong pin is refused in one line before anything starts."""
+to the same digest. Taken as it is (base.capture: as-is), the same image boots through its
+own bootloader, grows into the larger disk, is generalized and trimmed in place and
+published as its disk, said to be not reproducible. A wrong pin is refused in one line
+before anything starts."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -161,3 +165,80 @@ def test_an_image_that_is_not_the_pin_is_refused_before_anything_starts(
     assert "Traceback" not in proc.stderr
     # No machine of this recipe's (the other worker's may come and go meanwhile).
     assert not out.exists() and {d for d in domains() - before if "on-vendor" in d} == set()
+
+
+@pytest.fixture(scope="module")
+def as_is(
+    project: dict[str, Path], built: Baked, signing_key: Path
+) -> subprocess.CompletedProcess[str]:
+    """A build on a vendor image taken as it is, onto a larger disk. The image is the re-made
+    build's published one (a Debian cloud image with cloud-init and growpart): mkosi's own
+    BIOS GRUB stops at its menu under emulation, and the path under test is the same."""
+    image = project["root"] / "vendor" / "on-vendor.qcow2"
+    shutil.copy(built.artifact / "image.qcow2", image)
+    recipe = project["root"] / "images" / "on-vendor-as-is.yaml"
+    recipe.write_text(
+        project["recipe"].read_text()
+        .replace("name: on-vendor", "name: on-vendor-as-is")
+        .replace("debian-12-vendor.qcow2", image.name)
+        .replace(_sha256(project["image"]), _sha256(image))
+        .replace("  boot: bios\n", "  boot: bios\n  capture: as-is\n  disk_size_mib: 3072\n")
+    )  # fmt: skip
+    return baker("build", recipe, "--out", project["out"], "--sign-key", signing_key,
+                 cache=project["cache"], work=project["work"], check=False)  # fmt: skip
+
+
+def test_taken_as_it_is_the_image_boots_its_own_way_and_says_it_is_not_reproducible(
+    as_is: subprocess.CompletedProcess[str], project: dict[str, Path], signing_key: Path
+) -> None:
+    assert as_is.returncode == 0, as_is.stderr[-4000:]
+    artifact = project["out"] / "on-vendor-as-is"
+    record = json.loads((artifact / "build.json").read_text())
+    # Generalized on the machine and imaged as its disk: no capture step.
+    assert set(record["steps"]) == {"base", "boot", "provision", "verify", "generalize",
+                                    "shutdown", "image", "measure"}  # fmt: skip
+    assert record["image"]["reproducible"] is False
+    assert "as-is" in record["image"]["why_not_reproducible"]
+    # The build machine's discarded free space: fstrim said what it trimmed.
+    assert re.search(r"generalize \| /: .* trimmed", as_is.stderr), as_is.stderr[-3000:]
+    pub = signing_key.with_name("baker.pub")
+    checked = baker("verify", artifact, "--pub", pub, cache=project["cache"],
+                    work=project["work"])  # fmt: skip
+    assert "FAIL" not in checked.stdout
+    shown = baker("inspect", artifact, cache=project["cache"], work=project["work"])
+    assert "  rebuild   not reproducible (base.capture: as-is:" in shown.stdout
+    sbom = json.loads((artifact / "sbom.cdx.json").read_text())
+    assert "pkg:deb/debian/cloud-init" in {c["purl"].split("@")[0] for c in sbom["components"]}
+    boot = json.loads((artifact / "boot.json").read_text())
+    assert list(boot["firmware"]) == ["bios"] and boot["runs"] == 1
+    # Nothing to rebuild it to: refused in one line.
+    again = baker("rebuild", "--check", artifact, cache=project["cache"], work=project["work"],
+                  check=False)  # fmt: skip
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines()[-1].endswith("there is nothing to rebuild it to.")
+
+
+def test_taken_as_it_is_the_disk_is_the_vendors_grown_and_generalized(
+    as_is: subprocess.CompletedProcess[str], project: dict[str, Path], work_root: Path
+) -> None:
+    assert as_is.returncode == 0, as_is.stderr[-4000:]
+    image = project["out"] / "on-vendor-as-is" / "image.qcow2"
+    with disk.scratch(work_root) as work, contextlib.ExitStack() as stack:
+        opened = disk.open_image(image, "as-is", work, stack)
+        root = opened.root
+        # The vendor's own partitions, the root grown by cloud-init into the 3 GiB disk the
+        # recipe asks for (the image's was 2 GiB).
+        assert opened.info["virtual-size"] == 3072 << 20
+        sector = int(opened.table.get("sectorsize", 512))
+        assert int(opened.table["partitions"][-1]["size"]) * sector > 2900 << 20
+        block = int(opened.superblock["Block size"])
+        assert int(opened.superblock["Block count"]) * block > 2800 << 20
+        assert (root / "etc/machine-id").read_bytes() == b""
+        assert not list((root / "etc/ssh").glob("ssh_host_*"))
+        assert list((root / "var/lib/cloud").iterdir()) == []  # cloud-init clean
+        assert (root / "root/.ssh").is_dir() and not (root / "root/.ssh/authorized_keys").exists()
+        assert not (root / "usr/local/lib/baker").exists()
+        found = subprocess.run(["grep", "-rls", "baker-build", "etc", "root", "var", "home"],
+                               cwd=root, capture_output=True, text=True, check=False)  # fmt: skip
+        assert found.stdout == ""
+        assert (root / "etc/motd").read_text() == "baked on a vendor image\n"

@@ -33,20 +33,30 @@ class GeneralizeInGuest(Step):
     name = "generalize"
     uses_machine = True
 
+    def __init__(self, first: tuple[str, ...] = (), last: tuple[str, ...] = ()) -> None:
+        # Commands before the rules (a vendor image's own SSH files put back) and after them
+        # (free space trimmed, for a disk published as it is).
+        self.first, self.last = first, last
+
     def describe(self, ctx: Context) -> str:
         return "generalize the machine in place, read its packages"
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
         guest = need(state.guest, "a session")
         removed = []
-        for command in (
+        commands = (
             *generalize.IN_GUEST,
+            *self.first,
             f"sh -c {shlex.quote(generalize.guest_script())}",
-        ):
+            *self.last,
+        )
+        for command in commands:
             for line in _run(ctx, guest, command):
                 if line.startswith(generalize.REMOVED):
                     removed.append(line.removeprefix(generalize.REMOVED).removeprefix("."))
-        state.generalized = generalize.Generalized(tuple(sorted(removed)))
+        # The rules are recorded as rules, the other commands as they ran.
+        ran = (*generalize.IN_GUEST, *self.first, *self.last)
+        state.generalized = generalize.Generalized(tuple(sorted(removed)), ran)
         ctx.reporter.info(f"generalized the machine: {len(removed)} paths removed")
         state.dpkg_status = guest.read(GUEST_DPKG_STATUS).decode(errors="replace")
         state.packages = parse_status(state.dpkg_status)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+from pathlib import Path
 
 from baker.artifact import IMAGE, ImageRecord
 from baker.backends.base import DiskImage
@@ -52,16 +53,7 @@ class Image(Step):
             ctx.spec.recipe.base.boot,
         )
         tar.unlink()
-        # The raw bytes' digest ties the image to copies in other formats (an AMI's
-        # snapshot, a converted disk) whose container bytes differ. Hashed while qemu-img
-        # reads the same bytes: one pass over the disk, from the page cache, not two.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            raw_hash = pool.submit(sha256_file, raw)
-            disk.to_qcow2(raw, image, ctx.spec.recipe.base.compression)
-            raw_digest = f"sha256:{raw_hash.result()}"
-        raw.unlink()
-        digest = f"sha256:{sha256_file(image)}"
-        state.image = BuiltImage(image, digest, raw_digest, image.stat().st_size)
+        state.image = to_image(raw, image, ctx.spec.recipe.base.compression)
 
     def save(self, ctx: Context, state: BuildState) -> Saved:
         image = need(state.image, "the image")
@@ -75,24 +67,48 @@ class Image(Step):
         digest = f"sha256:{entry.files[IMAGE]['sha256']}"
         image = BuiltImage(path, digest, entry.meta["raw_digest"], path.stat().st_size)
         state.image = image
-        base = ctx.spec.recipe.base
-        state.made = Made(
-            image=DiskImage(path, seed=ctx.spec.cloud_image is not None),
-            name=IMAGE,
-            digest=digest,
-            signed=IMAGE,
-            record=ImageRecord(
-                file=IMAGE,
-                digest=digest,
-                raw_digest=image.raw_digest,
-                size=image.size,
-                virtual_size=base.disk_size_mib * 1024 * 1024,
-                format="qcow2",
-                compression=base.compression,
-                boot=base.boot,
-            ),
-            ids={"image": digest},
-            result=digest,
-        )
-        state.files[IMAGE] = path
-        state.known_sha256[IMAGE] = entry.files[IMAGE]["sha256"]
+        published(ctx, state, image, ctx.spec.recipe.base.disk_size_mib * 1024 * 1024)
+
+
+def to_image(raw: Path, image: Path, compression: disk.Compression) -> BuiltImage:
+    """The published qcow2 made of the disk `raw` (removed after), with its digests."""
+    # The raw bytes' digest ties the image to copies in other formats (an AMI's snapshot, a
+    # converted disk) whose container bytes differ. Hashed while qemu-img reads the same
+    # bytes: one pass over the disk, from the page cache, not two.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        raw_hash = pool.submit(sha256_file, raw)
+        disk.to_qcow2(raw, image, compression)
+        raw_digest = f"sha256:{raw_hash.result()}"
+    raw.unlink()
+    return BuiltImage(image, f"sha256:{sha256_file(image)}", raw_digest, image.stat().st_size)
+
+
+def published(
+    ctx: Context, state: BuildState, image: BuiltImage, virtual_size: int, as_is: str | None = None
+) -> None:
+    """What every later step needs of the local image `image`: the state's `made`, and the
+    file the artifact gets. `as_is`: why the image is not reproducible (a vendor's disk taken
+    as it is)."""
+    base = ctx.spec.recipe.base
+    state.made = Made(
+        image=DiskImage(image.path, seed=ctx.spec.cloud_image is not None),
+        name=IMAGE,
+        digest=image.digest,
+        signed=IMAGE,
+        record=ImageRecord(
+            file=IMAGE,
+            digest=image.digest,
+            raw_digest=image.raw_digest,
+            size=image.size,
+            virtual_size=virtual_size,
+            format="qcow2",
+            compression=base.compression,
+            boot=base.boot,
+            reproducible=False if as_is else None,
+            why_not_reproducible=as_is,
+        ),
+        ids={"image": image.digest},
+        result=image.digest,
+    )
+    state.files[IMAGE] = image.path
+    state.known_sha256[IMAGE] = image.digest.removeprefix("sha256:")
