@@ -52,7 +52,8 @@ def test_rebuild_check_names_the_changed_file(
 ) -> None:
     # That an unchanged recipe rebuilds offline to the same digest is shown by the air-gap
     # test (test_e2e_export), from an imported bundle: one full rebuild fewer here. This one
-    # rebuilds offline in that rebuild's step cache, so only the changed steps run again.
+    # rebuilds offline from the package files the air gap's cache holds (a rebuild makes
+    # every step again, in a step cache of its own).
     p = project
     a, _ = two_builds
     page = p["root"] / "provisioners" / "files" / "index.html"

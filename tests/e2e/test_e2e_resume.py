@@ -93,20 +93,26 @@ def test_corrupted_cache_entries_are_refused_and_the_build_boots_cold_to_the_sam
     memory another: both entries are refused and made again, and the image is the same.
     (One rebuild shows both: each is a whole build machine's worth under TCG.)"""
     cache = tmp_path / "cache"
-    cache.mkdir(mode=0o755)
-    subprocess.run(["cp", "-a", "--sparse=always", session_cache / "steps", cache], check=True)
     steps = json.loads((base_image.artifact / "build.json").read_text())["steps"]
-    subprocess.run(["rm", "-r", cache / "steps" / "image" / steps["image"]["key"]], check=True)
-    flip_byte(cache / "steps" / "disk" / steps["disk"]["key"] / "base.raw", 200 << 20)
     base_digest = json.loads((base_image.artifact / "build.json").read_text())["pins"][
         "base_digest"
     ]
+    # The base build's own entries only (the session's cache holds every other build's by
+    # now): its base, disk and measure, and the machine saved from its base; not its image.
+    for step in ("base", "disk", "measure"):
+        (cache / "steps" / step).mkdir(parents=True)
+        subprocess.run(["cp", "-a", "--sparse=always", session_cache / "steps" / step /
+                        steps[step]["key"], cache / "steps" / step], check=True)  # fmt: skip
+    flip_byte(cache / "steps" / "disk" / steps["disk"]["key"] / "base.raw", 200 << 20)
     (saved,) = [
         entry
-        for entry in (cache / "steps" / "boot").iterdir()
+        for entry in (session_cache / "steps" / "boot").iterdir()
         if json.loads((entry / "entry.json").read_text())["meta"]["carried"]["base"]["digest"]
         == base_digest
     ]
+    (cache / "steps" / "boot").mkdir()
+    subprocess.run(["cp", "-a", "--sparse=always", saved, cache / "steps" / "boot"], check=True)
+    saved = cache / "steps" / "boot" / saved.name
     state = saved / "state"
     flip_byte(state, state.stat().st_size // 2)
     proc = baker("build", "images/debian-12-base.yaml", "--out", tmp_path / "out", cache=cache,
