@@ -87,6 +87,7 @@ class Leftover:
     name: str
     why: str
     remove: Callable[[], None]
+    kept: bool = False  # left on purpose (--on-error keep): for `baker clean` only
 
 
 def stale_work_dirs(root: Path) -> list[Leftover]:
@@ -99,7 +100,7 @@ def stale_work_dirs(root: Path) -> list[Leftover]:
         if owner is None or owner.alive():
             continue  # not provably ours, or still in use
         why = "kept after a failure" if owner.kept else f"its build (pid {owner.pid}) is gone"
-        found.append(Leftover("work dir", str(path), why, _remover(path)))
+        found.append(Leftover("work dir", str(path), why, _remover(path), owner.kept))
     return found
 
 

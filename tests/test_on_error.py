@@ -65,7 +65,7 @@ def test_keep_leaves_the_machine_and_its_work_directory(
     assert json.loads((work / "owner.json").read_text())["machine"] == fake.machines[0].name
     # What baker clean would take: the kept work directory (its owner has let it go).
     (found,) = leftovers.stale_work_dirs(tmp_path / "work")
-    assert found.name == str(work) and found.why == "kept after a failure"
+    assert found.name == str(work) and found.why == "kept after a failure" and found.kept
     found.remove()
     assert not work.exists()
 
@@ -142,3 +142,23 @@ def test_clean_without_libvirtd_still_cleans_work_dirs(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("baker: error: the work directories are done, but no domain")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_starting_worker_leaves_a_machine_kept_on_purpose() -> None:
+    """A farm worker clears what killed builds left as it starts, but a machine kept with
+    --on-error keep is somebody's look at a failure: `baker clean` ends it, not a worker."""
+    from baker.cli.farm import clear_leftovers
+
+    removed: list[str] = []
+
+    def item(name: str, kept: bool) -> leftovers.Leftover:
+        why = "kept after a failure" if kept else "its build (pid 1) is gone"
+        return leftovers.Leftover("domain", name, why, lambda: removed.append(name), kept)
+
+    said: list[str] = []
+    clear_leftovers([item("baker-gone-1", False), item("baker-kept-2", True)], said.append)
+    assert removed == ["baker-gone-1"]
+    assert said == [
+        "removed domain baker-gone-1: its build (pid 1) is gone",
+        "left domain baker-kept-2: kept after a failure (`baker clean` ends it)",
+    ]

@@ -14,6 +14,9 @@ from baker.cli.shared import VarOpt, command, err, reporter, with_options
 from baker.errors import BakerError, BuildError, InputError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from baker.leftovers import Leftover
     from baker.recipe.spec import Spec
 
 BrokerOpt = Annotated[
@@ -56,7 +59,8 @@ def worker(
 ) -> None:
     """Run a build worker of the farm. It takes jobs from the broker's queues this host can
     serve, builds each with `baker build`, stores the artifact and only then acknowledges
-    the job; first it removes what a killed predecessor left."""
+    the job; first it removes what a killed predecessor left (a machine kept with --on-error
+    keep stays, for `baker clean`)."""
     _check_broker(broker)
     if concurrency < 1:
         raise InputError(f"--concurrency {concurrency}: expected 1 or more.")
@@ -78,9 +82,7 @@ def worker(
     except BakerError as e:  # a host without libvirt (an EC2 builder) has no domains to leave
         rep.info(f"no libvirt domains looked at: {e}")
         domains = []
-    for item in [*domains, *stale_work_dirs(work_root())]:
-        item.remove()
-        rep.info(f"removed {item.kind} {item.name}: {item.why}")
+    clear_leftovers([*domains, *stale_work_dirs(work_root())], rep.info)
     for key, value in (
         ("BAKER_FARM_ARTIFACTS", artifacts),
         ("BAKER_FARM_REGISTRY", registry),
@@ -249,3 +251,14 @@ def _fetch(stored: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)
+
+
+def clear_leftovers(found: list[Leftover], say: Callable[[str], None]) -> None:
+    """What builds that are gone left on this host, removed as a worker starts; a machine
+    kept on purpose (--on-error keep) stays, for whoever is looking at it."""
+    for item in found:
+        if item.kept:
+            say(f"left {item.kind} {item.name}: {item.why} (`baker clean` ends it)")
+            continue
+        item.remove()
+        say(f"removed {item.kind} {item.name}: {item.why}")

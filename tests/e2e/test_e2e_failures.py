@@ -140,8 +140,8 @@ def test_interrupted_build_cleans_up(
     assert_nothing_left(out, work, name, before, "".join(seen) + rest)
 
 
-# Alone: `baker clean` removes every stale domain on the host, and a farm worker starting in
-# another test would remove the one kept here.
+# Alone: its `baker clean` removes every stale domain on the host, another test's too (the
+# farm test's killed build, which that test expects its restarted worker to find).
 @pytest.mark.exclusive
 def test_on_error_keep_leaves_a_machine_to_log_in_to_until_clean(
     tmp_path: Path, dirs: tuple[Path, Path]

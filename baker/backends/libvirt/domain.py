@@ -128,9 +128,10 @@ def stale_domains(uri: str) -> list[Leftover]:
                 continue
             work = attrs.get("workdir")
             kept = read_owner(Path(work)) if work else None
-            why = "kept after a failure" if kept and kept.kept else (
-                f"its build (pid {owner.pid}) is gone")  # fmt: skip
-            found.append(Leftover("domain", dom.name(), why, _destroyer(uri, dom.name(), work)))
+            on_purpose = bool(kept and kept.kept)
+            why = "kept after a failure" if on_purpose else f"its build (pid {owner.pid}) is gone"
+            destroy = _destroyer(uri, dom.name(), work)
+            found.append(Leftover("domain", dom.name(), why, destroy, on_purpose))
     finally:
         conn.close()
     return found
