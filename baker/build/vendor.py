@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ IMAGES = "images"  # under the cache's root: vendor images by their pinned sha25
 # A compressed image file, by its first bytes, and the tool that expands it as a stream.
 _COMPRESSED = {b"\xfd7zXZ\x00": "xz", b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
 BOOT_FILES = ("vmlinuz", "initrd.img")
+_NAME = "vendor"  # what disk.open_image calls its raw copy and mount point
 
 
 def as_is(spec: Spec) -> bool:
@@ -110,6 +111,41 @@ def _expanded(file: Path, target: Path, cache: Cache) -> Path:
 class Opened:
     root: Path  # the image's root filesystem, mounted read-only
     boots: frozenset[str]  # the firmware its partitions boot under: bios, uefi
+    raw: Path  # the raw copy of its disk the checks read (never written: mounted read-only)
+
+
+def pin_config(spec: Spec) -> dict[str, Any]:
+    """What a build on a vendor image pins of it (build.json's pins.base): the source, its
+    digest and the trust in it, and the recipe's suite, arch and boot."""
+    base = spec.recipe.base
+    return {
+        "cloud_image": {
+            "source": spec.cloud_image,
+            "sha256": f"sha256:{base.sha256}",
+            "trust": "the recipe's sha256 pin (the image has no signature)",
+        },
+        "suite": base.suite,
+        "arch": base.arch,
+        "boot": base.boot,
+    }
+
+
+def key_config(pinned: dict[str, Any]) -> dict[str, Any]:
+    """A base step's pin as its key reads it: the file's digest decides what the step makes,
+    wherever the file was fetched from."""
+    return {**pinned, "cloud_image": {"sha256": pinned["cloud_image"]["sha256"]}}
+
+
+@contextlib.contextmanager
+def checked(spec: Spec, cache: Cache, work: Path, say: Callable[[str], None]) -> Iterator[Opened]:
+    """The recipe's image obtained (baker.build.vendor.obtain), read in `work` (made here)
+    and checked (open_tree); mounted until the block ends."""
+    vendor = obtain(spec, cache, say)
+    work.mkdir()
+    with contextlib.ExitStack() as mounted:
+        opened = open_tree(spec, vendor, work, mounted)
+        say(f"{vendor.source}: boots under {', '.join(sorted(opened.boots))}")
+        yield opened
 
 
 def open_tree(spec: Spec, vendor: VendorImage, work: Path, stack: contextlib.ExitStack) -> Opened:
@@ -118,7 +154,7 @@ def open_tree(spec: Spec, vendor: VendorImage, work: Path, stack: contextlib.Exi
     has, and a layout baker re-makes (unless base.capture takes the disk as it is)."""
     here = f"{spec.where('base.image')}: base.image: {vendor.source}"
     try:
-        opened = disk.open_image(vendor.path, "vendor", work, stack)
+        opened = disk.open_image(vendor.path, _NAME, work, stack)
     except InputError as e:
         raise InputError(f"{here}: {str(e).removeprefix(f'{vendor.path}: ')}") from None
     table = opened.table
@@ -144,7 +180,7 @@ def open_tree(spec: Spec, vendor: VendorImage, work: Path, stack: contextlib.Exi
         )
     boots = _boots(table, types)
     _check_boot(spec, root, boots, as_is)
-    return Opened(root, boots)
+    return Opened(root, boots, work / f"{_NAME}.raw")
 
 
 def _not_remade(table: dict[str, Any], types: list[str], fs_type: str, root: Path) -> str | None:

@@ -11,9 +11,9 @@ import os
 from typing import Any
 
 from baker.backends.base import BaseDisk
+from baker.build import vendor
 from baker.build.runner import Saved, Step
 from baker.build.state import BasePin, BuildState, Context
-from baker.build.vendor import obtain, open_tree
 from baker.cache import Cache, Entry
 from baker.edge import tools
 from baker.hashing import content_key
@@ -30,38 +30,24 @@ class VendorDisk(Step):
         return f"the vendor image's disk, as it is ({ctx.spec.cloud_image})"
 
     def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
-        # The file's digest decides the disk, wherever it was fetched from.
-        config = self.pin_config(ctx)
-        config["cloud_image"] = {"sha256": config["cloud_image"]["sha256"]}
-        return content_key("base", config, previous)
+        return content_key("base", vendor.key_config(self.pin_config(ctx)), previous)
 
     def pin_config(self, ctx: Context) -> dict[str, Any]:
         base = ctx.spec.recipe.base
         return {
-            "cloud_image": {
-                "source": ctx.spec.cloud_image,
-                "sha256": f"sha256:{base.sha256}",
-                "trust": "the recipe's sha256 pin (the image has no signature)",
-            },
+            **vendor.pin_config(ctx.spec),
             "capture": base.capture,
-            "suite": base.suite,
-            "arch": base.arch,
-            "boot": base.boot,
             "size_mib": base.disk_size_mib,
             "tools": tools.versions("qemu-img"),
             "code": self.code_digest(),
         }
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
-        vendor = obtain(ctx.spec, ctx.opts.cache or Cache(), ctx.reporter.info)
-        work = ctx.work / "vendor"
-        work.mkdir()
-        with contextlib.ExitStack() as mounted:
-            opened = open_tree(ctx.spec, vendor, work, mounted)
-            ctx.reporter.info(f"{vendor.source}: boots under {', '.join(sorted(opened.boots))}")
-        # The raw copy the checks read is the disk (nothing wrote to it: mounted read-only).
+        cache = ctx.opts.cache or Cache()
+        with vendor.checked(ctx.spec, cache, ctx.work / "vendor", ctx.reporter.info) as opened:
+            pass  # read and checked; unmounted before its raw copy becomes the disk
         disk = ctx.work / BASE_DISK
-        (work / "vendor.raw").rename(disk)
+        opened.raw.rename(disk)
         wanted = ctx.spec.recipe.base.disk_size_mib << 20
         if disk.stat().st_size < wanted:
             os.truncate(disk, wanted)  # sparse: the new space costs nothing until written

@@ -8,9 +8,9 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from baker.build import vendor
 from baker.build.state import BuildState, Context
 from baker.build.steps.base import ROOT_TAR, RootTree
-from baker.build.vendor import obtain, open_tree
 from baker.cache import Cache
 from baker.edge import tools
 from baker.hashing import content_key
@@ -30,39 +30,24 @@ class VendorTree(RootTree):
         return f"the vendor image's tree ({ctx.spec.cloud_image})"
 
     def key(self, ctx: Context, state: BuildState, previous: str | None) -> str:
-        # The file's digest decides the tree, wherever it was fetched from.
-        config = self.pin_config(ctx)
-        config["cloud_image"] = {"sha256": config["cloud_image"]["sha256"]}
-        return content_key("base", config, previous)
+        return content_key("base", vendor.key_config(self.pin_config(ctx)), previous)
 
     def pin_config(self, ctx: Context) -> dict[str, Any]:
-        base = ctx.spec.recipe.base
         return {
-            "cloud_image": {
-                "source": ctx.spec.cloud_image,
-                "sha256": f"sha256:{base.sha256}",
-                "trust": "the recipe's sha256 pin (the image has no signature)",
-            },
-            "suite": base.suite,
-            "arch": base.arch,
-            "boot": base.boot,
+            **vendor.pin_config(ctx.spec),
             "source_date_epoch": ctx.source_date_epoch,
             "tools": tools.versions("tar", "qemu-img"),
             "code": self.code_digest(),
         }
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
-        vendor = obtain(ctx.spec, ctx.opts.cache or Cache(), ctx.reporter.info)
         work = ctx.work / "vendor"
-        work.mkdir()
-        with contextlib.ExitStack() as mounted:
-            opened = open_tree(ctx.spec, vendor, work, mounted)
-            ctx.reporter.info(f"{vendor.source}: boots under {', '.join(sorted(opened.boots))}")
+        cache = ctx.opts.cache or Cache()
+        with vendor.checked(ctx.spec, cache, work, ctx.reporter.info) as opened:
             rules = (*generalize.RULES, generalize.Rule("etc/fstab", "baker's layout"))
             tree.from_root(opened.root, ctx.work / ROOT_TAR, work, ctx.source_date_epoch,
                            _fstab, rules)  # fmt: skip
-        for raw in work.glob("*.raw"):
-            raw.unlink()
+        opened.raw.unlink()
 
 
 def _fstab(root: Path, into: Path) -> list[str]:
