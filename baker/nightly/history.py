@@ -30,7 +30,7 @@ builds = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),  # built, unchanged, failed
     sa.Column("digest", sa.String(80)),
     sa.Column("lock_digest", sa.String(80)),
-    sa.Column("mirror_state", sa.String(80)),  # digest of the mirror's Release files
+    sa.Column("mirror_state", sa.String(80)),  # digest of the candidate versions of its packages
     sa.Column("packages", sa.Integer),
     sa.Column("size", sa.BigInteger),
     sa.Column("boot_median_s", sa.Float),

@@ -1,9 +1,9 @@
 """`baker nightly`: rebuild what changed, say what changed and why, remember every night.
 
 For each recipe the night decides what determines its image: a committed lock pins it (the
-team pins by hand); an unlocked recipe installs what the mirror serves, so the mirror's
-InRelease digest is compared with the last good night's (baker.nightly.mirror) and, when it
-moved, the build runs without the step cache. Every recipe is then built as its own
+team pins by hand); an unlocked recipe installs what the mirror serves, so the last good
+image's packages are looked up in the mirror's indices (baker.nightly.mirror) and, when any
+of them moved, the build runs without the step cache. Every recipe is then built as its own
 `baker build` (N at a time, baker.build.parallel); with nothing changed every step comes from
 the step cache and the digest is last night's: "unchanged", in seconds. A changed image is
 compared with the last good one (the drift report) and held to the recipe's regression
@@ -51,6 +51,7 @@ class Night:
     mirror_state: str | None = None
     lock_digest: str | None = None
     no_cache: bool = False
+    moved: tuple[mirror.Moved, ...] = ()
     status: str = "failed"  # built, unchanged, failed
     digest: str | None = None
     error: str | None = None
@@ -71,7 +72,16 @@ def run(
 ) -> tuple[str, list[Night]]:
     """One night over `recipes`; returns its id (the start, UTC) and each recipe's outcome."""
     night_id = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    nights = [_plan(path, history) for path in recipes]
+    indices: dict[str, mirror.Index] = {}
+    nights = [_plan(path, history, out, indices) for path in recipes]
+    for n in nights:
+        if n.moved:
+            listed = ", ".join(str(m) for m in n.moved[:5])
+            more = f" and {len(n.moved) - 5} more" if len(n.moved) > 5 else ""
+            say(
+                f"[{n.name}] baker: the mirror moved {len(n.moved)} of its packages ({listed}"
+                f"{more}): built without the step cache"
+            )
     if clash := parallel.names_unique([(n.recipe, n.name) for n in nights]):
         raise InputError(clash)
     waves = order(nights)
@@ -173,7 +183,7 @@ def _argv(
     ]
 
 
-def _plan(path: Path, history: History) -> Night:
+def _plan(path: Path, history: History, out: Path, indices: dict[str, mirror.Index]) -> Night:
     try:
         spec = recipe.load(path)
     except InputError as e:  # one bad recipe fails itself, not the night
@@ -183,10 +193,16 @@ def _plan(path: Path, history: History) -> Night:
     if lock_file.exists():
         n.lock_digest = f"sha256:{sha256_file(lock_file)}"
         return n
-    n.mirror_state = mirror.state(spec.recipe.base)
-    last = history.last_good(spec.name)
-    # The mirror moved since the last good night: tonight's packages, not the cached base.
-    n.no_cache = bool(last and n.mirror_state and last.get("mirror_state") != n.mirror_state)
+    sbom = out / spec.name / artifact.SBOM_CDX
+    if not (history.last_good(spec.name) and sbom.is_file()):
+        return n  # a first night: nothing to compare with, the build decides
+    tonight = mirror.compare(spec.recipe.base, {
+        name: p["version"] for name, p in drift.packages(sbom).items()
+    }, indices)  # fmt: skip
+    if tonight is not None:
+        n.mirror_state, n.moved = tonight.state, tonight.moved
+        # The mirror moved what the image holds: tonight's packages, not the cached base.
+        n.no_cache = bool(tonight.moved)
     return n
 
 
