@@ -34,6 +34,7 @@ BOOT = "boot.json"
 JUNIT = "verify.junit.xml"
 SBOM_CDX = "sbom.cdx.json"
 SBOM_SPDX = "sbom.spdx.json"
+VULNS = "vulns.cdx.json"  # the vulnerability report, when the build scanned
 PROVENANCE = "provenance.json"
 DSSE = "provenance.dsse.json"
 SIGNATURE = f"{IMAGE}.sig"
@@ -144,6 +145,10 @@ class BuildRecord(_Part):
     # What was removed on the build machine itself before a cloud made its image of it.
     generalized: dict[str, Any] | None = None
     parent: ParentRecord | None = None  # a child's parent image (base.image)
+    secrets: dict[str, str] = {}  # NAME -> where its value came from (never the value)
+    scan: dict[str, Any] | None = None  # the vulnerability scan: snapshot, counts, gate
+    # What the leak check let through: the recipe's allowlist, and the files it put in itself.
+    leak_check: dict[str, Any] | None = None
     started: str | None = None
     finished: str | None = None
 

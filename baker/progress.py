@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,6 +32,7 @@ class Reporter:
         self._log: TextIO | None = None
         self._progress: Progress | None = None
         self._task = None
+        self._secrets: tuple[str, ...] = ()
         if log:
             self.open_log(log)
 
@@ -43,11 +44,24 @@ class Reporter:
             self._log.close()
             self._log = None
 
+    def mask(self, secrets: Iterable[str]) -> None:
+        """Print and log `***` wherever one of these values appears, from now on."""
+        # A value printed line by line is masked a line at a time; the longest first, so a
+        # value that holds another is masked whole.
+        parts = {p for v in secrets for p in (v, *(x for x in v.splitlines() if len(x) >= 8))}
+        self._secrets = tuple(sorted({*self._secrets, *parts}, key=len, reverse=True))
+
+    def masked(self, text: str) -> str:
+        for value in self._secrets:
+            text = text.replace(value, "***")
+        return text
+
     def _write_log(self, line: str) -> None:
         if self._log:
-            self._log.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+            self._log.write(f"{time.strftime('%H:%M:%S')} {self.masked(line)}\n")
 
     def info(self, message: str) -> None:
+        message = self.masked(message)
         self._write_log(message)
         # Not wrapped: a CI log keeps each message on one line, for people and for grep.
         self.console.print(
@@ -56,6 +70,7 @@ class Reporter:
 
     def output(self, source: str, line: str) -> None:
         """A line a step's tool or guest command printed: always logged, shown dimmed."""
+        line = self.masked(line)
         self._write_log(f"[{source}] {line}")
         if self._progress is not None:
             self._progress.console.print(

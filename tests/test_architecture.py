@@ -21,7 +21,7 @@ FLOORS: list[set[str]] = [
     # what images are made of, and the evidence about them
     {"baker.image", "baker.formats", "baker.ami", "baker.evidence"},
     # where machines run; what reads, moves and checks artifacts
-    {"baker.backends", "baker.inspect", "baker.registry", "baker.bundle"},
+    {"baker.backends", "baker.inspect", "baker.registry", "baker.bundle", "baker.security"},
     {"baker.build"},
     {"baker.nightly", "baker.farm"},
     {"baker.cli"},

@@ -47,7 +47,7 @@ def test_an_unrelated_edit_keeps_every_key_and_a_related_one_changes_the_later_o
     spec = recipe.load(path)
     before = step_keys(spec)
     assert list(before) == ["base", "disk", "boot", "provision", "verify", "shutdown",
-                            "capture", "image"]  # fmt: skip
+                            "capture", "leak-check", "image"]  # fmt: skip
 
     for unrelated in ("cli/shared.py", "registry/client.py", "nightly/run.py", "progress.py",
                       "recipe/render.py"):  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from baker.nightly.gates import check
-from baker.recipe.spec import Nightly
+from baker.recipe.safety import Nightly
 
 PAST = [
     {"boot_median_s": v, "size": s}

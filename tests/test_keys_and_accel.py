@@ -173,7 +173,8 @@ tests:
     sha256: $test
 """).substitute(step=STEP_SHA, test=TEST_SHA)
 
-STEPS = ["base", "disk", "boot", "provision", "verify", "shutdown", "capture", "image"]
+STEPS = ["base", "disk", "boot", "provision", "verify", "shutdown", "capture", "leak-check",
+         "image"]  # fmt: skip
 KEYED = [s for s in STEPS if s != "shutdown"]
 
 
@@ -196,7 +197,7 @@ def test_provisioner_env_changes_only_the_later_keys(demo: Path) -> None:
     after = step_keys(recipe.load(demo, {"greeting": "bonjour"}))
     assert [s for s in KEYED if before[s] == after[s]] == ["base", "disk", "boot"]
     assert [s for s in KEYED if before[s] != after[s]] == ["provision", "verify", "capture",
-                                                           "image"]  # fmt: skip
+                                                           "leak-check", "image"]  # fmt: skip
 
 
 def test_base_packages_change_every_key(demo: Path) -> None:
@@ -211,4 +212,5 @@ def test_test_files_change_verify_and_capture(demo: Path, tmp_path: Path) -> Non
     (tmp_path / "test_demo.py").write_text(changed)
     demo.write_text(RECIPE.replace(TEST_SHA, hashlib.sha256(changed.encode()).hexdigest()))
     after = step_keys(recipe.load(demo))
-    assert [s for s in KEYED if before[s] != after[s]] == ["verify", "capture", "image"]
+    assert [s for s in KEYED if before[s] != after[s]] == ["verify", "capture", "leak-check",
+                                                           "image"]  # fmt: skip

@@ -27,7 +27,8 @@ from baker.build.steps import measure
 from baker.cache import Cache
 from baker.errors import BuildError, InputError
 from baker.progress import Reporter
-from baker.recipe.spec import PerAccel, Recipe, Spec
+from baker.recipe.safety import PerAccel
+from baker.recipe.spec import Recipe, Spec
 
 RECIPE = """\
 name: fake-image
@@ -77,8 +78,8 @@ def test_each_backend_kind_gets_its_steps() -> None:
     assert names == ["base", "boot", "provision", "verify", "generalize", "shutdown", "image",
                      "measure", "attest", "publish"]  # fmt: skip
     names = [s.name for s in steps(PLAIN, FakeBackend(hands_back="disk"))]
-    assert names == ["base", "boot", "provision", "verify", "shutdown", "capture", "image",
-                     "measure", "attest", "publish"]  # fmt: skip
+    assert names == ["base", "boot", "provision", "verify", "shutdown", "capture", "leak-check",
+                     "image", "measure", "attest", "publish"]  # fmt: skip
 
 
 def test_a_cloud_build_runs_in_order_and_cleans_up(

@@ -53,7 +53,10 @@ def logged_in(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> Registry:
 
 
 def make_artifact(
-    directory: Path, disk: bytes = b"QFI\xfb" + bytes(4096), sde: int = 1700000000
+    directory: Path,
+    disk: bytes = b"QFI\xfb" + bytes(4096),
+    sde: int = 1700000000,
+    scanned: bool = False,
 ) -> Path:
     """A small artifact directory with every file of the layout (the disk is not bootable)."""
     directory.mkdir(parents=True)
@@ -75,6 +78,8 @@ def make_artifact(
         (directory / name).write_text(json.dumps({"file": name}))
     (directory / artifact.JUNIT).write_text("<testsuites/>")
     (directory / artifact.SIGNATURE).write_text("c2lnbmF0dXJl\n")
+    if scanned:
+        (directory / artifact.VULNS).write_text(json.dumps({"file": artifact.VULNS}))
     (directory / artifact.SUMS).write_text(artifact.sha256sums(directory))
     return directory
 
@@ -136,7 +141,7 @@ def test_cli_push_prints_ref_at_digest_and_skopeo_reads_the_manifest(
         check=True,
     ).stdout
     kinds = sorted(m["artifactType"] for m in json.loads(index)["manifests"])
-    assert kinds == sorted(oci.REFERRERS.values())
+    assert kinds == sorted(t for f, t in oci.REFERRERS.items() if f != artifact.VULNS)
 
 
 def test_a_dropped_connection_mid_upload_resumes_from_the_registrys_offset(
@@ -348,11 +353,27 @@ def test_a_registry_with_the_referrers_api_gets_no_referrers_tag(standin, tmp_pa
     digest = pushed.ref.digest or ""
     assert standin.tags("team/api") == {"v1"}
     listed = referrers.listed(c, "team/api", digest)
-    assert sorted(e["artifactType"] for e in listed) == sorted(oci.REFERRERS.values())
+    assert sorted(e["artifactType"] for e in listed) == sorted(
+        t for f, t in oci.REFERRERS.items() if f != artifact.VULNS
+    )
     at, sent = promote.promote(c, ref, c, parse(f"{standin.host}/prod/api:stable"), False)
     assert at.digest == digest and sent == 0
     assert standin.tags("prod/api") == {"stable"}
     assert len(referrers.listed(c, "prod/api", digest)) == 4
+
+
+def test_a_scanned_artifacts_vulnerability_report_goes_up_as_a_referrer_of_its_own_type(
+    standin, tmp_path: Path
+) -> None:
+    art = make_artifact(tmp_path / "scanned", scanned=True)
+    ref = parse(f"{standin.host}/team/scanned:v1")
+    c = connect(ref)
+    digest = push.push(c, art, ref).ref.digest or ""
+    kinds = sorted(e["artifactType"] for e in referrers.listed(c, "team/scanned", digest))
+    assert kinds == sorted(oci.REFERRERS.values())
+    # Not the SBOM's type: a registry user asks for one or the other.
+    assert kinds.count("application/vnd.cyclonedx+json") == 1
+    assert "application/vnd.baker.vulnerabilities.v1+json" in kinds
 
 
 def test_pull_refuses_before_fetching_when_the_disk_cannot_hold_it(

@@ -93,7 +93,7 @@ def test_an_as_is_build_boots_generalizes_in_place_and_images_the_disk(tmp_path:
     spec = recipe.load(write_recipe(tmp_path, "../vendor.qcow2", "a" * 64, extra=AS_IS))
     built = steps(spec, FakeBackend(hands_back="disk", starts_from="debian"))
     assert [s.name for s in built] == ["base", "boot", "provision", "verify", "generalize",
-                                       "shutdown", "image", "measure", "attest",
+                                       "shutdown", "image", "leak-check", "measure", "attest",
                                        "publish"]  # fmt: skip
     generalize = built[4]
     # Root's SSH files put back before the rules, free space trimmed after them.

@@ -35,6 +35,7 @@ class Options:
     # A rebuild of an imported bundle: the parent it carried.
     carried_parent: Carried | None = None
     work_root: Path | None = None  # where the throwaway work directory goes
+    vuln_db: Path | None = None  # the vulnerability snapshot, instead of the recipe's scan.db
     decide: Callable[[Failure], str] | None = None
 
 
@@ -77,6 +78,13 @@ FLAGS: tuple[Flag, ...] = (
         "Measured boots of the published image under its main firmware (1 to 20), instead of "
         "the recipe's boot_runs: fewer for a quick look, more for a steadier median.",
         "N",
+    ),
+    Flag(
+        "vuln_db",
+        "--vuln-db",
+        "The vulnerability database snapshot to scan the image against (a Debian Security "
+        "Tracker JSON or OSV file), instead of the recipe's scan.db.",
+        "FILE",
     ),
     Flag(
         "on_error",

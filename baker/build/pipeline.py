@@ -1,12 +1,13 @@
 """The build, as one straight pipeline (DESIGN.md): read it top to bottom.
 
 resolve (done by the caller: a Spec) -> base -> disk -> boot -> provision -> verify ->
-shutdown -> capture -> image -> measure -> attest -> publish, for a backend that starts from a
-local Debian disk and hands back a disk; a cloud backend starts from its own base image and
-hands back an image of its own (base -> boot -> provision -> verify -> shutdown (generalize on
-the machine) -> image (with its raw digest) -> measure (launches of the image) -> attest ->
-publish). The runner (baker.build.runner) runs the steps, reuses what the step cache
-holds, and cleans up; nothing reaches `out/` before the publish step.
+shutdown -> capture -> leak-check -> image -> scan (with a snapshot) -> measure -> attest ->
+publish, for a backend that starts from a local Debian disk and hands back a disk; a cloud
+backend starts from its own base image and hands back an image of its own (base -> boot ->
+provision -> verify -> generalize (on the machine) -> shutdown -> image (with its raw digest)
+-> scan -> measure (launches of the image) -> attest -> publish). The runner
+(baker.build.runner) runs the steps, reuses what the step cache holds, and cleans up; nothing
+reaches `out/` before the publish step.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from baker import artifact
 from baker.backends.accel import Accel, choose
 from baker.backends.base import Backend, BuildLabel, Resumes
 from baker.backends.factory import open_backend
-from baker.build import runner, vendor
+from baker.build import runner, secrets, vendor
 from baker.build.options import Options, Result, display_path
 from baker.build.parent import Parent
 from baker.build.parent import resolve as resolve_parent
@@ -35,10 +36,12 @@ from baker.build.steps.disk import Disk
 from baker.build.steps.generalize import GeneralizeInGuest
 from baker.build.steps.image import Image
 from baker.build.steps.image_as_is import ImageAsIs
+from baker.build.steps.leak_check import LeakCheck
 from baker.build.steps.measure import Measure
 from baker.build.steps.parent_tree import ParentTree
 from baker.build.steps.provision import Provision
 from baker.build.steps.publish import Publish
+from baker.build.steps.scan import Scan, snapshot
 from baker.build.steps.shutdown import Shutdown
 from baker.build.steps.tests import Verify
 from baker.build.steps.vendor_disk import VendorDisk
@@ -52,7 +55,7 @@ from baker.recipe import lock
 from baker.recipe.spec import MAX_BOOT_RUNS, Spec
 
 
-def steps(spec: Spec, backend: Backend, measure: bool = True) -> list[Step]:
+def steps(spec: Spec, backend: Backend, measure: bool = True, scan: bool = False) -> list[Step]:
     """The steps of a build of `spec` on `backend`, in the order they run: the one place
     they are put together, from what the build starts from and the backend hands back
     (Packer's builders each have their step list the same way)."""
@@ -63,8 +66,8 @@ def steps(spec: Spec, backend: Backend, measure: bool = True) -> list[Step]:
         in_place = GeneralizeInGuest(first=(vendor.RESTORE_ROOT_SSH_IN_GUEST,),
                                      last=(vendor.TRIM_IN_GUEST,))  # fmt: skip
         machine_steps = [boot, Provision(), Verify(), in_place, Shutdown()]
-        as_is: list[Step] = [VendorDisk(), *machine_steps, ImageAsIs()]
-        return [*as_is, *([Measure()] if measure else []), Attest(), Publish()]
+        as_is: list[Step] = [VendorDisk(), *machine_steps, ImageAsIs(), LeakCheck()]
+        return [*as_is, *_checked(measure, scan), Attest(), Publish()]
     if backend.starts_from == "debian":
         # A child starts from its parent image's tree, a build on a vendor's cloud image from
         # that image's, the rest from a Debian one.
@@ -79,12 +82,17 @@ def steps(spec: Spec, backend: Backend, measure: bool = True) -> list[Step]:
     if backend.hands_back == "disk":
         # The disk is captured and generalized off the machine, after it stopped.
         machine: list[Step] = [boot, Provision(), Verify(), Shutdown()]
-        made: list[Step] = [Capture(), Image()]
+        made: list[Step] = [Capture(), LeakCheck(), Image()]
     else:
         # A cloud images the disk as it is: generalized on the machine, before it stops.
         machine = [boot, Provision(), Verify(), GeneralizeInGuest(), Shutdown()]
         made = [MakeCloudImage()]
-    return [*start, *machine, *made, *([Measure()] if measure else []), Attest(), Publish()]
+    return [*start, *machine, *made, *_checked(measure, scan), Attest(), Publish()]
+
+
+def _checked(measure: bool, scan: bool) -> list[Step]:
+    # The scan first: a gate that fails costs no measured boot.
+    return [*([Scan()] if scan else []), *([Measure()] if measure else [])]
 
 
 def step_keys(spec: Spec, backend: Backend | None = None) -> dict[str, str | None]:
@@ -110,6 +118,7 @@ def _context(
     lock_file: Path,
     sign_key: ec.EllipticCurvePrivateKey | None,
     parent: Parent | None,
+    secret_values: dict[str, str] | None = None,
 ) -> Context:
     return Context(
         spec=spec,
@@ -124,6 +133,7 @@ def _context(
         sign_key=sign_key,
         started=dt.datetime.now(dt.UTC),
         parent=parent,
+        secrets=secret_values or {},
     )
 
 
@@ -159,6 +169,9 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
     if opts.boot_runs is not None and not 1 <= opts.boot_runs <= MAX_BOOT_RUNS:
         raise InputError(f"--boot-runs {opts.boot_runs}: give 1 to {MAX_BOOT_RUNS} boots.")
     locked, lock_file = load_lock(spec)
+    secret_values = secrets.resolve(spec)
+    snapshot(spec, opts.vuln_db)  # a snapshot that is not there is bad input, found now
+    reporter.mask(secret_values.values())
     artifact.check_out_dir(opts.out)
     tag_pin = locked.parent if locked else None
     parent = resolve_parent(spec, opts.cache, reporter.info, opts.parents or opts.out, tag_pin,
@@ -172,9 +185,8 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
     with workdir(opts.work_root) as work:
         reporter.open_log(work / "build.log")
         try:
-            ctx = _context(
-                spec, opts, accel, backend, work, reporter, locked, lock_file, sign_key, parent
-            )
+            ctx = _context(spec, opts, accel, backend, work, reporter, locked, lock_file,
+                           sign_key, parent, secret_values)  # fmt: skip
             reporter.info(f"baking {spec.name} from {spec.source} ({backend.kind}, accel {accel})")
             if locked:
                 reporter.info(f"packages locked by {display_path(lock_file)} ({locked.digest})")
@@ -182,7 +194,8 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
             if parent:
                 pin = parent.pin
                 reporter.info(f"on the parent image {pin.name} {pin.digest}, verified")
-            runner.run(steps(spec, backend, opts.measure), ctx, state)
+            scans = snapshot(spec, opts.vuln_db) is not None
+            runner.run(steps(spec, backend, opts.measure, scans), ctx, state)
         finally:
             reporter.close()
     made = need(state.made, "the image")

@@ -15,10 +15,12 @@ from baker.artifact import (
     StepRecord,
     TestCounts,
 )
+from baker.build import secrets
 from baker.build.options import display_path
 from baker.build.state import BasePin, BuildState, Context, need
+from baker.build.steps.leak_check import leak_record
 from baker.edge import tools
-from baker.recipe.spec import PerAccel
+from baker.recipe.safety import PerAccel
 
 
 def tool_versions() -> dict[str, str]:
@@ -82,6 +84,9 @@ def build_record(ctx: Context, state: BuildState) -> BuildRecord:
         tools=tool_versions(),
         generalized=state.generalized.as_dict() if state.generalized else None,
         parent=ctx.parent.pin if ctx.parent else None,
+        secrets=secrets.names(ctx.spec),
+        scan=state.scan,
+        leak_check=leak_record(ctx.spec) if "leak-check" in state.outcomes else None,
         started=ctx.started.isoformat(timespec="seconds"),
         finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         # What only the backend knows: the accelerator it built under, a cloud machine's ids.

@@ -53,6 +53,8 @@ class Context:
     sign_key: ec.EllipticCurvePrivateKey | None
     started: dt.datetime
     parent: Parent | None = None  # base.image, verified
+    # The build secrets' values (baker.build.secrets): in memory only, never in a record.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class BuildState:
     packages: list[Package] = field(default_factory=list)
     image: BuiltImage | None = None  # a local image's own details
     made: Made | None = None
+    scan: dict[str, Any] | None = None  # build.json's `scan`, when the build scanned
     # measure
     boot: BootRecord | None = None
     # attest, publish

@@ -4,7 +4,7 @@ interrupted; errors are one sentence on stderr, never a traceback for a user's m
 Each module registers its commands on baker.cli.shared.app when imported: build (build,
 validate, lock, rebuild), artifact (verify, inspect, diff, keygen), export (convert, export,
 import), cloud (publish), registry (push, pull, promote), nightly, farm (worker, submit),
-cache (cache list, cache prune), clean.
+cache (cache list, cache prune), clean, security (scan, vulndb fetch).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from baker.cli import (  # noqa: F401  (they register)
     farm,
     nightly,
     registry,
+    security,
 )
 from baker.cli.shared import app, err
 

@@ -19,7 +19,7 @@ from baker.errors import InputError
 
 
 @command()
-@with_options("out", "parents", "accel", "sign_key", "no_cache", "boot_runs", "on_error")
+@with_options("out", "parents", "accel", "sign_key", "no_cache", "boot_runs", "vuln_db", "on_error")
 def build(
     recipe_files: Annotated[
         list[Path],

@@ -77,6 +77,14 @@ def _base(pins: dict[str, Any], parent: dict[str, Any] | None) -> list[dict[str,
     return []
 
 
+def _byproducts(record: dict[str, Any]) -> dict[str, Any]:
+    """The vulnerability report, by digest: the signed statement vouches for it too."""
+    report = (record.get("scan") or {}).get("report")
+    if not report:
+        return {}
+    return {"byproducts": [{"name": report["file"], "digest": _digest(report["digest"])}]}
+
+
 def statement(
     *,
     image_file: str,
@@ -99,6 +107,10 @@ def statement(
         *_base(pins, record.get("parent")),
         *(_package(p, pins.get("debs", {}), distro) for p in packages),
     ]
+    if scan := record.get("scan"):
+        db = scan["db"]
+        dependencies.append({"name": "vulnerability database", "uri": f"file:{db['file']}",
+                             "digest": _digest(db["digest"])})  # fmt: skip
     if pins.get("lock"):
         dependencies.insert(
             1,
@@ -120,6 +132,8 @@ def statement(
                     },
                     "variables": record["variables"],
                     "accel": record.get("accel"),
+                    # Where each build secret came from: the names, never the values.
+                    **({"secrets": record["secrets"]} if record.get("secrets") else {}),
                 },
                 "internalParameters": {
                     "stepKeys": {n: s["key"] for n, s in record["steps"].items() if s.get("key")},
@@ -135,6 +149,7 @@ def statement(
                     "startedOn": record["started"],
                     "finishedOn": record["finished"],
                 },
+                **_byproducts(record),
             },
         },
     }

@@ -27,6 +27,7 @@ from baker.artifact import (
     SBOM_CDX,
     SBOM_SPDX,
     SUMS,
+    VULNS,
 )
 from baker.errors import BakerError, InputError
 from baker.evidence import provenance, sbom_cdx, sbom_spdx, signing
@@ -118,6 +119,9 @@ def verify(
         lambda: _sbom(directory / SBOM_SPDX, sbom_spdx.validate, sbom_spdx.subject, same_digest),
     )
     check(PROVENANCE, lambda: _provenance(directory, subject, same_digest))
+    if (directory / VULNS).exists() or _scanned(directory):
+        # A CycloneDX document about the same image: checked as the SBOM is.
+        check(VULNS, lambda: _vulns(directory, same_digest))
     parent = _parent_of(directory)
     if parent is not None:
         keys = (pub, *trusted) if pub else ()
@@ -191,6 +195,25 @@ def _build(
     if image.ami != subject.ami:
         raise _Failed(f"{BUILD} records another image than {AMI} holds")
     return same_digest(BUILD, (image.ami or {}).get("raw_digest"))
+
+
+def _scanned(directory: Path) -> dict[str, Any] | None:
+    """build.json's `scan`, if the build scanned (a broken build.json is its own check's)."""
+    try:
+        record = json.loads((directory / BUILD).read_bytes())
+    except (OSError, ValueError):
+        return None
+    scan = record.get("scan") if isinstance(record, dict) else None
+    return scan if isinstance(scan, dict) else None
+
+
+def _vulns(directory: Path, same_digest: Callable[[str, str | None], str]) -> str:
+    said = _sbom(directory / VULNS, sbom_cdx.validate, sbom_cdx.subject, same_digest)
+    recorded = ((_scanned(directory) or {}).get("report") or {}).get("digest")
+    actual = f"sha256:{sha256_file(directory / VULNS)}"
+    if recorded != actual:
+        raise _Failed(f"{VULNS} is {actual}, but build.json records {recorded}")
+    return said
 
 
 def _boot(directory: Path, same_digest: Callable[[str, str | None], str]) -> str:

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from baker import artifact
-from baker.artifact import BOOT, BUILD, SBOM_CDX
+from baker.artifact import BOOT, BUILD, SBOM_CDX, VULNS
 from baker.errors import InputError
+from baker.evidence import vuln_report
 from baker.evidence.verify import signer
 
 
@@ -69,6 +70,7 @@ def summarize(directory: Path) -> dict[str, Any]:
             if build.image.reproducible is False
             else {}
         ),
+        "vulnerabilities": _vulnerabilities(directory),
         "boot": {
             "accel": boot.get("accel"),
             "runs": boot.get("runs"),
@@ -107,6 +109,7 @@ def render(s: dict[str, Any]) -> str:
             if s.get("reproducible") is False
             else []
         ),
+        f"  vulns     {_vulns_text(s.get('vulnerabilities'))}",
         f"  boot      median {boot['median_time_to_ssh_s']} s to SSH under {boot['accel']} "
         f"({boot['runs']} runs{budget})",
         f"  tests     {s['tests']['passed']} passed, {s['tests']['failed']} failed",
@@ -114,3 +117,24 @@ def render(s: dict[str, Any]) -> str:
         f"  built     {s['built']} by baker {s['baker_version']}",
     ]
     return "\n".join(lines)
+
+
+def _vulnerabilities(directory: Path) -> dict[str, Any] | None:
+    """The vulnerability report's counts: by severity, each split by fixability."""
+    path = directory / VULNS
+    if not path.is_file():
+        return None
+    summary = vuln_report.read_report(path.read_bytes())
+    counts = {sev: by for sev, by in summary.counts.items() if any(by.values())}
+    return {"db": summary.db_digest, "db_kind": summary.db_kind, "counts": counts}
+
+
+def _vulns_text(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return "not scanned"
+    parts = [
+        f"{by['fixable'] + by['no-fix']} {sev} ({by['fixable']} fixable)"
+        for sev, by in v["counts"].items()
+        if by["fixable"] or by["no-fix"]
+    ]
+    return f"{', '.join(parts) or 'none open'}, against {v['db'][:19]}… ({v['db_kind']})"

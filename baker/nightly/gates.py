@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from baker.recipe.spec import Nightly
+from baker.recipe.safety import Nightly
 
 
 def check(

@@ -60,6 +60,7 @@ def load(path: Path, overrides: Mapping[str, str] | None = None, root: Path | No
             f"{path}: a recipe is a YAML mapping of fields (at least `name`), not {got}."
         )
     recipe = _validate(path, parsed.data, parsed.node, parsed.lines)
+    _secrets_defined(path, recipe, parsed.node)
     parent_ref = _reference(recipe.base.image)
     parent_recipe = _parent_recipe(path, project, recipe.base.image, parsed.node)
     local_parent = cloud_image = None
@@ -187,6 +188,17 @@ def _validate(
         return Recipe.model_validate(data)
     except pydantic.ValidationError as e:
         raise validation_error(path, data, root, e, lines) from None
+
+
+def _secrets_defined(path: Path, recipe: Recipe, root: yaml.Node | None) -> None:
+    for i, step in enumerate(recipe.provisioners):
+        for j, name in enumerate(getattr(step, "secrets", ())):
+            if name not in recipe.secrets:
+                loc = ("provisioners", i, "secrets", j)
+                raise InputError(
+                    f"{path}:{line_of(root, loc)}: {field_name(loc)}: no secret {name} in "
+                    "secrets: (define it there, with env: or file:)."
+                )
 
 
 def _named(

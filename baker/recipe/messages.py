@@ -21,13 +21,13 @@ import pydantic
 import yaml
 
 from baker.errors import InputError
+from baker.recipe.safety import Allowed, Ignore, LeakCheck, Nightly, PerAccel, Scan, Secret
 from baker.recipe.spec import (
     AmiFilter,
     Base,
     Ec2Backend,
     FileUpload,
     LibvirtBackend,
-    PerAccel,
     Recipe,
     ShellFile,
     ShellInline,
@@ -159,6 +159,9 @@ PATTERN_HINTS = {
     r"^0?[0-7]{3,4}$": "expected an octal file mode like 0644, quoted",
     r"^/[^\x00]*$": "expected an absolute path",
     r"^[a-z_][a-z0-9_-]*(:[a-z_][a-z0-9_-]*)?$": "expected USER or USER:GROUP",
+    r"^[A-Z_][A-Z0-9_]{0,63}$": "expected a secret's NAME: upper-case letters, digits and '_'",
+    r"^[A-Za-z_][A-Za-z0-9_]{0,127}$": "expected an environment variable's name",
+    r"^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}$": "expected a vulnerability id like CVE-2024-1234",
 }
 
 _PROVISIONER_KINDS = ("shell", "inline", "file")
@@ -235,6 +238,18 @@ def _model_at(raw_loc: tuple[Any, ...]) -> type[pydantic.BaseModel] | None:
             return TestFile
         case ("boot_budget_s", "PerAccel"):
             return PerAccel
+        case ("secrets", str()):
+            return Secret
+        case ("leak_check",):
+            return LeakCheck
+        case ("leak_check", "allow", int()):
+            return Allowed
+        case ("scan",):
+            return Scan
+        case ("scan", "ignore", int()):
+            return Ignore
+        case ("nightly",):
+            return Nightly
     return None
 
 

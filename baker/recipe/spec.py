@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from baker.errors import BuildError
+from baker.recipe.safety import LeakCheck, Nightly, PerAccel, Scan, Secret, SecretName
 
 Sha256 = Annotated[
     str, StringConstraints(pattern=r"^[0-9a-f]{64}$"), Field(description="lower-case hex sha256")
@@ -243,6 +244,7 @@ class ShellFile(_Step):
     shell: str
     sha256: Sha256
     env: dict[str, str] = {}
+    secrets: tuple[SecretName, ...] = ()  # handed to it as environment variables
 
     @property
     def path(self) -> str:
@@ -254,6 +256,7 @@ class ShellInline(_Step):
 
     inline: str
     env: dict[str, str] = {}
+    secrets: tuple[SecretName, ...] = ()
 
 
 class FileUpload(_Step):
@@ -295,30 +298,6 @@ class TestFile(_Model):
     sha256: Sha256
 
 
-class PerAccel(_Model):
-    """A budget per place a boot is measured: an accelerator here, or an EC2 instance."""
-
-    kvm: float | None = Field(None, gt=0)
-    tcg: float | None = Field(None, gt=0)
-    ec2: float | None = Field(None, gt=0)
-
-    @model_validator(mode="after")
-    def _some(self) -> PerAccel:
-        # A local image is measured under whichever accelerator the host has: both, or none.
-        if (self.kvm is None) != (self.tcg is None) or (self.kvm is None and self.ec2 is None):
-            raise PydanticCustomError("budget", "give kvm and tcg together, and/or ec2")
-        return self
-
-
-class Nightly(_Model):
-    """Regression gates for `baker nightly`: a night that is slower to boot or larger than
-    the median of the last `window` good nights by more than these percentages fails."""
-
-    max_boot_regression_pct: float | None = Field(None, gt=0)
-    max_size_regression_pct: float | None = Field(None, gt=0)
-    window: int = Field(7, ge=1, le=100)
-
-
 class Recipe(_Model):
     name: Name
     description: str = ""
@@ -330,6 +309,9 @@ class Recipe(_Model):
     boot_budget_s: Annotated[float, Field(gt=0)] | PerAccel | None = None
     boot_runs: int = Field(3, ge=1, le=MAX_BOOT_RUNS)
     nightly: Nightly = Nightly()
+    secrets: dict[SecretName, Secret] = {}
+    leak_check: LeakCheck = LeakCheck()
+    scan: Scan | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ FILE = "application/vnd.baker.file.v1"  # any other file of the artifact
 REFERRERS = {
     artifact.SBOM_CDX: "application/vnd.cyclonedx+json",
     artifact.SBOM_SPDX: "application/spdx+json",
+    # Also CycloneDX, but not an SBOM: a type of its own, so a registry user can ask for it.
+    artifact.VULNS: "application/vnd.baker.vulnerabilities.v1+json",
     artifact.DSSE: "application/vnd.dsse.envelope.v1+json",
     artifact.SIGNATURE: "application/vnd.baker.signature.v1",
 }

@@ -24,7 +24,7 @@ from baker.build.state import BuildState, Context, Made, need
 from baker.cache import Entry
 from baker.errors import BuildError
 from baker.hashing import code_digest, content_key
-from baker.recipe.spec import PerAccel
+from baker.recipe.safety import PerAccel
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0}
 _STARTUP = re.compile(r"Startup finished in (.*?)(?:= .*)?$", re.M)

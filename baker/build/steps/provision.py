@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 
 from baker.backends.base import Guest
@@ -72,6 +72,7 @@ class Provision(Step):
             ctx.source_date_epoch,
             start=state.provisioned,
             done=lambda n: setattr(state, "provisioned", n),
+            secret_values=ctx.secrets,
         )
 
 
@@ -123,6 +124,7 @@ def run_all(
     source_date_epoch: int,
     start: int = 0,
     done: Callable[[int], None] = lambda _n: None,
+    secret_values: Mapping[str, str] | None = None,
 ) -> int:
     """Run the provisioners from number `start` on; `done(n)` after each; returns how many
     have run. Each is one command on the machine, its file sent as that command's input:
@@ -147,6 +149,11 @@ def run_all(
                 **step.env,
             }
             run = f"env {ssh.env_prefix(env)} {_interpreter(data)} {staged} </dev/null"
+            named = {k: (secret_values or {})[k] for k in step.secrets}
+            if named:  # sent on their own, so they are never part of a command line
+                exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in named.items())
+                _send_secrets(guest, f"{staged}.env", exports.encode(), reporter, name)
+                run = f"set -a && . {staged}.env && rm -f {staged}.env && set +a && {run}"
             command = f"{stage} && chmod 700 {staged} && {run}"
         else:
             data = spec.read(step.path)
@@ -165,9 +172,19 @@ def run_all(
         if code != 0:
             last = " | ".join(line for line in tail[-8:] if line.strip()) or "no output"
             how = f"exit {code}" if code >= 0 else "killed by a signal"
-            raise BuildError(f"provisioner {name} failed ({how}); its last lines: {last}")
+            raise BuildError(
+                f"provisioner {name} failed ({how}); its last lines: {reporter.masked(last)}"
+            )
         done(i + 1)
     return len(steps)
+
+
+def _send_secrets(guest: Guest, path: str, data: bytes, reporter: Reporter, name: str) -> None:
+    """The environment file, readable by root only, on /run (a tmpfs: never the image)."""
+    command = f"mkdir -p {STAGING} && umask 077 && cat >{path}"
+    code, _ = guest.run(f"sh -c {shlex.quote(command)}", _shown(reporter, name), 60, data)
+    if code != 0:
+        raise BuildError(f"could not hand provisioner {name} its secrets (exit {code}).")
 
 
 def _shown(reporter: Reporter, name: str) -> Callable[[str], None]:
