@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import sharing
+from support import sharing, vulndb_files
 from support.bakerun import BAKER, OFFLINE, ROOT, AirGap, Baked, baker, run_baker
 
 
@@ -64,8 +64,17 @@ def _build(recipe: str, out: Path, work: Path, key: Path, options: tuple[str, ..
 
 
 @pytest.fixture(scope="session")
-def base_image(out_root: Path, work_root: Path, signing_key: Path) -> Baked:
-    return _bake("images/debian-12-base.yaml", out_root, work_root, signing_key)
+def vuln_db() -> Path:
+    """The snapshot the session's base is scanned against (tests/support/vulndb_files.py)."""
+    where = sharing.directory("vulndb") / "debian-tracker.json"
+    return sharing.once("vuln_db", lambda: vulndb_files.tracker(where))
+
+
+# The base is scanned (report only): its report is checked, pushed and pulled with it.
+@pytest.fixture(scope="session")
+def base_image(out_root: Path, work_root: Path, signing_key: Path, vuln_db: Path) -> Baked:
+    return _bake("images/debian-12-base.yaml", out_root, work_root, signing_key,
+                 f"--vuln-db={vuln_db}")  # fmt: skip
 
 
 # The other shipped recipes are measured once per firmware: a measured boot under emulation

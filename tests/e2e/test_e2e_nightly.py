@@ -8,6 +8,8 @@ which must render the charts and the tree of images without a console error."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import json
 import shutil
@@ -20,6 +22,7 @@ import pytest
 from support import pg_server
 from support.bakerun import run_baker
 
+from baker.inspect import disk
 from baker.nightly.history import History
 
 pytestmark = pytest.mark.e2e
@@ -39,6 +42,15 @@ provisioners:
 """
 
 
+# night-a also takes a build secret: its provisioner gets the value and leaves only its hash.
+SECRET = "night-Secret-Value-8086"
+WITH_SECRET = """\
+  - inline: printf '%s' "$NIGHT_TOKEN" | sha256sum | cut -d' ' -f1 >/etc/night-token.sha256
+    secrets: [NIGHT_TOKEN]
+secrets:
+  NIGHT_TOKEN: {env: E2E_NIGHT_TOKEN}
+"""
+
 # The child: night-a's image as its base, trusted by the key the night signs with.
 ON_PARENT = "base:\n  image: recipe:night-a.yaml\n  trust: ../keys/baker.pub\n  boot: bios\n"
 
@@ -50,6 +62,8 @@ def _write(root: Path, name: str, text: str) -> Path:
     body = RECIPE.format(name=name, sha256=hashlib.sha256(text.encode()).hexdigest())
     if name == "night-b":
         body = body.replace("base:\n  boot: bios\n", ON_PARENT)
+    else:
+        body += WITH_SECRET
     recipe.write_text(body)
     return recipe
 
@@ -94,15 +108,17 @@ def nights(tmp_path_factory: pytest.TempPathFactory, work_root: Path, postgres, 
         )
         return proc, time.monotonic() - started
 
-    first = night(1)
-    # What the child recorded of its parent that night (OUT/NAME moves on with the nights).
-    first_parent = json.loads((out / "night-b" / "build.json").read_text())["parent"]
-    second = night(2)
-    _write(root, "night-b", "night-b, second version\n")
-    third = night(3)
-    digests = {n: _digest(out / n) for n in ("night-a", "night-b")}
-    _write(root, "night-a", "night-a, second version\n")
-    fourth = night(4)
+    with pytest.MonkeyPatch.context() as secret:
+        secret.setenv("E2E_NIGHT_TOKEN", SECRET)  # the nights' builds inherit it
+        first = night(1)
+        # What the child recorded of its parent that night (OUT/NAME moves on with the nights).
+        first_parent = json.loads((out / "night-b" / "build.json").read_text())["parent"]
+        second = night(2)
+        _write(root, "night-b", "night-b, second version\n")
+        third = night(3)
+        digests = {n: _digest(out / n) for n in ("night-a", "night-b")}
+        _write(root, "night-a", "night-a, second version\n")
+        fourth = night(4)
     return {
         "root": root,
         "out": out,
@@ -191,6 +207,29 @@ def test_a_changed_parent_rebuilds_its_child_on_it(nights) -> None:
         assert {"path": "/etc/night-a.txt", "kind": "changed"} in drift["files"]
     finally:
         history.close()
+
+
+def test_a_build_secret_reaches_the_machine_and_nowhere_else(nights, tmp_path: Path) -> None:
+    """In night-a's image is the hash its provisioner made of the value, so the value was
+    there; the value itself, raw or in base64, is in no file of the image or the artifact,
+    and in no line any night printed."""
+    value = SECRET.encode()
+    forms = [value, *(base64.b64encode(b"\0" * k + value)[4:-4] for k in range(3))]
+    artifact = nights["out"] / "night-a"
+    for f in artifact.iterdir():
+        assert not any(x in f.read_bytes() for x in forms), f
+    for proc, _ in nights["runs"]:
+        assert SECRET not in proc.stdout + proc.stderr
+    record = json.loads((artifact / "build.json").read_text())
+    assert record["secrets"] == {"NIGHT_TOKEN": "env:E2E_NIGHT_TOKEN"}
+    with contextlib.ExitStack() as stack:
+        root = disk.open_image(artifact / "image.qcow2", "night-a", tmp_path, stack).root
+        hashed = (root / "etc" / "night-token.sha256").read_text().strip()
+        assert hashed == hashlib.sha256(value).hexdigest()
+        patterns = [arg for x in forms for arg in ("-e", x.decode())]
+        grep = subprocess.run(["grep", "-rlaF", "--devices=skip", *patterns, str(root)],
+                              capture_output=True, text=True)  # fmt: skip
+        assert grep.returncode == 1 and grep.stdout == "", grep.stdout  # 1: nothing found
 
 
 def test_junit_has_one_case_per_recipe(nights) -> None:

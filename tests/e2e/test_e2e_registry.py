@@ -92,6 +92,13 @@ def test_pull_rebuilds_a_verifying_artifact_with_the_builds_digest(
     assert check.returncode == 0, check.stdout + check.stderr
     assert artifact.read_record(into).image.digest == base.digest
     assert sorted(p.name for p in into.iterdir()) == sorted(p.name for p in base.artifact.iterdir())
+    # The scanned base's vulnerability report went up as a referrer of its own and came back.
+    assert "ok   vulns.cdx.json" in check.stdout
+    report = artifact.VULNS
+    assert (into / report).read_bytes() == (base.artifact / report).read_bytes()
+    client = connect(parse(ref), ca_bundle=registry.ca)
+    kinds = {e["artifactType"] for e in referrers.listed(client, "golden/base", digest)}
+    assert oci.REFERRERS[report] in kinds
 
 
 def test_push_again_sends_nothing_and_gives_the_same_digest(pushed, registry, work_root) -> None:
