@@ -28,6 +28,7 @@ class ReportSummary:
     db_kind: str
     release: str
     counts: dict[str, dict[str, int]]
+    fixable: tuple[str, ...] = ()  # the ids a rebuild on the suite would fix, sorted
 
 
 def read_report(data: bytes) -> ReportSummary:
@@ -40,11 +41,14 @@ def read_report(data: bytes) -> ReportSummary:
     if not all(isinstance(meta.get(k), str) for k in (PROP_DB_DIGEST, PROP_DB_KIND, PROP_RELEASE)):
         raise InputError("the document is no baker vulnerability report: it names no snapshot.")
     tally = {s: dict.fromkeys(STATUSES, 0) for s in SEVERITIES}
+    fixable: set[str] = set()
     for v in doc.get("vulnerabilities", []):
         status = {p.get("name"): p.get("value") for p in v.get("properties", [])}.get(PROP_STATUS)
         severity = next((r.get("severity") for r in v.get("ratings", [])), None)
         if severity not in tally or status not in STATUSES:
             raise InputError(f"the vulnerability report's {v.get('id')} has no status or severity.")
         tally[severity][status] += 1
+        if status == "fixable":
+            fixable.add(str(v.get("id")))
     return ReportSummary(sbom_cdx.subject(doc), meta[PROP_DB_DIGEST], meta[PROP_DB_KIND],
-                         meta[PROP_RELEASE], tally)  # fmt: skip
+                         meta[PROP_RELEASE], tally, tuple(sorted(fixable)))  # fmt: skip

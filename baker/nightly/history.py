@@ -45,6 +45,7 @@ builds = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("drift", sa.Text),  # the drift report against the previous good build, JSON
     sa.Column("parent", sa.String(200)),  # the image it was built on that night (base.image)
+    sa.Column("vulns", sa.Text),  # open vulnerabilities from its report, JSON (report.vulns)
 )
 GOOD = ("built", "unchanged")
 
@@ -119,7 +120,7 @@ class History:
         with self.engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
         for row in rows:
-            for key in ("boot", "drift"):
+            for key in ("boot", "drift", "vulns"):
                 if row.get(key):
                     row[key] = json.loads(row[key])
         return rows

@@ -2,7 +2,8 @@
 
 index.html says last night's news first (what was built, what failed, which upgrades fixed
 CVEs), then one row an image; NAME.html draws boot time (with each night's min-max band),
-size and package count over the nights as SVG, and lists each night's drift report with
+size, package count and (for a scanned image) its open fixable vulnerabilities over the
+nights as SVG, the time each fix took to reach the image, and each night's drift report with
 links to that night's SBOMs, copied beside the page.
 """
 
@@ -16,7 +17,7 @@ import jinja2
 
 from baker import artifact
 from baker.hashing import BAKER_DIR
-from baker.nightly import drift
+from baker.nightly import drift, patching
 from baker.nightly.history import History
 from baker.nightly.svg import Point, chart
 
@@ -67,6 +68,7 @@ def write(history: History, night: str, directory: Path) -> Path:
                 "changed": changed,
                 "signer": latest.get("signer"),
                 "parent": last.get("parent"),
+                "vulns": _open(latest, rows),
             }
         )
         _image_page(env, directory, name, rows)
@@ -101,6 +103,17 @@ def as_tree(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
     placed = {o["name"] for o in ordered}
     ordered += [{**i, "depth": 0} for i in images if i["name"] not in placed]
     return ordered
+
+
+def _open(latest: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The index's cell: the latest image's open fixable findings, and the median time to
+    patch over the nights."""
+    v = latest.get("vulns")
+    if not isinstance(v, dict):
+        return "not scanned"
+    days = patching.median_days(patching.patches(rows))
+    patched = f", patched in {days:g} days (median)" if days is not None else ""
+    return f"{v['fixable']} fixable, {v['no_fix']} without a fix{patched}"
 
 
 def _news(name: str, row: dict[str, Any]) -> list[str]:
@@ -141,6 +154,7 @@ def _image_page(
     ]
     size = [Point(_when(r["night"]), round(r["size"] / 1e6, 1)) for r in good if r.get("size")]
     pkgs = [Point(_when(r["night"]), r["packages"]) for r in good if r.get("packages")]
+    fixable = [Point(_when(r["night"]), r["vulns"]["fixable"]) for r in good if r.get("vulns")]
     charts = [
         {
             "svg": chart(f"{name}: time to SSH", " s", boot),
@@ -149,6 +163,10 @@ def _image_page(
         {"svg": chart(f"{name}: image size", " MB", size), "caption": "image size"},
         {"svg": chart(f"{name}: packages", "", pkgs), "caption": "packages"},
     ]
+    if fixable:  # an image that is scanned (scan.db)
+        title = f"{name}: vulnerabilities with a fix"
+        charts.append({"svg": chart(title, "", fixable),
+                       "caption": "open vulnerabilities with a fix in the suite"})  # fmt: skip
     nights = []
     for r in reversed(rows):
         nights.append(
@@ -161,7 +179,9 @@ def _image_page(
                 "sboms": _sboms(directory, name, r),
             }
         )
-    page = env.get_template("report/image.html.j2").render(name=name, charts=charts, nights=nights)
+    page = env.get_template("report/image.html.j2").render(
+        name=name, charts=charts, nights=nights, patches=patching.patches(rows)
+    )
     (directory / f"{name}.html").write_text(page)
 
 

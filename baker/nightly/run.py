@@ -35,7 +35,7 @@ from baker import artifact, recipe
 from baker.build import parallel
 from baker.build.options import Options, argv
 from baker.errors import BakerError, InputError
-from baker.evidence import verify
+from baker.evidence import verify, vuln_report
 from baker.hashing import sha256_file
 from baker.nightly import drift, gates, mirror
 from baker.nightly.history import History
@@ -272,8 +272,22 @@ def _row(night_id: str, n: Night, directory: Path | None) -> dict[str, Any]:
         tests_failed=record.tests.failures + record.tests.errors,
         signer=verify.signer(directory),
         artifact=str(directory.resolve()),
+        vulns=_vulns(directory / artifact.VULNS),
     )
     return row
+
+
+def _vulns(report: Path) -> dict[str, Any] | None:
+    """What the night's report says is open: counts, and the fixable ids (time to patch)."""
+    if not report.is_file():
+        return None
+    summary = vuln_report.read_report(report.read_bytes())
+    return {
+        "fixable": sum(by["fixable"] for by in summary.counts.values()),
+        "no_fix": sum(by["no-fix"] for by in summary.counts.values()),
+        "fixable_ids": list(summary.fixable),
+        "db": summary.db_digest,
+    }
 
 
 def _json(path: Path) -> dict[str, Any]:
