@@ -9,7 +9,9 @@ Three kinds of finding, each named by the file and the kind, never the value:
   wolf over test keys and documentation;
 - shell histories, and authorized_keys files the recipe did not put there itself.
 The tree is read as a stream (the captured tar, or a mounted image's directory), once for the
-package sums and once for the files; no file is held in memory beyond DETECT_LIMIT.
+package sums and once for the files; no file is held in memory beyond DETECT_LIMIT, and a
+larger one is read only to look for the build's secret values (the detectors look at small
+text files: keys, credentials files, configuration).
 """
 
 from __future__ import annotations
@@ -116,12 +118,18 @@ class Checker:
                 self.sums[parts[0]] = parts[1]
 
     def file(self, path: str, size: int, read: Callable[[int], bytes]) -> None:
-        md5 = hashlib.md5(usedforsecurity=False)
-        head = b""
-        tail = b""
+        self.files += 1
+        base = os.path.basename(path)
+        if base in HISTORIES and size > 0:
+            self._add(path, "a shell history")
+        if base in _AUTHORIZED and size > 0 and path not in self.declared:
+            self._add(path, "an authorized_keys file the recipe does not declare")
+        small = size <= DETECT_LIMIT
+        if not (small or self.forms):
+            return  # only the detectors would look, and they look at small files
+        head, tail = b"", b""
         while chunk := read(_CHUNK):
-            md5.update(chunk)
-            if len(head) <= DETECT_LIMIT:
+            if small:
                 head += chunk
             if self.forms:  # bytes.find is memchr-fast; a regex of alternatives is not
                 window = tail + chunk
@@ -129,17 +137,13 @@ class Checker:
                     if form in window:
                         self._add(path, kind)
                 tail = window[-self._overlap :] if self._overlap else b""
-        base = os.path.basename(path)
-        if base in HISTORIES and size > 0:
-            self._add(path, "a shell history")
-        if base in _AUTHORIZED and size > 0 and path not in self.declared:
-            self._add(path, "an authorized_keys file the recipe does not declare")
-        pristine = self.sums.get(path) == md5.hexdigest() or path.startswith(_DPKG_OWN)
-        self.files += 1
-        if not pristine and size <= DETECT_LIMIT and b"\0" not in head[:8192]:
-            self.looked += 1
-            for kind in self._detect(head):
-                self._add(path, kind)
+        if not small or b"\0" in head[:8192] or path.startswith(_DPKG_OWN):
+            return  # too big, binary, or dpkg's own record of the packages
+        if self.sums.get(path) == hashlib.md5(head, usedforsecurity=False).hexdigest():
+            return  # as its package shipped it
+        self.looked += 1
+        for kind in self._detect(head):
+            self._add(path, kind)
 
     def _detect(self, data: bytes) -> set[str]:
         kinds: set[str] = set()
