@@ -60,15 +60,19 @@ def sbom_packages(artifact: Path) -> set[tuple[str, str, str]]:
     return cdx
 
 
-def check_artifact(baked: Baked, recipe: str, n_tests: int, n_runs: int = 3) -> dict[str, Any]:
-    assert {p.name for p in baked.artifact.iterdir()} == ARTIFACT_FILES
+def check_artifact(
+    baked: Baked, recipe: str, n_tests: int, n_runs: int = 3, scanned: bool = False
+) -> dict[str, Any]:
+    """`scanned`: the build had a vulnerability snapshot (the session's base)."""
+    files = ARTIFACT_FILES | ({"vulns.cdx.json"} if scanned else set())
+    assert {p.name for p in baked.artifact.iterdir()} == files
     image = baked.artifact / "image.qcow2"
     assert baked.digest == f"sha256:{sha256(image)}"
     subprocess.run(
         ["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=baked.artifact, check=True
     )
     listed = {line.split()[1] for line in (baked.artifact / "SHA256SUMS").read_text().splitlines()}
-    assert listed == ARTIFACT_FILES - {"SHA256SUMS"}
+    assert listed == files - {"SHA256SUMS"}
     info = subprocess.run(
         ["qemu-img", "info", "--output=json", image], capture_output=True, text=True, check=True
     )
@@ -79,8 +83,10 @@ def check_artifact(baked: Baked, recipe: str, n_tests: int, n_runs: int = 3) -> 
     assert record["recipe"]["digest"] == f"sha256:{hashlib.sha256(recipe_bytes).hexdigest()}"
     assert record["image"]["digest"] == baked.digest
     assert set(record["steps"]) == {"base", "disk", "boot", "provision", "verify", "shutdown",
-                                    "capture", "image", "measure"}  # fmt: skip
-    keyed = {n: s for n, s in record["steps"].items() if n != "shutdown"}
+                                    "capture", "leak-check", "image", "measure",
+                                    *(["scan"] if scanned else [])}  # fmt: skip
+    # Shutdown makes nothing; the scan reads the image and today's date (not keyed).
+    keyed = {n: s for n, s in record["steps"].items() if n not in ("shutdown", "scan")}
     assert all(re.fullmatch(r"[0-9a-f]{64}", s["key"]) for s in keyed.values())
     assert {s["status"] for s in record["steps"].values()} <= {"ran", "reused"}
     assert record["accel"] in ("kvm", "tcg")
@@ -108,11 +114,11 @@ def check_artifact(baked: Baked, recipe: str, n_tests: int, n_runs: int = 3) -> 
 
 
 def test_base_artifact(base_image: Baked) -> None:
-    check_artifact(base_image, "images/debian-12-base.yaml", n_tests=5)
+    check_artifact(base_image, "images/debian-12-base.yaml", n_tests=5, scanned=True)
     # Progress reached the log as plain step lines (stderr is not a terminal here); the base
     # and disk may come from the session's step cache.
-    steps = ("boot", "provision", "verify", "shutdown", "capture", "image", "measure",
-             "attest", "publish")  # fmt: skip
+    steps = ("boot", "provision", "verify", "shutdown", "capture", "leak-check", "image", "scan",
+             "measure", "attest", "publish")  # fmt: skip
     for step in steps:
         assert f"==> {step}:" in base_image.stderr
     for step in ("base", "disk"):

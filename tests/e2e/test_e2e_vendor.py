@@ -196,7 +196,7 @@ def test_taken_as_it_is_the_image_boots_its_own_way_and_says_it_is_not_reproduci
     record = json.loads((artifact / "build.json").read_text())
     # Generalized on the machine and imaged as its disk: no capture step.
     assert set(record["steps"]) == {"base", "boot", "provision", "verify", "generalize",
-                                    "shutdown", "image", "measure"}  # fmt: skip
+                                    "shutdown", "image", "leak-check", "measure"}  # fmt: skip
     assert record["image"]["reproducible"] is False
     assert "as-is" in record["image"]["why_not_reproducible"]
     # The build machine's discarded free space: fstrim said what it trimmed.
