@@ -29,7 +29,9 @@ from baker.errors import BuildError, InputError
 from baker.evidence.vuln_report import SEVERITIES
 
 DEFAULT_URL = "https://security-tracker.debian.org/tracker/data/json"
-MAX_FILE = 1 << 30
+# The tracker's JSON is some tens of MiB, decoded a package at a time: room to grow, and a
+# bound on what a file a recipe names can make baker hold in memory.
+MAX_FILE = 256 << 20
 MAX_MEMBER = 16 << 20
 
 RANK = {s: len(SEVERITIES) - i for i, s in enumerate(SEVERITIES)}
