@@ -142,3 +142,22 @@ def test_a_snapshot_that_is_not_there_or_not_for_the_suite_is_refused(
 def _baker(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "baker", *map(str, args)],
                           capture_output=True, text=True)  # fmt: skip
+
+
+def test_scan_and_fetch_refuse_what_they_cannot_do_in_one_line(tmp_path: Path) -> None:
+    nothing = _baker("scan", tmp_path)
+    assert nothing.returncode == 2
+    assert nothing.stderr == (
+        "baker: error: give --vuln-db FILE to scan the packages, --secrets for the image, or "
+        "both.\n"
+    )
+    into_dir = _baker("vulndb", "fetch", "--to", tmp_path)
+    assert into_dir.returncode == 2
+    assert into_dir.stderr.startswith("baker: error: --to ") and "a directory" in into_dir.stderr
+    # Nothing listens on port 9 (discard) here: the download fails, and leaves nothing.
+    refused = _baker("vulndb", "fetch", "--to", tmp_path / "db.json", "--url",
+                     "http://127.0.0.1:9/json")  # fmt: skip
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("baker: error: cannot download http://127.0.0.1:9/json: ")
+    assert len(refused.stderr.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no partial file, no temporary one
