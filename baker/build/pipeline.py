@@ -27,6 +27,7 @@ from baker.build.parent import Parent
 from baker.build.parent import resolve as resolve_parent
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
+from baker.build.steps import scan
 from baker.build.steps.attest import Attest
 from baker.build.steps.base import CloudBaseImage, DebianBase
 from baker.build.steps.boot import Boot, ResumeOrBoot
@@ -41,7 +42,7 @@ from baker.build.steps.measure import Measure
 from baker.build.steps.parent_tree import ParentTree
 from baker.build.steps.provision import Provision
 from baker.build.steps.publish import Publish
-from baker.build.steps.scan import Scan, snapshot
+from baker.build.steps.scan import Scan
 from baker.build.steps.shutdown import Shutdown
 from baker.build.steps.tests import Verify
 from baker.build.steps.vendor_disk import VendorDisk
@@ -55,7 +56,9 @@ from baker.recipe import lock
 from baker.recipe.spec import MAX_BOOT_RUNS, Spec
 
 
-def steps(spec: Spec, backend: Backend, measure: bool = True, scan: bool = False) -> list[Step]:
+def steps(
+    spec: Spec, backend: Backend, measure: bool = True, snapshot: Path | None = None
+) -> list[Step]:
     """The steps of a build of `spec` on `backend`, in the order they run: the one place
     they are put together, from what the build starts from and the backend hands back
     (Packer's builders each have their step list the same way)."""
@@ -67,7 +70,7 @@ def steps(spec: Spec, backend: Backend, measure: bool = True, scan: bool = False
                                      last=(vendor.TRIM_IN_GUEST,))  # fmt: skip
         machine_steps = [boot, Provision(), Verify(), in_place, Shutdown()]
         as_is: list[Step] = [VendorDisk(), *machine_steps, ImageAsIs(), LeakCheck()]
-        return [*as_is, *_checked(measure, scan), Attest(), Publish()]
+        return [*as_is, *_checked(measure, snapshot), Attest(), Publish()]
     if backend.starts_from == "debian":
         # A child starts from its parent image's tree, a build on a vendor's cloud image from
         # that image's, the rest from a Debian one.
@@ -87,12 +90,12 @@ def steps(spec: Spec, backend: Backend, measure: bool = True, scan: bool = False
         # A cloud images the disk as it is: generalized on the machine, before it stops.
         machine = [boot, Provision(), Verify(), GeneralizeInGuest(), Shutdown()]
         made = [MakeCloudImage()]
-    return [*start, *machine, *made, *_checked(measure, scan), Attest(), Publish()]
+    return [*start, *machine, *made, *_checked(measure, snapshot), Attest(), Publish()]
 
 
-def _checked(measure: bool, scan: bool) -> list[Step]:
+def _checked(measure: bool, snapshot: Path | None) -> list[Step]:
     # The scan first: a gate that fails costs no measured boot.
-    return [*([Scan()] if scan else []), *([Measure()] if measure else [])]
+    return [*([Scan(snapshot)] if snapshot else []), *([Measure()] if measure else [])]
 
 
 def step_keys(spec: Spec, backend: Backend | None = None) -> dict[str, str | None]:
@@ -170,7 +173,7 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
         raise InputError(f"--boot-runs {opts.boot_runs}: give 1 to {MAX_BOOT_RUNS} boots.")
     locked, lock_file = load_lock(spec)
     secret_values = secrets.resolve(spec)
-    snapshot(spec, opts.vuln_db)  # a snapshot that is not there is bad input, found now
+    vuln_db = scan.snapshot(spec, opts.vuln_db)  # one that is not there is bad input, found now
     reporter.mask(secret_values.values())
     artifact.check_out_dir(opts.out)
     tag_pin = locked.parent if locked else None
@@ -194,8 +197,7 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
             if parent:
                 pin = parent.pin
                 reporter.info(f"on the parent image {pin.name} {pin.digest}, verified")
-            scans = snapshot(spec, opts.vuln_db) is not None
-            runner.run(steps(spec, backend, opts.measure, scans), ctx, state)
+            runner.run(steps(spec, backend, opts.measure, vuln_db), ctx, state)
         finally:
             reporter.close()
     made = need(state.made, "the image")

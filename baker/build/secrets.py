@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from baker.errors import InputError
-from baker.recipe.render import Outside, inside
+from baker.recipe.render import project_file
 from baker.recipe.safety import MAX_SECRET_BYTES
 from baker.recipe.spec import Spec
 
@@ -43,12 +43,7 @@ def resolve(spec: Spec) -> dict[str, str]:
 
 
 def _read(spec: Spec, rel: str, where: str) -> bytes:
-    try:
-        path = inside(spec.source.parent, rel, spec.root)
-    except Outside as e:
-        raise InputError(f"{where}: file: {e}.") from None
-    if path is None or not path.is_file():
-        raise InputError(f"{where}: file: no such file {rel}.")
+    path = project_file(spec.source.parent, rel, spec.root, f"{where}: file")
     try:
         with path.open("rb") as f:
             return f.read(MAX_SECRET_BYTES + 1)

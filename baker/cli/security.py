@@ -63,9 +63,10 @@ def scan(
     out: dict[str, object] = {}
     failed: list[str] = []
     if vuln_db is not None:
-        findings, document, db = published.scan(artifact, vuln_db)
+        scanned = published.scan(artifact, vuln_db)
+        findings, db = scanned.findings, scanned.db
         if report is not None:
-            report.write_bytes(document)
+            report.write_bytes(scanned.report)
         out["vulnerabilities"] = {"db": db.digest, "counts": vulns.counts(findings),
                                   "findings": [_row(f) for f in findings]}  # fmt: skip
         verdict = vulns.gate(findings, fail_on, True, [], dt.datetime.now(dt.UTC).date())

@@ -182,3 +182,18 @@ def packages_in(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
         if arch is not None:
             out.add((c.get("name", ""), c.get("version", ""), arch))
     return out
+
+
+def debs(doc: dict[str, Any]) -> list[Package]:
+    """Every component's package as the SBOM records it (name, version, and the architecture,
+    source package and source version baker adds as properties), in the document's order."""
+    out = []
+    for c in doc.get("components") or []:
+        name, version = c.get("name"), c.get("version")
+        if not (isinstance(name, str) and name and isinstance(version, str) and version):
+            continue
+        props = {p.get("name"): p.get("value") for p in c.get("properties") or []}
+        out.append(Package(name, version, props.get(PROP_ARCH) or "",
+                           props.get(PROP_SOURCE) or name,
+                           props.get(PROP_SOURCE_VERSION) or version))  # fmt: skip
+    return out

@@ -16,6 +16,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from baker import artifact
+from baker.evidence import sbom_cdx
 from baker.inspect import diff as differ
 from baker.inspect import disk
 from baker.nightly import changelog
@@ -25,19 +26,10 @@ MAX_FILES = 200  # listed in the report; the count says how many more
 
 def packages(sbom: Path) -> dict[str, dict[str, str]]:
     """name -> {version, source, source_version} of every package in a CycloneDX SBOM."""
-    doc = json.loads(sbom.read_bytes())
-    out = {}
-    for c in doc.get("components") or []:
-        props = {p.get("name"): p.get("value") for p in c.get("properties") or []}
-        name, version = c.get("name"), c.get("version")
-        if not name or not version:
-            continue
-        out[name] = {
-            "version": version,
-            "source": props.get("baker:deb:source") or name,
-            "source_version": props.get("baker:deb:source-version") or version,
-        }
-    return out
+    return {
+        p.name: {"version": p.version, "source": p.source, "source_version": p.source_version}
+        for p in sbom_cdx.debs(json.loads(sbom.read_bytes()))
+    }
 
 
 def tests(junit: Path) -> dict[str, str]:

@@ -69,6 +69,19 @@ def inside(here: Path, rel: str, root: Path) -> Path | None:
     return target
 
 
+def project_file(here: Path, rel: str, root: Path, where: str) -> Path:
+    """A file a recipe field names for the build to read when it starts (a secret's, the
+    vulnerability snapshot): inside the project and there; else InputError after `where`
+    (`FILE:LINE: field`)."""
+    try:
+        path = inside(here, rel, root)
+    except Outside as e:
+        raise InputError(f"{where}: {e}.") from None
+    if path is None or not path.is_file():
+        raise InputError(f"{where}: no such file {rel}.")
+    return path
+
+
 class _Includes(jinja2.BaseLoader):
     """What `{% include %}` (and import, extends) read: files beside the recipe, inside its
     project, bounded as the recipe is. Remembers them, to tell their errors from the recipe's."""

@@ -12,7 +12,7 @@ from packageurl import PackageURL
 
 from baker import artifact
 from baker.errors import InputError
-from baker.evidence.sbom_cdx import PROP_ARCH, PROP_SOURCE, PROP_SOURCE_VERSION
+from baker.evidence import sbom_cdx
 from baker.image.packages import Package
 from baker.inspect import disk
 from baker.recipe.safety import Allowed
@@ -26,36 +26,24 @@ def packages(directory: Path) -> tuple[list[Package], str]:
         doc = json.loads(sbom.read_bytes())
     except (OSError, ValueError) as e:
         raise InputError(f"{sbom}: cannot read the artifact's SBOM ({e}).") from None
-    out, distros = [], set()
-    for c in doc.get("components") or []:
-        props = {p.get("name"): p.get("value") for p in c.get("properties") or []}
-        name, version = c.get("name"), c.get("version")
-        if not (isinstance(name, str) and isinstance(version, str) and c.get("purl")):
-            continue
-        distro = PackageURL.from_string(c["purl"]).qualifiers.get("distro", "")
-        distros.add(str(distro))
-        out.append(Package(name, version, props.get(PROP_ARCH) or "",
-                           props.get(PROP_SOURCE) or name,
-                           props.get(PROP_SOURCE_VERSION) or version))  # fmt: skip
+    distros = {
+        str(PackageURL.from_string(c["purl"]).qualifiers.get("distro", ""))
+        for c in doc.get("components") or []
+        if c.get("purl")
+    }
     releases = {vulndb.CODENAMES.get(d.removeprefix("debian-")) for d in distros}
     if len(releases) != 1 or None in releases:
         raise InputError(f"{sbom}: the SBOM names no one Debian release ({sorted(distros)}).")
     (release,) = releases
     assert release is not None
-    return out, release
+    return sbom_cdx.debs(doc), release
 
 
-def scan(directory: Path, db_path: Path) -> tuple[list[vulns.Finding], bytes, vulndb.VulnDB]:
+def scan(directory: Path, db_path: Path) -> vulns.Scanned:
     """The findings and the report for the artifact in `directory` against `db_path`."""
     record = artifact.read_record(directory)
     pkgs, release = packages(directory)
-    db = vulndb.load(db_path, releases={release})
-    if release not in db.releases:
-        raise InputError(f"{db_path}: the snapshot says nothing of Debian {release}.")
-    findings = vulns.match(db, release, pkgs)
-    report = vulns.report(findings, record.recipe.name, record.image.digest or "", db.digest,
-                          db.kind, release)  # fmt: skip
-    return findings, report, db
+    return vulns.scan(db_path, release, pkgs, record.recipe.name, record.image.digest or "")
 
 
 def leak_check(directory: Path, work: Path | None) -> list[leaks.Leak]:

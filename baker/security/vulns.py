@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from debian.debian_support import Version
@@ -32,7 +33,7 @@ from baker.evidence.vuln_report import (
     read_report,
 )
 from baker.image.packages import Package
-from baker.security.vulndb import CODENAMES, RANK, Advisory, VulnDB
+from baker.security.vulndb import CODENAMES, RANK, Advisory, VulnDB, load
 
 __all__ = ["ReportSummary", "read_report"]  # read where the report is read (inspect)
 
@@ -59,6 +60,26 @@ class Finding:
     status: str  # one of STATUSES
     packages: tuple[str, ...]  # the binary packages built from that source, by name
     purls: tuple[str, ...]  # the same binary packages (every architecture), as package URLs
+
+
+@dataclass(frozen=True)
+class Scanned:
+    findings: list[Finding]
+    report: bytes  # the CycloneDX document
+    db: VulnDB
+
+
+def scan(
+    db_path: Path, release: str, packages: Sequence[Package], image_name: str, image_digest: str
+) -> Scanned:
+    """`packages` of the image `image_digest` against the snapshot at `db_path`: what a
+    build's scan step and `baker scan` of a published artifact both do."""
+    db = load(db_path, releases={release})
+    if release not in db.releases:
+        raise InputError(f"{db_path}: the snapshot says nothing of Debian {release}.")
+    findings = match(db, release, packages)
+    document = report(findings, image_name, image_digest, db.digest, db.kind, release)
+    return Scanned(findings, document, db)
 
 
 def match(db: VulnDB, release: str, packages: Sequence[Package]) -> list[Finding]:

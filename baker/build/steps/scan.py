@@ -18,9 +18,9 @@ from baker.build.options import display_path
 from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
 from baker.errors import BuildError, InputError
-from baker.recipe.render import Outside, inside
+from baker.recipe.render import project_file
 from baker.recipe.spec import Spec
-from baker.security import vulndb, vulns
+from baker.security import vulns
 
 
 def snapshot(spec: Spec, given: Path | None) -> Path | None:
@@ -33,30 +33,24 @@ def snapshot(spec: Spec, given: Path | None) -> Path | None:
     if scan is None or scan.db is None:
         return None
     where = f"{spec.where('scan.db')}: scan.db"
-    try:
-        path = inside(spec.source.parent, scan.db, spec.root)
-    except Outside as e:
-        raise InputError(f"{where}: {e}.") from None
-    if path is None or not path.is_file():
-        raise InputError(f"{where}: no such file {scan.db}.")
-    return path
+    return project_file(spec.source.parent, scan.db, spec.root, where)
 
 
 class Scan(Step):
     name = "scan"
 
+    def __init__(self, snapshot: Path) -> None:
+        self.snapshot = snapshot  # found, and checked there, before the build started
+
     def describe(self, ctx: Context) -> str:
         return "the packages against the pinned vulnerability snapshot"
 
     def run(self, ctx: Context, state: BuildState, cleanup: contextlib.ExitStack) -> None:
-        path = need(snapshot(ctx.spec, ctx.opts.vuln_db), "the vulnerability snapshot")
+        path = self.snapshot
         made = need(state.made, "the image")
         release = ctx.spec.recipe.base.suite
-        db = vulndb.load(path, releases={release})
-        if release not in db.releases:
-            raise InputError(f"{path}: the snapshot says nothing of Debian {release}.")
-        findings = vulns.match(db, release, state.packages)
-        report = vulns.report(findings, ctx.spec.name, made.digest, db.digest, db.kind, release)
+        scanned = vulns.scan(path, release, state.packages, ctx.spec.name, made.digest)
+        findings, report, db = scanned.findings, scanned.report, scanned.db
         (ctx.work / VULNS).write_bytes(report)
         state.files[VULNS] = ctx.work / VULNS
         gate = ctx.spec.recipe.scan
