@@ -181,6 +181,21 @@ def test_purl_format() -> None:
     )
 
 
+def test_an_ubuntu_suites_purls_are_ubuntus() -> None:
+    """A build on Ubuntu's cloud image: its packages are pkg:deb/ubuntu, distro=ubuntu-24.04,
+    as purl's deb type and Ubuntu's scanners name them."""
+    from baker.image import debian
+    from baker.recipe.spec import Base
+
+    noble = Base(suite="noble", image="https://cloud-images.ubuntu.com/noble.img", sha256="a" * 64)
+    assert (debian.distro(noble), debian.family(noble)) == ("ubuntu-24.04", "ubuntu")
+    assert debian.family(Base()) == "debian"
+    assert (
+        sbom.purl(by_key("bsdutils", "amd64"), debian.distro(noble))
+        == "pkg:deb/ubuntu/bsdutils@1:2.38.1-5%2Bdeb12u3?arch=amd64&distro=ubuntu-24.04"
+    )
+
+
 # -- CycloneDX -----------------------------------------------------------------------------
 
 

@@ -168,8 +168,8 @@ def test_a_compressed_image_is_expanded_once(tmp_path: Path) -> None:
          "so baker cannot re-make its layout; write base.capture: as-is to take its disk as "
          "it is (not reproducible)."),
         ((), {"etc/os-release": 'ID=fedora\nPRETTY_NAME="Fedora Linux 41"\n'}, "bios",
-         "base.image: {image}: it is Fedora Linux 41; baker bakes on Debian's cloud images "
-         "so far."),
+         "base.image: {image}: it is Fedora Linux 41; baker bakes on Debian's and Ubuntu's "
+         "cloud images."),
         ((), {}, "hybrid", "base.boot: {image} boots under bios, not hybrid."),
     ],
 )  # fmt: skip
@@ -189,6 +189,39 @@ def test_an_image_of_another_suite_names_it(tmp_path: Path) -> None:
     path = write_recipe(tmp_path, "../made/vendor.qcow2", sha256_file(image))
     assert refusal(path, tmp_path) == (
         f"{path}:2: base.suite: {image} is Debian trixie, not bookworm; write the image's suite."
+    )
+
+
+UBUNTU_24_04 = (
+    'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="24.04"\n'
+    "VERSION_CODENAME=noble\nUBUNTU_CODENAME=noble\n"
+)
+
+
+def test_an_ubuntu_image_is_taken_for_its_own_suite_and_refused_for_debians(
+    tmp_path: Path,
+) -> None:
+    image = make_vendor_image(tmp_path / "made", files={"etc/os-release": UBUNTU_24_04})
+    noble = write_recipe(
+        tmp_path, "../made/vendor.qcow2", sha256_file(image), extra="  suite: noble\n"
+    )
+    assert opened(noble, Cache(tmp_path / "cache"), tmp_path / "work").boots == {"bios"}
+    bookworm = write_recipe(tmp_path, "../made/vendor.qcow2", sha256_file(image))
+    (tmp_path / "again").mkdir()
+    assert refusal(bookworm, tmp_path / "again") == (
+        f"{bookworm}:2: base.suite: {image} is Ubuntu noble, not bookworm; write the image's suite."
+    )
+
+
+def test_an_ubuntu_suite_needs_ubuntus_cloud_image(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    path = tmp_path / "noble.yaml"
+    path.write_text("name: noble\nbase:\n  suite: noble\n")
+    with pytest.raises(InputError) as e:
+        recipe.load(path)
+    assert str(e.value) == (
+        f"{path}:2: base: noble is Ubuntu's: baker bakes Ubuntu on Ubuntu's cloud images (give "
+        "image: its URL or file); it makes Debian trees only."
     )
 
 

@@ -498,3 +498,16 @@ def test_fetch_refuses_a_url_that_is_not_http(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not an http"):
         vulndb.fetch("file:///etc/passwd", tmp_path / "x.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_ubuntu_image_is_not_scanned_against_debians_snapshot(tmp_path: Path) -> None:
+    """Debian's tracker and OSV's Debian records know nothing of Ubuntu's packages: a scan of
+    an Ubuntu image is refused, never reported clean."""
+    db = tmp_path / "tracker.json"
+    db.write_text("{}")
+    with pytest.raises(InputError) as e:
+        vulns.scan(db, "noble", [], "on-ubuntu", "sha256:" + "a" * 64)
+    assert str(e.value) == (
+        f"{db}: the snapshot is Debian's and says nothing of Ubuntu noble; an Ubuntu image "
+        "cannot be scanned yet."
+    )

@@ -24,7 +24,7 @@ from baker.cache import Cache
 from baker.edge import download
 from baker.errors import BuildError, InputError
 from baker.hashing import sha256_file
-from baker.image import esp, generalize
+from baker.image import debian, esp, generalize
 from baker.image.layout import BIOS_BOOT_TYPE, ESP_TYPE
 from baker.image.packages import parse_status
 from baker.inspect import disk
@@ -210,15 +210,22 @@ def _boots(table: dict[str, Any], types: list[str]) -> frozenset[str]:
 
 
 def _check_release(spec: Spec, root: Path, here: str) -> None:
+    """The image is Debian's or Ubuntu's, of the recipe's suite: its packages' purls and the
+    build's defaults follow the suite (baker.image.debian.DISTROS)."""
     release = _os_release(root)
     suite = spec.recipe.base.suite
-    if release.get("ID") != "debian":
-        name = release.get("PRETTY_NAME") or release.get("ID") or "not a Debian image"
-        raise InputError(f"{here}: it is {name}; baker bakes on Debian's cloud images so far.")
-    if release.get("VERSION_CODENAME") != suite:
+    ident = release.get("ID")
+    if ident not in ("debian", "ubuntu"):
+        name = release.get("PRETTY_NAME") or ident or "neither Debian nor Ubuntu"
         raise InputError(
-            f"{spec.where('base.suite')}: base.suite: {spec.cloud_image} is Debian "
-            f"{release.get('VERSION_CODENAME')}, not {suite}; write the image's suite."
+            f"{here}: it is {name}; baker bakes on Debian's and Ubuntu's cloud images."
+        )
+    codename = release.get("VERSION_CODENAME") or release.get("UBUNTU_CODENAME")
+    if (ident, codename) != (debian.family(spec.recipe.base), suite):
+        said = f"{ident.capitalize()} {codename}"
+        raise InputError(
+            f"{spec.where('base.suite')}: base.suite: {spec.cloud_image} is {said}, not "
+            f"{suite}; write the image's suite."
         )
 
 

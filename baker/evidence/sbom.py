@@ -19,7 +19,8 @@ from baker.errors import BuildError
 from baker.image.packages import Package
 
 # The purl qualifier that lets scanners pick the right vulnerability feed without a separate
-# operating-system component: debian-12 for bookworm, debian-13 for trixie.
+# operating-system component: debian-12 for bookworm, debian-13 for trixie, ubuntu-24.04 for
+# noble; its first word is the purl's namespace.
 DISTRO = "debian-12"
 
 
@@ -56,9 +57,11 @@ _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 
 
 def purl(p: Package, distro: str = DISTRO) -> str:
+    """The package's purl: pkg:deb/debian/NAME@V?arch=A&distro=debian-12, and under
+    pkg:deb/ubuntu for an Ubuntu distro (ubuntu-24.04), as purl's deb type names them."""
     return PackageURL(
         type="deb",
-        namespace="debian",
+        namespace=distro.split("-", 1)[0],
         name=p.name,
         version=p.version,
         qualifiers={"arch": p.architecture, "distro": distro},

@@ -42,15 +42,31 @@ KERNELS = {"cloud": "linux-image-cloud-amd64", "generic": "linux-image-amd64"}
 UEFI_PACKAGES = ("grub-efi-amd64-signed", "shim-helpers-amd64-signed", "shim-signed")
 CLOUD_INIT_PACKAGES = ("cloud-init",)
 
-# Each suite's Debian version, for the purl's distro qualifier, and its x.0 release day: the
-# default clamp for file times until a lock gives a date.
-VERSIONS = {"bookworm": "12", "trixie": "13"}
-RELEASE_DAYS = {"bookworm": 1686355200, "trixie": 1754697600}
+# Each suite's distribution and version, for the purl's namespace and distro qualifier, and
+# its release day (x.0, or Ubuntu's GA): the default clamp for file times until a lock gives a
+# date. Ubuntu's suites are for builds on Ubuntu's cloud images (baker.build.vendor).
+DISTROS = {
+    "bookworm": "debian-12",
+    "trixie": "debian-13",
+    "jammy": "ubuntu-22.04",
+    "noble": "ubuntu-24.04",
+}
+RELEASE_DAYS = {
+    "bookworm": 1686355200,
+    "trixie": 1754697600,
+    "jammy": 1650499200,
+    "noble": 1714003200,
+}
 
 
 def distro(base: Base) -> str:
-    """The purl distro qualifier of the image's packages: debian-12, debian-13."""
-    return f"debian-{VERSIONS[base.suite]}"
+    """The purl distro qualifier of the image's packages: debian-12, ubuntu-24.04."""
+    return DISTROS[base.suite]
+
+
+def family(base: Base) -> str:
+    """The distribution the suite is of, as os-release's ID says it: debian, ubuntu."""
+    return distro(base).split("-", 1)[0]
 
 
 def default_source_date_epoch(base: Base) -> int:

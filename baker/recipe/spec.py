@@ -60,6 +60,9 @@ def is_cloud_url(image: str) -> bool:
     return image.startswith(("https://", "http://"))
 
 
+# Ubuntu's releases, baked on Ubuntu's cloud images only (base.image).
+UBUNTU_SUITES = ("jammy", "noble")
+
 # What only a tree made from packages has: a child of a parent image takes the parent's.
 FROM_PACKAGES = ("mirror", "kernel", "cloud_init", "ssh_host_keys")
 
@@ -67,7 +70,9 @@ FROM_PACKAGES = ("mirror", "kernel", "cloud_init", "ssh_host_keys")
 class Base(_Model):
     """The starting disk: a Debian root filesystem from the mirror, made bootable."""
 
-    suite: Literal["bookworm", "trixie"] = "bookworm"  # Debian 12 or 13
+    # Debian 12 or 13; Ubuntu 22.04 or 24.04 for a build on Ubuntu's cloud images (baker
+    # makes Debian trees only).
+    suite: Literal["bookworm", "trixie", "jammy", "noble"] = "bookworm"
     arch: Literal["amd64"] = "amd64"
     packages: tuple[Package, ...] = ()
     # None: the Debian mirror the host's apt already uses.
@@ -107,6 +112,13 @@ class Base(_Model):
         if self.image is None:
             if self.sha256 is not None or self.trust is not None:
                 raise PydanticCustomError("parent", "sha256 and trust pin a parent: give image")
+            if self.suite in UBUNTU_SUITES:
+                raise PydanticCustomError(
+                    "parent",
+                    "{suite} is Ubuntu's: baker bakes Ubuntu on Ubuntu's cloud images (give "
+                    "image: its URL or file); it makes Debian trees only",
+                    {"suite": self.suite},
+                )
             return self
         if is_cloud_url(self.image) and self.trust is not None:
             raise PydanticCustomError("parent", "a cloud image has no signature: leave trust out")

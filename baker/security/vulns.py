@@ -33,6 +33,7 @@ from baker.evidence.vuln_report import (
     read_report,
 )
 from baker.image.packages import Package
+from baker.recipe.spec import UBUNTU_SUITES
 from baker.security.vulndb import CODENAMES, RANK, Advisory, VulnDB, load
 
 __all__ = ["ReportSummary", "read_report"]  # read where the report is read (inspect)
@@ -74,6 +75,11 @@ def scan(
 ) -> Scanned:
     """`packages` of the image `image_digest` against the snapshot at `db_path`: what a
     build's scan step and `baker scan` of a published artifact both do."""
+    if release in UBUNTU_SUITES:  # Debian's tracker and OSV's Debian records: no Ubuntu
+        raise InputError(
+            f"{db_path}: the snapshot is Debian's and says nothing of Ubuntu {release}; an "
+            "Ubuntu image cannot be scanned yet."
+        )
     db = load(db_path, releases={release})
     if release not in db.releases:
         raise InputError(f"{db_path}: the snapshot says nothing of Debian {release}.")
