@@ -1,7 +1,7 @@
 """Debian 13: the shipped recipe bakes and passes its tests; a build machine whose sshd was
 provoked on purpose (many connections closed before a login, which OpenSSH >= 9.8 punishes
 per source address) still lets the tests in; the published image keeps the package's sshd
-configuration; a UEFI-only image without cloud-init builds and boots."""
+configuration; a UEFI-only image without cloud-init builds and boots (its measured boot)."""
 
 from __future__ import annotations
 
@@ -16,23 +16,14 @@ import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import paramiko
 import pytest
 from support.bakerun import BAKER, ROOT, Baked, baker
 
-from baker.backends import plainqemu
 from baker.inspect import disk
 
 pytestmark = pytest.mark.e2e
 
 PROVOCATIONS = 30
-
-
-def sh(client: paramiko.SSHClient, command: str) -> str:
-    _, out, err = client.exec_command(command, timeout=120)
-    code = out.channel.recv_exit_status()
-    assert code == 0, f"{command!r} exited {code}: {err.read().decode()}"
-    return out.read().decode()
 
 
 def test_the_shipped_debian_13_recipe_bakes_and_passes_its_tests(trixie_image: Baked) -> None:
@@ -157,18 +148,20 @@ def test_debian_13_provoked_sshd_uefi_only_without_cloud_init(
     assert json.loads((artifact / "build.json").read_text())["tests"]["failures"] == 0
     record = json.loads((artifact / "build.json").read_text())
     assert record["pins"]["base"]["suite"] == "trixie" and record["image"]["boot"] == "uefi"
-    assert set(json.loads((artifact / "boot.json").read_text())["firmware"]) == {"uefi"}
+    # It boots: the measure step launched it in plain QEMU under OVMF, and SSH answered (a
+    # boot of its own here would cost another minute under emulation and show no more).
+    boots = json.loads((artifact / "boot.json").read_text())["firmware"]
+    assert set(boots) == {"uefi"} and boots["uefi"]["each_run"][0]["time_to_ssh_s"] > 0
     cdx = json.loads((artifact / "sbom.cdx.json").read_text())
     purls = [c["purl"] for c in cdx["components"]]
     assert all("distro=debian-13" in p for p in purls)
     names = {c["name"] for c in cdx["components"]}
     assert "cloud-init" not in names and {"shim-signed", "grub-efi-amd64-signed"} <= names
     assert stdout.split()[-1].startswith("sha256:")
-    with plainqemu.boot(artifact / "image.qcow2", tmp_path, "tcg", firmware="uefi") as machine:
-        client, _ = machine.wait_for_ssh(timeout=300)
-        with client:
-            assert 'VERSION_ID="13"' in sh(client, "cat /etc/os-release")
-            assert "trixie" in sh(client, "cat /etc/motd")
+    with disk.scratch(work_root) as scratch, contextlib.ExitStack() as stack:
+        root = disk.open_image(artifact / "image.qcow2", "uefi", scratch, stack).root
+        assert 'VERSION_ID="13"' in (root / "usr/lib/os-release").read_text()
+        assert "trixie" in (root / "etc/motd").read_text()
     # The OVA asks VMware for EFI firmware.
     converted = baker("convert", artifact, "--format", "ova", cache=session_cache, work=work_root)
     assert converted.returncode == 0

@@ -138,6 +138,28 @@ def test_diff_says_what_the_child_added(layers: dict[str, Any]) -> None:
     assert "/etc/org-app.conf" in added
 
 
+def test_rebuild_check_names_the_file_a_changed_recipe_makes_differ(
+    layers: dict[str, Any], work_root: Path
+) -> None:
+    """A recipe changed since the build: `rebuild --check` makes every step again, in a step
+    cache of its own, and names the file that differs in the image. The smallest rebuild that
+    shows it: the child's, on its parent (nothing made from packages)."""
+    recipe = layers["root"] / "images" / "org-app.yaml"
+    saved = recipe.read_bytes()
+    try:
+        recipe.write_text(saved.decode().replace("APP=org-app", "APP=org-app-changed"))
+        changed = baker("rebuild", "--check", layers["app"], cache=Path(os.environ[
+            "BAKER_CACHE_DIR"]), work=work_root, check=False)  # fmt: skip
+    finally:
+        recipe.write_bytes(saved)  # the registry test builds it as it was
+    assert changed.returncode == 1, changed.stderr[-3000:]
+    assert changed.stdout.startswith(
+        f"NOT reproduced: {layers['app']} has {layers['app_digest']}"
+    ), changed.stdout
+    assert "/etc/org-app.conf" in changed.stdout
+    assert "(the recipe changed since the artifact was built)" in changed.stdout
+
+
 def test_a_child_built_on_its_parents_registry_reference_is_pushed_and_pulled_verified(
     layers: dict[str, Any], tmp_path: Path, work_root: Path, signing_key: Path
 ) -> None:
