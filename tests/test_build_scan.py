@@ -161,3 +161,28 @@ def test_scan_and_fetch_refuse_what_they_cannot_do_in_one_line(tmp_path: Path) -
     assert refused.stderr.startswith("baker: error: cannot download http://127.0.0.1:9/json: ")
     assert len(refused.stderr.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # no partial file, no temporary one
+
+
+def test_an_ubuntu_image_is_refused_a_scan_before_the_build_starts(
+    write_recipe: WriteRecipe, tmp_path: Path
+) -> None:
+    """Debian's tracker says nothing of Ubuntu's packages: a scan of an Ubuntu image would
+    report it clean, so it is refused before anything runs, by scan.db or by --vuln-db."""
+    from baker.build.steps import scan
+
+    text = RECIPE.replace(
+        "  boot: bios\n", f"  suite: noble\n  image: noble.img\n  sha256: {'a' * 64}\n"
+    )
+    path = write_recipe(text, {"tracker.json": _tracker("1.1"), "noble.img": "disk"})
+    spec = recipe.load(path)
+    why = (
+        "noble is Ubuntu's, and the snapshots baker reads are Debian's: an Ubuntu image cannot "
+        "be scanned yet."
+    )
+    with pytest.raises(InputError) as e:
+        scan.snapshot(spec, None)
+    assert str(e.value) == f"{path}:9: scan.db: {why}"
+    db = tmp_path / "tracker.json"
+    with pytest.raises(InputError) as e:
+        scan.snapshot(spec, db)
+    assert str(e.value) == f"--vuln-db {db}: {why}"

@@ -19,20 +19,30 @@ from baker.build.runner import Step
 from baker.build.state import BuildState, Context, need
 from baker.errors import BuildError, InputError
 from baker.recipe.render import project_file
-from baker.recipe.spec import Spec
+from baker.recipe.spec import UBUNTU_SUITES, Spec
 from baker.security import vulns
 
 
 def snapshot(spec: Spec, given: Path | None) -> Path | None:
-    """The snapshot file: --vuln-db, else the recipe's scan.db (inside its project)."""
+    """The snapshot file: --vuln-db, else the recipe's scan.db (inside its project). An
+    Ubuntu image is refused here, before the build starts: the snapshots are Debian's."""
+    suite = spec.recipe.base.suite
+    ubuntu = (
+        f"{suite} is Ubuntu's, and the snapshots baker reads are Debian's: an Ubuntu image "
+        "cannot be scanned yet."
+    )
     if given is not None:
         if not given.is_file():
             raise InputError(f"--vuln-db {given}: no such file.")
+        if suite in UBUNTU_SUITES:
+            raise InputError(f"--vuln-db {given}: {ubuntu}")
         return given
     scan = spec.recipe.scan
     if scan is None or scan.db is None:
         return None
     where = f"{spec.where('scan.db')}: scan.db"
+    if suite in UBUNTU_SUITES:
+        raise InputError(f"{where}: {ubuntu}")
     return project_file(spec.source.parent, scan.db, spec.root, where)
 
 
