@@ -511,3 +511,17 @@ def test_an_ubuntu_image_is_not_scanned_against_debians_snapshot(tmp_path: Path)
         f"{db}: the snapshot is Debian's and says nothing of Ubuntu noble; an Ubuntu image "
         "cannot be scanned yet."
     )
+
+
+def test_baker_scan_of_an_ubuntu_artifact_is_refused_naming_it(tmp_path: Path) -> None:
+    from baker.security import published
+
+    sbom = tmp_path / "sbom.cdx.json"
+    purl = "pkg:deb/ubuntu/bash@5.2.21-2ubuntu4?arch=amd64&distro=ubuntu-24.04"
+    sbom.write_text(json.dumps({"components": [{"name": "bash", "purl": purl}]}))
+    with pytest.raises(InputError) as e:
+        published.packages(tmp_path)
+    assert str(e.value) == (
+        f"{sbom}: the image is Ubuntu's (ubuntu-24.04), and the snapshots baker reads are "
+        "Debian's: an Ubuntu image cannot be scanned yet."
+    )
