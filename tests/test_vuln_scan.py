@@ -508,7 +508,7 @@ def test_an_ubuntu_image_is_not_scanned_against_debians_snapshot(tmp_path: Path)
     with pytest.raises(InputError) as e:
         vulns.scan(db, "noble", [], "on-ubuntu", "sha256:" + "a" * 64)
     assert str(e.value) == (
-        f"{db}: the snapshot is Debian's and says nothing of Ubuntu noble; an Ubuntu image "
+        f"{db}: noble is Ubuntu's, and the snapshots baker reads are Debian's: an Ubuntu image "
         "cannot be scanned yet."
     )
 

@@ -32,10 +32,8 @@ def packages(directory: Path) -> tuple[list[Package], str]:
         if c.get("purl")
     }
     if any(d.startswith("ubuntu-") for d in distros):
-        raise InputError(
-            f"{sbom}: the image is Ubuntu's ({', '.join(sorted(distros))}), and the snapshots "
-            "baker reads are Debian's: an Ubuntu image cannot be scanned yet."
-        )
+        said = ", ".join(sorted(distros))
+        raise InputError(f"{sbom}: the image is Ubuntu's ({said}), and {vulns.NOT_UBUNTU}.")
     releases = {vulndb.CODENAMES.get(d.removeprefix("debian-")) for d in distros}
     if len(releases) != 1 or None in releases:
         raise InputError(f"{sbom}: the SBOM names no one Debian release ({sorted(distros)}).")

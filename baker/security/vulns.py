@@ -38,6 +38,10 @@ from baker.security.vulndb import CODENAMES, RANK, Advisory, VulnDB, load
 
 __all__ = ["ReportSummary", "read_report"]  # read where the report is read (inspect)
 
+# Why an Ubuntu image is refused a scan wherever one is asked for (the build's scan.db or
+# --vuln-db, `baker scan`): Debian's tracker and OSV's Debian records would report it clean.
+NOT_UBUNTU = "the snapshots baker reads are Debian's: an Ubuntu image cannot be scanned yet"
+
 
 # Not the SBOM's namespace: an image's SBOM and its vulnerability report are two documents.
 _SERIAL_NAMESPACE = uuid.uuid5(
@@ -76,10 +80,7 @@ def scan(
     """`packages` of the image `image_digest` against the snapshot at `db_path`: what a
     build's scan step and `baker scan` of a published artifact both do."""
     if release in UBUNTU_SUITES:  # Debian's tracker and OSV's Debian records: no Ubuntu
-        raise InputError(
-            f"{db_path}: the snapshot is Debian's and says nothing of Ubuntu {release}; an "
-            "Ubuntu image cannot be scanned yet."
-        )
+        raise InputError(f"{db_path}: {release} is Ubuntu's, and {NOT_UBUNTU}.")
     db = load(db_path, releases={release})
     if release not in db.releases:
         raise InputError(f"{db_path}: the snapshot says nothing of Debian {release}.")

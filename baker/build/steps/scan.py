@@ -27,10 +27,7 @@ def snapshot(spec: Spec, given: Path | None) -> Path | None:
     """The snapshot file: --vuln-db, else the recipe's scan.db (inside its project). An
     Ubuntu image is refused here, before the build starts: the snapshots are Debian's."""
     suite = spec.recipe.base.suite
-    ubuntu = (
-        f"{suite} is Ubuntu's, and the snapshots baker reads are Debian's: an Ubuntu image "
-        "cannot be scanned yet."
-    )
+    ubuntu = f"{suite} is Ubuntu's, and {vulns.NOT_UBUNTU}."
     if given is not None:
         if not given.is_file():
             raise InputError(f"--vuln-db {given}: no such file.")
