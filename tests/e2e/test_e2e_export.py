@@ -86,7 +86,7 @@ def test_export_import_check_and_rebuild_offline(
     lock = json.loads((into / "build.json").read_text())["pins"]["debs"]
     assert len(list((cache / "debs").glob("*.deb"))) == len(lock) > 100
 
-    # Not work_b: test_e2e_reproducible, maybe in the other worker, checks it is left empty.
+    # Not work_b: the stale-lock test (test_e2e_reproducible) builds there, maybe meanwhile.
     pub = signing_key.with_name("baker.pub")
     verified = baker("verify", into, "--pub", pub, cache=cache, work=project["work_a"],
                      env=OFFLINE)  # fmt: skip
