@@ -18,8 +18,8 @@ FLOORS: list[set[str]] = [
      "baker.cache"},
     # the input, and the edge of the outside world
     {"baker.recipe", "baker.edge", "baker.leftovers"},
-    # what images are made of, and the evidence about them
-    {"baker.image", "baker.formats", "baker.ami", "baker.evidence"},
+    # what images are made of, the evidence about them, the rules of their later life
+    {"baker.image", "baker.formats", "baker.ami", "baker.evidence", "baker.lifecycle"},
     # where machines run; what reads, moves and checks artifacts
     {"baker.backends", "baker.inspect", "baker.registry", "baker.bundle", "baker.security"},
     {"baker.build"},

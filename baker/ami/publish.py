@@ -39,6 +39,23 @@ ROOT_DEVICE = "/dev/xvda"
 
 TAG_DIGEST = "baker:image-digest"
 TAG_RECIPE = "baker:recipe"
+# The image digests of the parent and its ancestors, nearest first, so `baker prune --ec2`
+# keeps the AMIs a kept child was built on. A tag value holds at most 256 characters, three
+# digests: a longer line goes on in baker:parent-digests.2, .3, ...
+TAG_PARENTS = "baker:parent-digests"
+_TAG_VALUE_MAX = 256
+
+
+def parent_tags(digests: tuple[str, ...]) -> dict[str, str]:
+    """The baker:parent-digests tags naming `digests`, in as many tags as they need."""
+    values: list[str] = []
+    for digest in digests:
+        if values and len(values[-1]) + 1 + len(digest) <= _TAG_VALUE_MAX:
+            values[-1] += f" {digest}"
+        else:
+            values.append(digest)
+    return {TAG_PARENTS if i == 0 else f"{TAG_PARENTS}.{i + 1}": v for i, v in enumerate(values)}
+
 
 Log = Callable[[str], None]
 
@@ -79,6 +96,7 @@ class Artifact:
     digest: str  # sha256:<hex> of image.qcow2
     raw_digest: str | None  # sha256:<hex> of the raw disk, when the build recorded it
     boot: str  # bios, hybrid or uefi
+    parents: tuple[str, ...] = ()  # image digests of its parent and the parent's ancestors
 
     @classmethod
     def load(cls, directory: Path) -> Artifact:
@@ -91,7 +109,11 @@ class Artifact:
             raise InputError(f"{path}: not a baker build record (image.digest: missing).")
         if info.boot not in BOOT_MODES:
             raise InputError(f"{path}: image.boot is {info.boot!r}, expected bios, hybrid or uefi.")
-        return cls(directory, image, record.recipe.name, info.digest, info.raw_digest, info.boot)
+        parent = record.parent
+        parents = (parent.digest, *(a.digest for a in parent.ancestors)) if parent else ()
+        return cls(
+            directory, image, record.recipe.name, info.digest, info.raw_digest, info.boot, parents
+        )
 
     def check_digest(self) -> None:
         actual = f"sha256:{sha256_file(self.image)}"
@@ -111,6 +133,7 @@ class Artifact:
             TAG_RECIPE: self.name,
             TAG_DIGEST: self.digest,
             TAG_RAW: raw_digest,
+            **parent_tags(self.parents),
         }
 
 
