@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -31,10 +32,12 @@ def verify_extracted(
     key: ec.EllipticCurvePublicKey | None,
     pub: Path | None,
     reporter: Reporter,
+    statements: Sequence[tuple[object, str]] = (),
 ) -> list[str]:
     """The extracted bundle in `work` checked whole: its baker.pub against the key the user
     trusts, the artifact's evidence (as `baker verify` checks it), the image against the index,
-    the converted disks against the image, and the carried sources; the lines to report."""
+    the converted disks against the image, and the carried sources; the lines to report.
+    `statements`: revocations (--revocations) the image and its ancestors must not be named in."""
     from baker.evidence import (
         verify as check,  # its SBOM schemas take seconds to load: only when needed
     )
@@ -53,7 +56,7 @@ def verify_extracted(
                 f"gave (key {signing.fingerprint(key)[:16]}…)."
             )
     with Meter(reporter, "verify the artifact (checksums, signature, provenance, SBOMs)", 0):
-        findings = check.verify(tree, pub)
+        findings = check.verify(tree, pub, statements=statements)
     for f in findings:
         if f.ok is False or (f.ok is None and key is not None):
             raise BuildError(f"{index['artifact']}: {f.name}: {f.detail}.")

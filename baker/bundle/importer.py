@@ -18,6 +18,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -30,7 +31,7 @@ from baker.bundle.layout import BUNDLE_SUMS, FORMAT, INDEX, META, os_error
 from baker.bundle.streams import CHUNK, write_sparse
 from baker.cache import Cache
 from baker.errors import BuildError, InputError
-from baker.evidence import signing
+from baker.evidence import revocation, signing
 from baker.formats import convert
 from baker.progress import Meter, Reporter, human
 
@@ -58,11 +59,18 @@ class Imported:
 
 
 def import_bundle(
-    bundle: Path, into: Path, reporter: Reporter, *, pub: Path | None, cache: Cache | None = None
+    bundle: Path,
+    into: Path,
+    reporter: Reporter,
+    *,
+    pub: Path | None,
+    cache: Cache | None = None,
+    statements: Sequence[tuple[object, str]] = (),
 ) -> Imported:
     """Check everything in `bundle`, in a staging directory beside `into`, before `into` is
     touched; then move the artifact (and sources) into `into` and the packages into the cache.
-    Any failure leaves `into` as it was (absent or empty)."""
+    Any failure leaves `into` as it was (absent or empty). An image `statements` revoke (or
+    whose ancestor they revoke) is refused, the image itself before anything is extracted."""
     key = signing.load_public_key(pub) if pub else None
     into = Path(os.path.abspath(into))  # "." too has a name and a parent to stage beside
     _check_target(into)
@@ -75,11 +83,12 @@ def import_bundle(
             listed, index = _read_meta(tar, members, bundle)
             kinds = _classify(members, index, bundle)
             _check_signed(bundle, kinds, index, key)
+            _check_revoked(bundle, index, statements, key)
             _check_space(into, members)
             work = Path(tempfile.mkdtemp(prefix=f".{into.name}.import-", dir=into.parent))
             try:
                 _extract(tar, members, kinds, listed, work, reporter)
-                checks = verify_extracted(work, index, key, pub, reporter)
+                checks = verify_extracted(work, index, key, pub, reporter, statements)
                 debs = _install(work, into, cache or Cache())
             finally:
                 shutil.rmtree(work, ignore_errors=True)
@@ -100,6 +109,23 @@ def import_bundle(
         into / sources["recipe"] if sources else None,
         checks,
     )
+
+
+def _check_revoked(
+    bundle: Path,
+    index: dict[str, Any],
+    statements: Sequence[tuple[object, str]],
+    key: ec.EllipticCurvePublicKey | None,
+) -> None:
+    if not statements:
+        return
+    if key is None:
+        raise InputError("--revocations: give --pub KEY, the key revocations are signed with.")
+    found, _ = revocation.collect(statements, [key])
+    try:
+        revocation.check(index["artifact"], index["image"]["digest"], [], found)
+    except revocation.Revoked as e:
+        raise revocation.Revoked(f"{bundle}: refused, {e}.") from None
 
 
 def _check_target(into: Path) -> None:

@@ -4,7 +4,8 @@ interrupted; errors are one sentence on stderr, never a traceback for a user's m
 Each module registers its commands on baker.cli.shared.app when imported: build (build,
 validate, lock, rebuild), artifact (verify, inspect, diff, keygen), export (convert, export,
 import), cloud (publish), registry (push, pull, promote), nightly, farm (worker, submit),
-cache (cache list, cache prune), clean, security (scan, vulndb fetch).
+cache (cache list, cache prune), clean, security (scan, vulndb fetch), lifecycle (revoke,
+prune, revocations export).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from baker.cli import (  # noqa: F401  (they register)
     cloud,
     export,
     farm,
+    lifecycle,
     nightly,
     registry,
     security,

@@ -58,9 +58,27 @@ def verify_artifact(
             metavar="KEY",
         ),
     ] = None,
+    revocations: Annotated[
+        Path | None,
+        typer.Option(
+            "--revocations",
+            help="A file from `baker revocations export`: fail if it revokes the image or "
+            "one of its ancestors.",
+            metavar="FILE",
+        ),
+    ] = None,
+    online: Annotated[
+        str | None,
+        typer.Option(
+            "--online",
+            help="Also ask the registry holding the image (host/repository[:tag]) whether it, "
+            "or one of its ancestors, is revoked.",
+            metavar="REF",
+        ),
+    ] = None,
 ) -> None:
-    """Check an artifact offline, one line per check. Checksums, signatures (with --pub),
-    provenance, SBOMs and digests, a child's lineage; exit 0 only if every check holds."""
+    """Check an artifact, one line per check. Checksums, signatures (with --pub), provenance,
+    SBOMs and digests, a child's lineage, revocations; exit 0 only if every check holds."""
     from baker.ami import live as live_check
     from baker.evidence import verify
 
@@ -68,8 +86,17 @@ def verify_artifact(
     for key in trusted:
         if not key.is_file():
             raise InputError(f"--trust {key}: no such key file.")
+    from baker.evidence import revocation
+
+    statements = revocation.load_file(revocations) if revocations else []
+    if online:
+        statements += _online(online)
     findings = verify.verify(
-        artifact, pub, live=live_check.check if live else None, trusted=tuple(trusted)
+        artifact,
+        pub,
+        live=live_check.check if live else None,
+        trusted=tuple(trusted),
+        statements=statements,
     )
     for finding in findings:
         typer.echo(finding.line())
@@ -77,6 +104,21 @@ def verify_artifact(
     if failed:
         err.print(f"baker: {len(failed)} of {len(findings)} checks failed.", highlight=False)
         raise typer.Exit(1)
+
+
+def _online(text: str) -> list[tuple[object, str]]:
+    """The revocations a registry holds for REF's image and in its repository."""
+    from baker.registry import revocations
+    from baker.registry.client import connect
+    from baker.registry.ref import parse
+
+    ref = parse(text, "--online")
+    client = connect(ref)
+    found = revocations.of_repository(client, ref.repository)
+    got = client.get_manifest(ref.repository, ref.reference)
+    if got is not None:
+        found += revocations.of_manifest(client, ref.repository, got[2])
+    return found
 
 
 @command()

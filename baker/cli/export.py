@@ -109,12 +109,23 @@ def import_(
             help="The public key you trust; required if the bundle is signed.", metavar="KEY"
         ),
     ] = None,
+    revocations: Annotated[
+        Path | None,
+        typer.Option(
+            "--revocations",
+            help="A file from `baker revocations export`: refuse an image it revokes, or "
+            "one built on an image it revokes.",
+            metavar="FILE",
+        ),
+    ] = None,
 ) -> None:
     """Check a bundle completely, then extract it into DIR. Checksums, signature (--pub),
     provenance, converted disks and sources; its .deb files go into the package cache."""
     from baker.bundle import importer, layout
+    from baker.evidence import revocation
 
-    done = importer.import_bundle(bundle_file, into, reporter(), pub=pub)
+    statements = revocation.load_file(revocations) if revocations else []
+    done = importer.import_bundle(bundle_file, into, reporter(), pub=pub, statements=statements)
     for line in done.checks:
         typer.echo(line)
     if done.signer:

@@ -30,7 +30,7 @@ CaOpt = Annotated[
 ]
 
 
-def _connect(ref: Ref, insecure: bool, ca_bundle: Path | None) -> Client:
+def registry_client(ref: Ref, insecure: bool, ca_bundle: Path | None) -> Client:
     from baker.registry.client import connect
 
     return connect(ref, insecure=insecure, ca_bundle=ca_bundle)
@@ -63,7 +63,7 @@ def push(
     if containerdisk and target.digest and not target.tag:
         raise InputError(f"REF {ref}: --containerdisk needs a tag to derive its own tag from.")
     files = pusher.artifact_files(artifact)
-    client = _connect(target, insecure, ca_bundle)
+    client = registry_client(target, insecure, ca_bundle)
     rep = reporter()
     total = sum(f.size for f in files)
     with Meter(rep, f"push {artifact} to {target.repo()}", total) as meter:
@@ -100,7 +100,7 @@ def pull(
     source = parse(ref)
     signing.load_public_key(pub)  # a bad key is the user's mistake: said before any transfer
     puller.check_target(into)
-    client = _connect(source, insecure, ca_bundle)
+    client = registry_client(source, insecure, ca_bundle)
     rep = reporter()
     with Meter(rep, f"pull {source} into {into}", 0) as meter:
         digest = puller.pull(client, source, into, pub, rep.info, meter.advance)
@@ -124,8 +124,10 @@ def promote(
     from baker.registry.ref import parse
 
     source, target = parse(src, "SRC_REF"), parse(dst, "DST_REF")
-    src_client = _connect(source, insecure, ca_bundle)
-    dst_client = src_client if target.host == source.host else _connect(target, insecure, ca_bundle)
+    src_client = registry_client(source, insecure, ca_bundle)
+    dst_client = (
+        src_client if target.host == source.host else registry_client(target, insecure, ca_bundle)
+    )
     rep = reporter()
     at, sent = promoter.promote(src_client, source, dst_client, target, force, rep.info)
     rep.info(f"sent {sent} bytes")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from baker.artifact import (
     VULNS,
 )
 from baker.errors import BakerError, InputError
-from baker.evidence import provenance, sbom_cdx, sbom_spdx, signing
+from baker.evidence import provenance, revocation, sbom_cdx, sbom_spdx, signing
 from baker.hashing import sha256_file
 
 # artifact.read_sums says the same things in other words; these are the findings' words.
@@ -81,12 +81,15 @@ def verify(
     known: dict[str, str] | None = None,
     live: LiveCheck | None = None,
     trusted: tuple[Path, ...] = (),
+    statements: Sequence[tuple[object, str]] = (),
 ) -> list[Finding]:
     """Every check of `baker verify`, for an artifact holding an image file or an EC2 image
     (ami.json). `known` gives sha256 hex digests the caller computed itself while writing
     the files (a pull hashes each blob as it streams), so a disk is not read again for them.
     `live` re-reads an EC2 image's snapshot and compares its digest (`--live`). With `pub`,
-    a child's parent must have been verified with `pub` or one of the `trusted` keys."""
+    a child's parent must have been verified with `pub` or one of the `trusted` keys.
+    `statements` are revocations from elsewhere (a registry, a file), checked with the one
+    beside the artifact against the image and its ancestors."""
     key = signing.load_public_key(pub) if pub else None
     known = known or {}
     subject = _subject(directory, known)
@@ -126,6 +129,10 @@ def verify(
     if parent is not None:
         keys = (pub, *trusted) if pub else ()
         check("lineage", lambda: _lineage(directory, parent, keys))
+    beside = revocation.beside(directory)
+    if beside or statements:
+        readers = [signing.load_public_key(k) for k in (pub, *trusted)] if pub else []
+        check("revocation", lambda: _revocation(directory, [*beside, *statements], readers))
     if key is None:
         findings.append(Finding("signature", None, "not checked: give --pub KEY"))
         findings.append(Finding(DSSE, None, "not checked: give --pub KEY"))
@@ -168,7 +175,8 @@ def _sums(directory: Path, known: dict[str, str]) -> str:
         if not m or "/" in m.group(2):
             raise _Failed(f"line {n} is not a sha256sum line: {line[:80]!r}")
         listed[m.group(2)] = m.group(1)
-    present = {p.name for p in directory.iterdir() if p.is_file()} - {SUMS}
+    # A revocation comes after the build, signed itself: not one of the build's files.
+    present = {p.name for p in directory.iterdir() if p.is_file()} - {SUMS, revocation.FILE}
     if unlisted := sorted(present - set(listed)):
         raise _Failed(f"not listed: {', '.join(unlisted)}")
     if missing := sorted(set(listed) - present):
@@ -251,6 +259,15 @@ def _provenance(
     if problems := provenance.check(doc):
         raise _Failed(f"not an in-toto SLSA v1 statement: {problems[0]}")
     return same_digest(PROVENANCE, provenance.subject_digest(doc, subject.name))
+
+
+def _revocation(
+    directory: Path, envelopes: list[tuple[object, str]], keys: list[ec.EllipticCurvePublicKey]
+) -> str:
+    record = artifact.read_record(directory)
+    image = record.image.digest or ""
+    ancestors = revocation.ancestry(record.parent)
+    return revocation.verdict(record.recipe.name, image, ancestors, envelopes, keys)
 
 
 def _parent_of(directory: Path) -> artifact.ParentRecord | None:

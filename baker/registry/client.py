@@ -301,6 +301,18 @@ class Client:
             )
         return h.hexdigest()
 
+    def fetch_bytes(self, repo: str, desc: dict[str, Any], limit: int, what: str) -> bytes:
+        """A small blob (a config, a statement) in memory, checked against its descriptor."""
+        if desc["size"] > limit:
+            raise RegistryError(f"{what} is larger than {limit} bytes.")
+        r = self.request("GET", self.url(repo, f"blobs/{desc['digest']}"), stream=True)
+        with r:
+            self._check(r, f"fetching {what}", (200,))
+            data = read_limited(r, desc["size"], what)
+        if oci.digest_of(data) != desc["digest"]:
+            raise RegistryError(f"{what} does not match its digest {desc['digest']}.")
+        return data
+
     # -- manifests -----------------------------------------------------------------------
 
     def put_manifest(

@@ -8,6 +8,7 @@ renamed to DIR. On any failure DIR is not touched and the staging directory is g
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
@@ -16,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from baker import artifact
-from baker.errors import BuildError, InputError
-from baker.evidence import verify
-from baker.registry import oci, referrers
+from baker.errors import BakerError, BuildError, InputError
+from baker.evidence import revocation, signing, verify
+from baker.registry import oci, referrers, revocations
 from baker.registry.client import Client, RegistryError
-from baker.registry.ref import Ref
+from baker.registry.ref import Ref, parse
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _MAX_FILES = 64
@@ -50,7 +51,13 @@ def pull(
     if got is None:
         raise RegistryError(f"{ref}: no such manifest in the registry.")
     data, _, digest = got
-    manifest = _baker_manifest(data, ref)
+    manifest = baker_manifest(data, ref)
+    # A revoked image is refused before a byte of it is fetched; its ancestors once its
+    # build.json (the first file) names them.
+    notes = manifest.get("annotations") or {}
+    title, image = str(notes.get(oci.TITLE, ref)), str(notes.get(oci.BAKER_DIGEST, ""))
+    statements = revocations.of_image(client, repo, digest)
+    _refuse_revoked(ref, title, image, [], statements, pub, on_progress)
     layers = oci.descriptors(manifest, "layers", f"{ref}'s manifest")
     wanted: list[tuple[str, dict[str, Any]]] = [(artifact.BUILD, manifest["config"])]
     wanted += [(_title(d, ref), d) for d in layers]
@@ -78,7 +85,9 @@ def pull(
         for name, desc in wanted:
             on_progress(f"{name} ({desc['size']} bytes)")
             hashes[name] = client.fetch_blob(repo, desc, staging / name, on_bytes)
-        findings = verify.verify(staging, pub, hashes)
+            if name == artifact.BUILD:
+                statements += _lineage(client, ref, staging, title, image, statements, pub)
+        findings = verify.verify(staging, pub, hashes, statements=statements)
         if failed := [f for f in findings if f.ok is False]:
             raise RegistryError(
                 f"{ref}: refused, it does not verify: {failed[0].name}: {failed[0].detail}."
@@ -95,7 +104,53 @@ def pull(
     return digest
 
 
-def _baker_manifest(data: bytes, ref: Ref) -> dict[str, Any]:
+def _refuse_revoked(
+    ref: Ref,
+    name: str,
+    image: str,
+    ancestors: list[tuple[str, str]],
+    statements: list[tuple[object, str]],
+    pub: Path,
+    on_progress: Callable[[str], None] = lambda s: None,
+) -> None:
+    if not statements:
+        return
+    found, ignored = revocation.collect(statements, [signing.load_public_key(pub)])
+    for line in ignored:
+        on_progress(f"ignored a revocation: {line}")
+    try:
+        revocation.check(name, image, ancestors, found)
+    except revocation.Revoked as e:
+        raise revocation.Revoked(f"{ref}: refused, {e}.") from None
+
+
+def _lineage(
+    client: Client,
+    ref: Ref,
+    staging: Path,
+    name: str,
+    image: str,
+    statements: list[tuple[object, str]],
+    pub: Path,
+) -> list[tuple[object, str]]:
+    """Refuse an image whose ancestor is revoked: in this repository, or in the one its
+    parent was pulled from when that is on the same registry. Returns the statements read."""
+    try:
+        parent = artifact.read_record(staging).parent
+    except BakerError:
+        return []  # a malformed build.json fails verification, said there
+    ancestors = revocation.ancestry(parent)
+    more: list[tuple[object, str]] = []
+    if parent is not None and ancestors:
+        with contextlib.suppress(InputError):
+            source = parse(parent.source)
+            if source.host == ref.host and source.repository != ref.repository:
+                more = revocations.of_repository(client, source.repository)
+    _refuse_revoked(ref, name, image, ancestors, [*statements, *more], pub)
+    return more
+
+
+def baker_manifest(data: bytes, ref: Ref) -> dict[str, Any]:
     try:
         doc = oci.parse_manifest(data, f"{ref}'s manifest")
     except ValueError as e:

@@ -15,6 +15,7 @@ from typing import Any
 
 from baker import artifact
 from baker.errors import BakerError, InputError
+from baker.evidence import revocation
 from baker.hashing import sha256_file
 from baker.registry import oci, referrers
 from baker.registry.client import Client, DigestMismatch
@@ -41,6 +42,10 @@ def artifact_files(directory: Path) -> list[ArtifactFile]:
     here: each is hashed as it is sent, and one that does not match is refused then (a disk
     is read once, and not at all when the registry has it already)."""
     artifact.image_dir(directory)
+    if (directory / revocation.FILE).exists():
+        raise InputError(
+            f"{directory}: revoked ({revocation.FILE}); a revoked image is not pushed."
+        )
     try:
         sums = artifact.read_sums(directory)
     except BakerError as e:  # a missing or malformed SHA256SUMS is the user's input at fault

@@ -3,8 +3,9 @@ as it installs on org-base) and baked on the signed org-base artifact (its tree 
 nothing made again from packages), verified with its lineage, exported with its sources and
 its parent and rebuilt offline from the bundle to the same digest, diffed against its
 parent, and built again on org-base's registry reference, unlocked (pushed, the child pushed
-and pulled), and on its tag, locked (the lock pins the tag). The refusals (another digest,
-signer, a flipped byte, ...) are shown on small artifacts in tests/test_parent.py.
+and pulled, then refused once the parent is revoked), and on its tag, locked (the lock pins
+the tag). The refusals (another digest, signer, a flipped byte, ...) are shown on small
+artifacts in tests/test_parent.py.
 
 The smallest images that show it: the shipped recipes, BIOS only (the session's BIOS base is
 the nightly's and the farm's) and one measured boot."""
@@ -208,5 +209,18 @@ def test_a_child_built_on_its_parents_registry_reference_is_pushed_and_pulled_ve
         checked = baker_cmd("verify", tmp_path / "pulled", "--pub", pub)
         assert checked.returncode == 0, checked.stdout
         assert f"ok   lineage: built on org-base {layers['base_digest'][:19]}" in checked.stdout
+        # The parent turns out bad: revoked in its repository, the child that names it is
+        # refused by pull and by an online verify, before its disk is fetched.
+        revoked = baker_cmd("revoke", reference, "--reason", "CVE-2026-0001 in the base",
+                            "--sign-key", signing_key)  # fmt: skip
+        assert revoked.returncode == 0, revoked.stderr[-2000:]
+        refused = baker_cmd("pull", app.stdout.split()[-1], "--into", tmp_path / "again",
+                            "--pub", pub)  # fmt: skip
+        assert refused.returncode == 1 and not (tmp_path / "again").exists()
+        said = refused.stderr.strip().splitlines()[-1]
+        assert f"refused, org-app is built on org-base ({layers['base_digest'][:19]})" in said
+        assert said.endswith(": CVE-2026-0001 in the base.")
+        online = baker_cmd("verify", tmp_path / "pulled", "--pub", pub, "--online", reference)
+        assert online.returncode == 1 and "FAIL revocation: org-app is built on" in online.stdout
     finally:
         registry.stop()

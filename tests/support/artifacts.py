@@ -128,17 +128,20 @@ def make_artifact(
     key: Path | None = None,
     project: dict[str, Any] | None = None,
     parent: dict[str, Any] | None = None,
+    name: str = NAME,
+    finished: str = "2023-06-10T00:01:00+00:00",
 ) -> Path:
     """A complete artifact as `baker build` publishes it (`baker verify` passes), around a
     given qcow2; signed with `key`, locked with `project`'s pins, a child of `parent` (its
-    build.json `parent` record, the parent having had pkg0 and pkg1)."""
+    build.json `parent` record, the parent having had pkg0 and pkg1); named `name` and
+    finished at `finished`."""
     directory.mkdir(parents=True)
     shutil.copyfile(qcow2, directory / "image.qcow2")
     digest = f"sha256:{sha256_file(directory / 'image.qcow2')}"
     recipe = project["recipe"] if project else directory.parent / "no-such-recipe.yaml"
     record = {
         "baker_version": "test",
-        "recipe": {"name": NAME, "file": str(recipe), "root": "..",
+        "recipe": {"name": name, "file": str(recipe), "root": "..",
                    "digest": f"sha256:{sha256_file(recipe)}" if project else "sha256:" + "0" * 64},
         "variables": {},
         "source_date_epoch": SDE,
@@ -154,7 +157,7 @@ def make_artifact(
         "accel": "tcg",
         "tools": {"qemu-img": "test"},
         "started": "2023-06-10T00:00:00+00:00",
-        "finished": "2023-06-10T00:01:00+00:00",
+        "finished": finished,
         "image": {"file": "image.qcow2", "digest": digest, "format": "qcow2"},
     }  # fmt: skip
     lineage = None
