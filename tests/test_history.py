@@ -72,7 +72,7 @@ def test_opening_again_migrates_nothing_and_keeps_rows(history: History) -> None
     again = History(history.source)
     assert [r["recipe"] for r in again.all()] == ["r"]
     with again.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
     again.close()
 
 

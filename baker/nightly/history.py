@@ -46,8 +46,15 @@ builds = sa.Table(
     sa.Column("drift", sa.Text),  # the drift report against the previous good build, JSON
     sa.Column("parent", sa.String(200)),  # the image it was built on that night (base.image)
     sa.Column("vulns", sa.Text),  # open vulnerabilities from its report, JSON (report.vulns)
+    # Its image's life after the night (baker.nightly.lifecycle), JSON: the image digests of
+    # its parent and the parent's ancestors; the revocation found beside it; the night the
+    # recipe's retention stopped keeping it, and why.
+    sa.Column("ancestors", sa.Text),
+    sa.Column("revoked", sa.Text),
+    sa.Column("pruned", sa.Text),
 )
 GOOD = ("built", "unchanged")
+_JSON = ("boot", "drift", "vulns", "ancestors", "revoked", "pruned")
 
 
 def url_for(history: str) -> str:
@@ -86,6 +93,14 @@ class History:
             key = result.inserted_primary_key
             return int(key[0]) if key else 0
 
+    def annotate(self, recipe: str, digest: str, **values: dict[str, Any]) -> int:
+        """Set `values` (columns holding JSON) on every row of `recipe`'s image `digest`;
+        returns how many rows."""
+        encoded = {k: json.dumps(v, sort_keys=True) for k, v in values.items()}
+        where = (builds.c.recipe == recipe, builds.c.digest == digest)
+        with self.engine.begin() as conn:
+            return conn.execute(sa.update(builds).where(*where).values(**encoded)).rowcount
+
     def last_good(self, recipe: str) -> dict[str, Any] | None:
         good = self.good(recipe, 1)
         return good[0] if good else None
@@ -120,7 +135,7 @@ class History:
         with self.engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
         for row in rows:
-            for key in ("boot", "drift", "vulns"):
+            for key in _JSON:
                 if row.get(key):
                     row[key] = json.loads(row[key])
         return rows

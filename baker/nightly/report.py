@@ -4,7 +4,9 @@ index.html says last night's news first (what was built, what failed, which upgr
 CVEs), then one row an image; NAME.html draws boot time (with each night's min-max band),
 size, package count and (for a scanned image) its open fixable vulnerabilities over the
 nights as SVG, the time each fix took to reach the image, and each night's drift report with
-links to that night's SBOMs, copied beside the page.
+links to that night's SBOMs, copied beside the page. A revoked image is struck through with
+its reason; an image the recipe's retention no longer keeps (baker.nightly.lifecycle) loses
+its nights' copies here, and tonight's news names it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
 from baker import artifact
 from baker.hashing import BAKER_DIR
@@ -55,13 +58,14 @@ def write(history: History, night: str, directory: Path) -> Path:
         if tonight:
             counts[last["status"]] = counts.get(last["status"], 0) + 1
             news += _news(name, last)
+            news += _lifecycle_news(name, night, latest, rows)
         changed = next((r["night"] for r in reversed(rows) if r["status"] == "built"), None)
         images.append(
             {
                 "name": name,
                 "page": f"{name}.html",
                 "status": last["status"],
-                "error": last.get("error"),
+                "error": _note(last.get("error"), latest),
                 "digest": latest.get("digest"),
                 "size": _size(latest.get("size")),
                 "boot": f"{latest['boot_median_s']:.1f} s" if latest.get("boot_median_s") else "—",
@@ -114,6 +118,36 @@ def _open(latest: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     days = patching.median_days(patching.patches(rows))
     patched = f", patched in {days:g} days (median)" if days is not None else ""
     return f"{v['fixable']} fixable, {v['no_fix']} without a fix{patched}"
+
+
+def _note(error: str | None, row: dict[str, Any]) -> Markup | None:
+    """What the status cell says after the status: the error, then the image's life since:
+    revoked (its digest struck through, and the reason), or no longer kept."""
+    parts = [escape(error)] if error else []
+    revoked, pruned = row.get("revoked"), row.get("pruned")
+    if isinstance(revoked, dict):
+        struck = Markup('<del class="revoked">{}</del> {}')
+        parts.append(struck.format((row.get("digest") or "")[:19], revoked.get("says")))
+    if isinstance(pruned, dict):
+        parts.append(escape(f"removed by the retention on {pruned['night']}: {pruned['why']}"))
+    return Markup("; ").join(parts) if parts else None
+
+
+def _lifecycle_news(
+    name: str, night: str, latest: dict[str, Any], rows: list[dict[str, Any]]
+) -> list[str]:
+    """The image in OUT is revoked; the retention removed images tonight."""
+    news = []
+    if isinstance(revoked := latest.get("revoked"), dict):
+        news.append(f"{name} {latest['digest'][:19]}, the last good image, is {revoked['says']}")
+    removed: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if (r.get("pruned") or {}).get("night") == night:
+            removed.setdefault(r["digest"], []).append(r)
+    for digest, its in removed.items():
+        built, why = its[0]["night"], its[0]["pruned"]["why"]
+        news.append(f"{name}: the retention removed {digest[:19]}, built {built} ({why})")
+    return news
 
 
 def _news(name: str, row: dict[str, Any]) -> list[str]:
@@ -173,7 +207,7 @@ def _image_page(
             {
                 "night": r["night"],
                 "status": r["status"],
-                "error": r.get("error"),
+                "error": _note(r.get("error"), r),
                 "digest": r.get("digest"),
                 "drift_text": drift.render(name, r["drift"]) if r.get("drift") else "",
                 "sboms": _sboms(directory, name, r),
@@ -195,9 +229,13 @@ def _holds(directory: Path, row: dict[str, Any]) -> bool:
 
 def _sboms(directory: Path, name: str, row: dict[str, Any]) -> list[tuple[str, str]]:
     """That night's SBOMs, copied beside the page once (the artifact moves on; they stay)."""
+    night_dir = directory / name / row["night"].replace(":", "")
+    if row.get("pruned"):  # no longer kept: its copies go, once
+        if night_dir.parent == directory / name and night_dir.is_dir():
+            shutil.rmtree(night_dir)
+        return []
     if row["status"] != "built" or not row.get("artifact"):
         return []
-    night_dir = directory / name / row["night"].replace(":", "")
     links = []
     for label, file in (("CycloneDX", artifact.SBOM_CDX), ("SPDX", artifact.SBOM_SPDX)):
         target = night_dir / file

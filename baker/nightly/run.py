@@ -14,6 +14,10 @@ wave by wave (parents first; each wave N at a time), on the parent as it stands 
 tonight: a changed parent rebuilds its descendants, an unchanged one leaves them cached, and
 a failed one leaves them unbuilt (said in the report). A cycle is refused before anything
 starts.
+
+After the night, a recipe's `nightly.retention` decides which of its earlier images the
+nightly keeps, and the revocations found beside OUT/NAME before it started are recorded
+(baker.nightly.lifecycle).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from baker.build.options import Options, argv
 from baker.errors import BakerError, InputError
 from baker.evidence import verify, vuln_report
 from baker.hashing import sha256_file
-from baker.nightly import drift, gates, mirror
+from baker.nightly import drift, gates, lifecycle, mirror
 from baker.nightly.history import History
 from baker.recipe import lock
 from baker.recipe.spec import Spec
@@ -85,6 +89,8 @@ def run(
     if clash := parallel.names_unique([(n.recipe, n.name) for n in nights]):
         raise InputError(clash)
     waves = order(nights)
+    # Read before a build replaces the directory a revocation lies in.
+    revoked = lifecycle.revocations(out, [n.name for n in nights], build_options.sign_key, say)
     out.mkdir(parents=True, exist_ok=True)
     tonight = Path(tempfile.mkdtemp(prefix=".nightly-", dir=out))
     errors: dict[str, str] = {}
@@ -119,6 +125,8 @@ def run(
                 history.record(n.row)
     finally:
         shutil.rmtree(tonight, ignore_errors=True)
+    lifecycle.record_revoked(history, revoked)
+    lifecycle.prune(history, lifecycle.policies(n.spec for n in nights), night_id, say)
     return night_id, [n for wave in waves for n in wave]
 
 
@@ -273,6 +281,7 @@ def _row(night_id: str, n: Night, directory: Path | None) -> dict[str, Any]:
         signer=verify.signer(directory),
         artifact=str(directory.resolve()),
         vulns=_vulns(directory / artifact.VULNS),
+        ancestors=lifecycle.ancestors(record),
     )
     return row
 

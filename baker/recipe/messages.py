@@ -21,7 +21,16 @@ import pydantic
 import yaml
 
 from baker.errors import InputError
-from baker.recipe.safety import Allowed, Ignore, LeakCheck, Nightly, PerAccel, Scan, Secret
+from baker.recipe.safety import (
+    Allowed,
+    Ignore,
+    LeakCheck,
+    Nightly,
+    PerAccel,
+    Retention,
+    Scan,
+    Secret,
+)
 from baker.recipe.spec import (
     AmiFilter,
     Base,
@@ -162,6 +171,10 @@ PATTERN_HINTS = {
     r"^[A-Z_][A-Z0-9_]{0,63}$": "expected a secret's NAME: upper-case letters, digits and '_'",
     r"^[A-Za-z_][A-Za-z0-9_]{0,127}$": "expected an environment variable's name",
     r"^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}$": "expected a vulnerability id like CVE-2024-1234",
+    r"^[A-Za-z0-9_.:*?\[\]!-]{1,200}$": (
+        "expected a tag or a pattern of tags like release-*: letters, digits, '.', '_', '-', "
+        "':' and the wildcards *, ? and [...]"
+    ),
 }
 
 _PROVISIONER_KINDS = ("shell", "inline", "file")
@@ -250,6 +263,8 @@ def _model_at(raw_loc: tuple[Any, ...]) -> type[pydantic.BaseModel] | None:
             return Ignore
         case ("nightly",):
             return Nightly
+        case ("nightly", "retention"):
+            return Retention
     return None
 
 

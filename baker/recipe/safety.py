@@ -1,5 +1,6 @@
 """The recipe's safety fields: build secrets, the leak check's allowlist, the vulnerability
-gate; and the regression gates and boot budgets (a build that is worse than it may be fails)."""
+gate; the regression gates and boot budgets (a build that is worse than it may be fails); and
+what the nightly keeps of earlier nights' images."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,63}$"
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 Reason = Annotated[str, StringConstraints(min_length=3, max_length=500)]
 Severity = Literal["critical", "high", "medium", "low"]
+# A tag, or an fnmatch pattern of tags (release-*, 2026-12-*, sha256:0f3c*).
+KeepTag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:*?\[\]!-]{1,200}$")]
 MAX_SECRET_BYTES = 64 * 1024  # a token, a key, a certificate: never a data file
 
 
@@ -81,10 +84,30 @@ class PerAccel(_Model):
         return self
 
 
+class Retention(_Model):
+    """Which of its earlier images the nightly keeps: the rules `baker prune` takes as
+    --keep, --older-than and --keep-tag (baker.lifecycle.retention; baker.nightly.lifecycle
+    turns these fields into its Policy, since the recipe sits on a floor below it)."""
+
+    keep: int | None = Field(None, ge=1)  # the newest N images
+    older_than_days: float | None = Field(None, ge=0)  # only images built longer ago may go
+    keep_tags: tuple[KeepTag, ...] = ()  # fnmatch patterns: an image tagged so is kept
+
+    @model_validator(mode="after")
+    def _some(self) -> Retention:
+        if self.keep is None and self.older_than_days is None:
+            raise PydanticCustomError(
+                "retention", "say what to keep: keep, older_than_days or both"
+            )
+        return self
+
+
 class Nightly(_Model):
     """Regression gates for `baker nightly`: a night that is slower to boot or larger than
-    the median of the last `window` good nights by more than these percentages fails."""
+    the median of the last `window` good nights by more than these percentages fails. And
+    `retention`: which earlier images it keeps (none given: every one)."""
 
     max_boot_regression_pct: float | None = Field(None, gt=0)
     max_size_regression_pct: float | None = Field(None, gt=0)
     window: int = Field(7, ge=1, le=100)
+    retention: Retention | None = None
