@@ -41,7 +41,8 @@ class Reporter:
 
     def close(self) -> None:
         if self._log:
-            self._log.close()
+            with contextlib.suppress(OSError):  # a full disk: the error says so, not this
+                self._log.close()
             self._log = None
 
     def mask(self, secrets: Iterable[str]) -> None:
@@ -58,7 +59,10 @@ class Reporter:
 
     def _write_log(self, line: str) -> None:
         if self._log:
-            self._log.write(f"{time.strftime('%H:%M:%S')} {self.masked(line)}\n")
+            # The log lives in the work directory: when its disk is full, the build's own
+            # error says so; a failed log line must not take its place.
+            with contextlib.suppress(OSError):
+                self._log.write(f"{time.strftime('%H:%M:%S')} {self.masked(line)}\n")
 
     def info(self, message: str) -> None:
         message = self.masked(message)

@@ -142,18 +142,31 @@ def run(steps: Sequence[Step], ctx: Context, state: BuildState) -> None:
             with report.step(step.name, step.describe(ctx)):
                 _run_step(step, ctx, state, cleanup)
                 if step.cached and key:
-                    saved = step.save(ctx, state)
-                    files, meta = dict(saved.files), dict(saved.meta)
-                    if step.carries:
-                        meta["carried"], carried = Carried.of(state, ctx.work)
-                        files.update(carried)
-                    stored = ctx.opts.cache.store(
-                        step.name, step.cache_key(ctx, key), files, meta, saved.known
-                    )
-                    cleanup.callback(stored.release)
-                    _load(step, ctx, state, stored, cleanup)
+                    _store(step, ctx, state, key, cleanup)
             seconds = round(time.monotonic() - started, 3)
             state.outcomes[step.name] = StepOutcome(key, "ran", seconds)
+
+
+def _store(
+    step: Step, ctx: Context, state: BuildState, key: str, cleanup: contextlib.ExitStack
+) -> None:
+    """Store what `step` made under its key and load it from there. Storing copies it when
+    the cache is on another file system than the work directory: a full one is said like a
+    failure of the step, with how much its output needs."""
+    saved = step.save(ctx, state)
+    files, meta = dict(saved.files), dict(saved.meta)
+    if step.carries:
+        meta["carried"], carried = Carried.of(state, ctx.work)
+        files.update(carried)
+    # Measured now: a failed store has moved some of the files already, and removed them.
+    size = sum(path.stat().st_size for path in files.values() if path.exists())
+    try:
+        stored = ctx.opts.cache.store(step.name, step.cache_key(ctx, key), files, meta, saved.known)
+    except (BakerError, OSError) as e:
+        writing = (ctx.opts.cache.steps_root, size)
+        raise faults.explain(e, ctx, state, step.name, False, writing) from None
+    cleanup.callback(stored.release)
+    _load(step, ctx, state, stored, cleanup)
 
 
 def _load(
