@@ -79,7 +79,7 @@ def _job(tmp_path: Path) -> dict[str, Any]:
 def _builds(monkeypatch: pytest.MonkeyPatch, code: int, stderr: str) -> list[list[str]]:
     calls: list[list[str]] = []
 
-    def fake_build(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    def fake_build(argv: list[str], on_line: Any = None) -> subprocess.CompletedProcess[str]:
         calls.append(argv)
         return subprocess.CompletedProcess(argv, code, "sha256:" + "ab" * 32 + "\n", stderr)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from baker.build.options import Options
-from baker.cli.shared import VarOpt, command, err, reporter, with_options
+from baker.cli.shared import JsonOpt, VarOpt, app, command, err, reporter, with_options
 from baker.errors import BakerError, BuildError, InputError
 
 if TYPE_CHECKING:
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 
     from baker.leftovers import Leftover
     from baker.recipe.spec import Spec
+
+farm_app = typer.Typer(no_args_is_help=True, help="The build farm as it stands: status.")
+app.add_typer(farm_app, name="farm")
 
 BrokerOpt = Annotated[
     str, typer.Option("--broker", help="The Redis broker: redis://host:port/db.", metavar="URL")
@@ -136,8 +140,13 @@ def submit(
         ),
     ] = None,
     timeout: Annotated[
-        float, typer.Option(help="With --wait: seconds to wait in all.", metavar="SECONDS")
-    ] = 6 * 3600,
+        str,
+        typer.Option(
+            help="With --wait: how long to wait in all (90s, 10m, 6h); then exit 1 with the "
+            "jobs' states (they stay queued).",
+            metavar="DURATION",
+        ),
+    ] = "6h",
     out: Annotated[
         Path | None,
         typer.Option(
@@ -154,47 +163,96 @@ def submit(
     ] = None,
 ) -> None:
     """Send recipes to the farm as build jobs. Each goes with its lock and every file it
-    pins to a queue that can build it. Prints NAME TASK-ID; with --wait, NAME DIGEST (or
-    NAME failed: why) as each finishes."""
+    pins to a queue that can build it; a queue no worker listens on is said at once. Prints
+    NAME TASK-ID; with --wait, the worker and step of each job as they change, and NAME DIGEST
+    (or NAME failed: why) as each finishes."""
     _check_broker(broker)
     from baker import recipe
-    from baker.farm import queues
+    from baker.farm import queues, watch
     from baker.farm.app import make_app
 
+    seconds = watch.duration(timeout)
     variables = recipe.parse_vars(var)
     specs = [recipe.load(f, variables) for f in recipe_files]
     asked = {"no_cache": no_cache, "boot_runs": boot_runs}
     jobs = [_job(s, variables, parents or out or Path("out")) | asked for s in specs]
     app = make_app(broker)
-    sent = []
-    for spec, job in zip(specs, jobs, strict=True):
-        result = app.send_task("baker.build", args=[job], queue=queues.route(job))
-        sent.append((spec.name, result))
-        if not wait:
-            typer.echo(f"{spec.name} {result.id}")
-    if not wait:
-        return
-    failed = []
-    for name, result in sent:
-        try:
-            value = result.get(timeout=timeout, propagate=False)
-        except Exception as e:  # the wait itself: the broker went away, or time ran out
-            raise BuildError(f"waiting for {name}: {e}") from None
-        if result.successful():
+    sent: list[watch.Job] = []
+    try:
+        listening = {q for qs in watch.listeners(app).values() for q in qs}
+        for queue in sorted({queues.route(job) for job in jobs} - listening):
+            _say(f"no worker listens on queue {queue}; the job waits in the queue")
+        for spec, job in zip(specs, jobs, strict=True):
+            result = app.send_task("baker.build", args=[job], queue=queues.route(job))
+            sent.append(watch.Job(spec.name, result))
+            if not wait:
+                typer.echo(f"{spec.name} {result.id}")
+        if wait:
+            failed = _wait(sent, seconds, out)
+            if failed:
+                raise BuildError(
+                    f"{len(failed)} of {len(sent)} builds failed: {', '.join(failed)}."
+                )
+    finally:
+        # Celery's results unsubscribe from the broker when collected: now, not while the
+        # interpreter shuts down (where that fails with a traceback).
+        sent.clear()
+        gc.collect()
+        app.close()
+
+
+def _say(line: str) -> None:
+    err.print(f"baker: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _wait(sent: list[Any], seconds: float, out: Path | None) -> list[str]:
+    from baker.farm import watch
+
+    failed: list[str] = []
+
+    def done(job: watch.Job) -> None:
+        value = job.result.result
+        if job.result.successful():
             if out is not None:
-                _fetch(Path(value["stored"]), out / name)
-            typer.echo(f"{name} {value['digest']}")
-            err.print(
-                f"baker: {name} built by {value['worker']}, stored at {value['stored']}",
-                markup=False,
-                highlight=False,
-                soft_wrap=True,
-            )
+                _fetch(Path(value["stored"]), out / job.name)
+            typer.echo(f"{job.name} {value['digest']}")
+            _say(f"{job.name} built by {value['worker']}, stored at {value['stored']}")
         else:
-            typer.echo(f"{name} failed: {value}")
-            failed.append(name)
-    if failed:
-        raise BuildError(f"{len(failed)} of {len(sent)} builds failed: {', '.join(failed)}.")
+            typer.echo(f"{job.name} failed: {value}")
+            failed.append(job.name)
+
+    try:
+        watch.wait(sent, seconds, done, _say)
+    except BakerError:
+        raise
+    except Exception as e:  # the broker went away, or answered nonsense
+        raise BuildError(f"waiting for the farm: {e}") from None
+    return failed
+
+
+@command("status", on=farm_app)
+def status(broker: BrokerOpt, as_json: JsonOpt = False) -> None:
+    """Show the farm: each worker with the queues it takes and the job it builds (and the
+    step it is at), the jobs queued, and the last ones finished with their digest or error."""
+    import json
+
+    from baker.farm import status as farm
+    from baker.farm.app import make_app
+
+    _check_broker(broker)
+    app = make_app(broker)
+    try:
+        state = farm.gather(app, broker)
+    except Exception as e:  # redis's and kombu's own errors: the broker is not there
+        raise BuildError(
+            f"--broker {broker}: {str(e).splitlines()[0] if str(e) else e!r}"
+        ) from None
+    finally:
+        app.close()
+    if as_json:
+        typer.echo(json.dumps(state.as_dict(), indent=2, sort_keys=True))
+    else:
+        typer.echo("\n".join(farm.render(state)))
 
 
 def _job(spec: Spec, variables: dict[str, str], parents: Path) -> dict[str, Any]:

@@ -7,14 +7,19 @@ build (the artifact store, the registry) is retried, a bounded number of times.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from celery import shared_task  # type: ignore[import-untyped]
+from celery.exceptions import Reject  # type: ignore[import-untyped]
 
 from baker import leftovers
 from baker.build.options import Options
@@ -27,9 +32,16 @@ class BuildFailed(Exception):
     """The build itself failed; the message is its error line."""
 
 
+class Interrupted(Exception):
+    """The build was interrupted (the worker stopping): its job goes back to the queue."""
+
+
 class StoreFailed(Exception):
     """The artifact could not be stored; worth another try."""
 
+
+INTERRUPTED = 130  # baker's exit code for an interrupted command
+PROGRESS = "PROGRESS"  # a job's state while its build runs: meta {worker, step, name}
 
 # Storing is retried this many times, waiting RETRY_DELAY_S, then twice that, and so on.
 STORE_RETRIES = 3
@@ -38,14 +50,25 @@ RETRY_DELAY_S = 5.0
 
 @shared_task(name="baker.build", bind=True, acks_late=True)  # type: ignore[untyped-decorator]
 def build(self: Any, job: dict[str, Any]) -> dict[str, Any]:
+    hostname = self.request.hostname
+
+    def at(step: str) -> None:
+        # What `baker submit --wait` and `baker farm status` show: who builds it, and where.
+        with contextlib.suppress(Exception):  # a report lost to the broker is not a failure
+            self.update_state(state=PROGRESS, meta={"worker": hostname, "step": step,
+                                                    "name": job.get("name")})  # fmt: skip
+
     try:
-        return _build(job, self.request.hostname)
+        return _build(job, hostname, at)
+    except Interrupted:
+        # Ctrl-C of a worker reaches its build too: the job is handed back, not failed.
+        raise Reject("the build was interrupted; handed back", requeue=True) from None
     except StoreFailed as e:
         delay = RETRY_DELAY_S * 2**self.request.retries
         raise self.retry(exc=e, countdown=delay, max_retries=STORE_RETRIES) from None
 
 
-def _build(job: dict[str, Any], hostname: str) -> dict[str, Any]:
+def _build(job: dict[str, Any], hostname: str, at: Callable[[str], None]) -> dict[str, Any]:
     work = leftovers.work_root()
     with tempfile.TemporaryDirectory(prefix="baker-job-", dir=work) as tmp:
         # Provably this process's: a worker that restarts after this one was killed removes it.
@@ -68,8 +91,11 @@ def _build(job: dict[str, Any], hostname: str) -> dict[str, Any]:
             *(f"--var={k}={v}" for k, v in job["variables"].items()),
             *flags(options),
         ]
-        proc = run_build(argv)
+        at("starting")
+        proc = run_build(argv, lambda line: _step(line, at))
         sys.stderr.write(proc.stderr[-20000:])
+        if proc.returncode == INTERRUPTED:
+            raise Interrupted(job["name"])
         if proc.returncode != 0:
             raise BuildFailed(_error_line(proc.stderr) or f"baker build exited {proc.returncode}")
         digest = proc.stdout.strip().splitlines()[-1]
@@ -81,9 +107,30 @@ def _build(job: dict[str, Any], hostname: str) -> dict[str, Any]:
     return {"name": job["name"], "digest": digest, "stored": where, "worker": hostname}
 
 
-def run_build(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    """`baker build` in the worker's process group: a worker killed whole takes it along."""
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
+def run_build(
+    argv: list[str], on_line: Callable[[str], None] = lambda line: None
+) -> subprocess.CompletedProcess[str]:
+    """`baker build` in the worker's process group (a worker killed whole takes it along),
+    each line of its progress handed to `on_line` as it comes."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    err: list[str] = []
+    for line in proc.stderr:  # type: ignore[union-attr]
+        err.append(line)
+        on_line(line)
+    code = proc.wait()
+    reader.join()
+    return subprocess.CompletedProcess(argv, code, "".join(out), "".join(err))
+
+
+_STEP = re.compile(r"^(?:\[[^\]]+\] )?baker: ==> ([\w-]+)")
+
+
+def _step(line: str, at: Callable[[str], None]) -> None:
+    if m := _STEP.match(line):
+        at(m.group(1))
 
 
 def _parent(job: dict[str, Any], root: Path, into: Path) -> Path | None:

@@ -1,18 +1,23 @@
 """A farm on one machine: Debian's redis-server on 127.0.0.1 and two `baker worker`
-processes. `baker submit --wait` of two shipped recipes (Debian 12 and 13) gives the digests
-of the session's local builds (a worker builds from the job's content alone). Then a worker is
-killed with SIGKILL mid-build: the job comes back and completes on the other worker, and
-once the killed worker starts again its leftovers (domain, work directories) are gone."""
+processes. A job no worker listens for is said at once, and its wait ends at --timeout or
+Ctrl-C in one line. `baker submit --wait` of two shipped recipes (Debian 12 and 13) gives the
+digests of the session's local builds (a worker builds from the job's content alone). Then a
+worker is killed with SIGKILL mid-build (`baker farm status` shows it building the job): the
+job comes back to the other worker, the broker restarts mid-build there and that worker is
+stopped with SIGTERM, and the build still finishes and reaches the submitter; once the killed
+worker starts again its leftovers (domain, work directories) are gone."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.bakerun import BAKER, ROOT, Baked, domains
@@ -27,34 +32,41 @@ pytestmark = pytest.mark.e2e
 VISIBILITY_S = 100
 
 
+class Redis:
+    """Debian's redis-server on loopback, appending every write (as the README says to run
+    it), so that it can be restarted and keep its queues."""
+
+    def __init__(self, data: Path) -> None:
+        self.port, self.data = free_port(), data
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
+             str(self.data), "--appendonly", "yes", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while not _listening(self.port):
+            assert time.monotonic() < deadline and self.proc.poll() is None, "no redis-server"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory):
-    port = free_port()
-    data = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dir",
-            str(data),
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while not _listening(port):
-        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
-        time.sleep(0.1)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    server = Redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def broker(redis_server: Redis) -> str:
+    return redis_server.url
 
 
 def _listening(port: int) -> bool:
@@ -110,15 +122,51 @@ class Worker:
 
 
 @pytest.fixture(scope="module")
-def farm(broker: str, tmp_path_factory: pytest.TempPathFactory, work_root: Path):
+def farm(
+    broker: str, redis_server: Redis, tmp_path_factory: pytest.TempPathFactory, work_root: Path
+):
     root = tmp_path_factory.mktemp("farm")
     artifacts, work = root / "artifacts", work_root / "farm"
     artifacts.mkdir()
     work.mkdir(mode=0o711)
     workers = {n: Worker(n, broker, artifacts, work, root / f"{n}.log") for n in ("w1", "w2")}
-    yield {"broker": broker, "artifacts": artifacts, "work": work, "workers": workers, "root": root}
+    yield {"broker": broker, "artifacts": artifacts, "work": work, "workers": workers,
+           "root": root, "redis": redis_server}  # fmt: skip
     for w in workers.values():
         w.stop()
+
+
+def test_a_job_no_worker_listens_for_is_said_at_once_and_its_wait_ends_cleanly(
+    farm, tmp_path: Path
+) -> None:
+    """A recipe that asks for KVM, on a farm of TCG hosts: submit says so before it waits;
+    --timeout ends the wait with exit 1 and the job's state; Ctrl-C ends it in one line."""
+    project = tmp_path / "project"
+    (project / "images").mkdir(parents=True)
+    (project / ".git").mkdir()
+    recipe = project / "images" / "farm-kvm.yaml"
+    recipe.write_text("name: farm-kvm\nbackend:\n  accel: kvm\n")
+    argv = [str(BAKER), "submit", str(recipe), "--broker", farm["broker"], "--wait"]
+    notice = "baker: no worker listens on queue baker.libvirt.amd64.kvm; the job waits in the queue"
+    started = time.monotonic()
+    timed = subprocess.Popen([*argv, "--timeout", "10s"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert timed.stderr is not None
+    assert timed.stderr.readline().strip() == notice
+    assert time.monotonic() - started < 5
+    _, rest = timed.communicate(timeout=60)
+    assert timed.returncode == 1
+    assert rest.strip().splitlines()[-1] == (
+        "baker: error: --timeout: no result after 10 s: farm-kvm waiting in the queue."
+    )
+    waiting = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert waiting.stderr is not None
+    assert waiting.stderr.readline().strip() == notice
+    waiting.send_signal(signal.SIGINT)
+    _, rest = waiting.communicate(timeout=60)
+    assert waiting.returncode == 130
+    assert rest.strip().splitlines()[-1] == "baker: error: interrupted; cleaned up."
+    assert "Traceback" not in rest and "Exception ignored" not in rest, rest
 
 
 def test_submit_wait_gives_the_local_builds_digests(
@@ -190,13 +238,32 @@ def test_a_worker_killed_mid_build_loses_nothing_and_leaves_nothing(farm, tmp_pa
                 (w for w in workers.values() if w.proc.pid in _sessions("farm-fault.yaml")), None
             )
         time.sleep(0.5)
+    # The farm as an operator sees it: both workers, and the one job, on the victim.
+    shown = _status(farm)
+    assert sorted(w["name"] for w in shown["workers"]) == ["celery@w1", "celery@w2"]
+    running = [(w["name"], r["name"]) for w in shown["workers"] for r in w["running"]]
+    assert running == [(f"celery@{victim.name}", "farm-fault")]
     victim.kill()
+    survivor = next(w for w in workers.values() if w is not victim)
+    # The job comes back, to the survivor; once its build is under way there, the broker
+    # restarts (its appendonly file keeps the queues) and the survivor is asked to stop
+    # (SIGTERM, a warm shutdown): the build finishes, and its result reaches the submitter.
+    deadline = time.monotonic() + 400
+    while not _running_on(farm, survivor.name, "farm-fault"):
+        assert time.monotonic() < deadline and submit.poll() is None, "the job did not come back"
+        time.sleep(2)
+    farm["redis"].stop()
+    farm["redis"].start()
+    survivor.proc.send_signal(signal.SIGTERM)
     out, err = submit.communicate(timeout=900)
     assert submit.returncode == 0, err[-3000:]
     name, digest = out.strip().splitlines()[-1].split(" ", 1)
     assert name == "farm-fault" and digest.startswith("sha256:")
-    survivor = next(w for w in workers.values() if w is not victim)
     assert f"built by celery@{survivor.name}," in err
+    assert f"baker: farm-fault: on celery@{survivor.name}, at " in err  # where it was, as it went
+    assert survivor.proc.wait(300) == 0
+    said = survivor.output()
+    assert said.count("Warm shutdown") == 1 and "Traceback" not in said, said[-3000:]
     done = [line for line in survivor.output().splitlines() if "'name': 'farm-fault'" in line]
     assert len(done) == 1, done  # built once on the survivor: not handed out twice
     # Nothing of farm-fault may still run there.
@@ -214,6 +281,22 @@ def test_a_worker_killed_mid_build_loses_nothing_and_leaves_nothing(farm, tmp_pa
     leftover = [p for p in farm["work"].iterdir() if p.name.startswith("baker-")]
     assert leftover == [], leftover
     assert _sessions("farm-fault.yaml") == set()  # no build process of it still running
+
+
+def _status(farm: dict[str, Any]) -> dict[str, Any]:
+    shown = subprocess.run([str(BAKER), "farm", "status", "--broker", farm["broker"], "--json"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    return dict(json.loads(shown.stdout))
+
+
+def _running_on(farm: dict[str, Any], worker: str, name: str) -> bool:
+    """Whether `worker` runs a job of `name` that has reached a build step of its own."""
+    for w in _status(farm)["workers"]:
+        if w["name"] == f"celery@{worker}":
+            return any(r["name"] == name and r["step"] not in ("starting", "started")
+                       for r in w["running"])  # fmt: skip
+    return False
 
 
 def _sessions(needle: str) -> set[int]:
