@@ -1,11 +1,10 @@
 """The step cache with real builds: an unchanged recipe reuses its image and measurement and
-boots nothing; two builds of one recipe at once both succeed with one digest and leave one
-sound entry per key; `--jobs 2` runs two recipes side by side."""
+boots nothing; `--jobs 2` builds two recipes side by side in one cache, each entry sound
+(two processes storing one key at once are tests/test_cache.py's)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -63,53 +62,13 @@ def twice_recipe(where: Path) -> Path:
     return recipe
 
 
-# Two machines of its own at once, beside whatever the other test worker runs: slower, and
-# that is all (no budget is checked); alone, the other worker would sit idle meanwhile.
-def test_two_builds_at_once_share_one_cache(
+def test_jobs_builds_two_recipes_at_once_sharing_one_cache(
     base_image: Baked, session_cache: Path, work_root: Path, tmp_path: Path
 ) -> None:
-    recipe = twice_recipe(tmp_path)
-    env = {**os.environ, "BAKER_WORK_DIR": str(work_root)}
-    procs = [
-        subprocess.Popen(
-            [str(BAKER), "build", str(recipe), "--out", str(tmp_path / f"out{i}")],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in (1, 2)
-    ]
-    results = [p.communicate(timeout=1800) for p in procs]
-    for p, (_, stderr) in zip(procs, results, strict=True):
-        assert p.returncode == 0, stderr[-3000:]
-    digests = {stdout.split()[-1] for stdout, _ in results}
-    assert len(digests) == 1
-    keys = [json.loads((tmp_path / f"out{i}" / "e2e-twice" / "build.json").read_text())["steps"]
-            for i in (1, 2)]  # fmt: skip
-    assert keys[0]["image"]["key"] == keys[1]["image"]["key"]
-    cache = Cache(session_cache)
-    mine = [
-        e for e in cache.entries() if e.key in {s["key"] for s in keys[0].values() if "key" in s}
-    ]
-    assert sorted(e.step for e in mine) == sorted({"base", "disk", "image", "measure"})
-    for e in mine:  # each sound: a lookup checks every file against its recorded hash
-        entry = cache.lookup(e.step, e.key, pytest.fail)
-        assert entry is not None
-        entry.release()
-    # No half-made entry or staging directory of theirs is left behind (those of a build in
-    # another test worker may come and go).
-    pids = {str(p.pid) for p in procs}
-    assert not [p for p in cache.steps_dir.rglob(".*.tmp") if p.name.split(".")[-3] in pids]
-
-
-def test_jobs_runs_several_recipes_side_by_side(
-    base_image: Baked, work_root: Path, tmp_path: Path
-) -> None:
-    """`baker build A B --jobs 2` on the two recipes this session has built already (two
-    real builds at once are the test above; bench/jobs.py times real ones): both run at
-    once, every line marked with its recipe, one NAME DIGEST line each, nothing left."""
+    """`baker build A B --jobs 2`: the session's base (every step from the cache) beside a
+    recipe of its own built for real, at once, in one step cache (bench/jobs.py times real
+    ones side by side): every line marked with its recipe, one NAME DIGEST line each, each
+    cache entry sound, nothing half-made and nothing left."""
     twice = twice_recipe(tmp_path)
     work = work_root / f"jobs-{tmp_path.name}"
     work.mkdir(mode=0o711)
@@ -129,4 +88,16 @@ def test_jobs_runs_several_recipes_side_by_side(
     for name, digest in results.items():
         record = json.loads((out / name / "build.json").read_text())
         assert record["image"]["digest"] == digest
+    steps = json.loads((out / "e2e-twice" / "build.json").read_text())["steps"]
+    cache = Cache(session_cache)
+    mine = [e for e in cache.entries() if e.key in {s["key"] for s in steps.values() if "key" in s}]
+    assert {"base", "disk", "image", "measure"} <= {e.step for e in mine}
+    for e in mine:  # each sound: a lookup checks every file against its recorded hash
+        entry = cache.lookup(e.step, e.key, pytest.fail)
+        assert entry is not None
+        entry.release()
+    # No half-made entry or staging directory for any of its keys (another test worker's
+    # builds' may come and go).
+    keys = {s["key"] for s in steps.values() if "key" in s}
+    assert not [p for p in cache.steps_dir.rglob(".*.tmp") if p.name.split(".")[1] in keys]
     assert list(work.iterdir()) == []
