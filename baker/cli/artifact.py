@@ -114,11 +114,10 @@ def _online(text: str) -> list[tuple[object, str]]:
 
     ref = parse(text, "--online")
     client = connect(ref)
-    found = revocations.of_repository(client, ref.repository)
     got = client.get_manifest(ref.repository, ref.reference)
-    if got is not None:
-        found += revocations.of_manifest(client, ref.repository, got[2])
-    return found
+    if got is None:
+        return revocations.of_repository(client, ref.repository)
+    return revocations.of_image(client, ref.repository, got[2])
 
 
 @command()
