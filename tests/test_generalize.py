@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from baker.image.generalize import EMPTIED, REMOVED, RULES, Rule, guest_script, walk
+from baker.image.generalize import (
+    EMPTIED,
+    REMOVED,
+    RULES,
+    TIMERS_HELD,
+    Rule,
+    guest_script,
+    walk,
+)
 
 FILES = [
     "etc/hostname",
@@ -137,6 +145,34 @@ def test_symlinked_directories_are_kept_but_not_followed(root: Path) -> None:
 def test_extra_rules_apply(root: Path) -> None:
     kept = list(walk(root, rules=(*RULES, Rule("etc/alpha", "test"), Rule("home/*", "test"))))
     assert kept == [p for p in KEPT if p != "./etc/alpha" and not p.startswith("./home/")]
+
+
+def test_the_held_timers_directory_goes_only_when_nothing_else_is_in_it(root: Path) -> None:
+    held = root / TIMERS_HELD
+    held.mkdir(parents=True)
+    (held / "baker-build.conf").write_text("[Timer]\n")
+    assert list(walk(root)) == KEPT
+    # A provisioner's own drop-in for every timer stays, and its directory with it.
+    (held / "site.conf").write_text("[Timer]\nAccuracySec=1s\n")
+    kept = list(walk(root))
+    assert f"./{TIMERS_HELD}" in kept and f"./{TIMERS_HELD}/site.conf" in kept
+    assert f"./{TIMERS_HELD}/baker-build.conf" not in kept
+
+
+@pytest.mark.parametrize("other", [False, True])
+def test_the_guest_script_removes_the_held_timers_directory_as_walk_leaves_it_out(
+    tmp_path: Path, other: bool
+) -> None:
+    held = tmp_path / TIMERS_HELD
+    held.mkdir(parents=True)
+    (held / "baker-build.conf").write_text("[Timer]\n")
+    if other:
+        (held / "site.conf").write_text("[Timer]\n")
+    expected = list(walk(tmp_path))
+    ran = subprocess.run(["sh", "-c", guest_script(), "sh", str(tmp_path)],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert list(walk(tmp_path, rules=())) == expected
+    assert (f"{REMOVED}./{TIMERS_HELD}" in ran.stdout.splitlines()) is not other
 
 
 def test_walk_of_an_empty_tree(tmp_path: Path) -> None:

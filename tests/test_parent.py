@@ -203,6 +203,8 @@ def test_the_access_layer_is_what_the_capture_removes_again(tmp_path: Path) -> N
     assert names == [
         "./etc/ssh/sshd_config.d/baker-build.conf",
         "./etc/systemd/system/baker-build-access.service",
+        "./etc/systemd/system/timer.d",
+        "./etc/systemd/system/timer.d/baker-build.conf",
         "./usr/local/lib/baker",
         "./usr/local/lib/baker/build-access",
         "./etc/systemd/system/multi-user.target.wants/baker-build-access.service",

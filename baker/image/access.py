@@ -1,7 +1,7 @@
-"""The build machine's SSH access, put back into a tree that no longer has it: a parent
-image's, whose own capture removed it. The same files the Debian base gets from baker/guest
-(customize.sh), chosen by the generalize rules that remove them again from every image, so
-what goes in here is exactly what the child's capture takes out."""
+"""The build machine's SSH access (and its held timers), put back into a tree that no longer
+has them: a parent image's, whose own capture removed them. The same files the Debian base
+gets from baker/guest (customize.sh), chosen by the generalize rules that remove them again
+from every image, so what goes in here is exactly what the child's capture takes out."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ DROP_IN = "etc/ssh/sshd_config.d/baker-build.conf"
 
 
 def _removed_at_capture(rel: str, is_dir: bool) -> bool:
-    rules = [r for r in generalize.RULES if r.why == ACCESS]
+    rules = [r for r in generalize.RULES if r.why in (ACCESS, generalize.HELD)]
     parts = rel.split("/")
     # A rule on a directory removes what is under it too.
     return any(

@@ -23,6 +23,9 @@ class Rule:
     why: str
     # Only regular files and links: the directories stay, since services expect them.
     files_only: bool = False
+    # A directory baker may have made for files of its own: it goes only when nothing else
+    # in it is kept (what a provisioner put there stays, and the directory with it).
+    if_empty: bool = False
 
     def matches(self, rel: str, is_dir: bool) -> bool:
         if self.files_only and is_dir:
@@ -30,12 +33,19 @@ class Rule:
         return _compile(self.pattern).fullmatch(rel) is not None
 
 
+# The build machine's timers are held (a drop-in for every timer unit, baker/guest/rootfs):
+# a daily job that ran during one build and not during its rebuild would make the two differ.
+TIMERS_HELD = "etc/systemd/system/timer.d"
+HELD = "build-time timers held"
+
 RULES: tuple[Rule, ...] = (
     Rule("etc/ssh/ssh_host_*", "SSH host keys: every machine makes its own at first boot"),
     Rule("etc/ssh/sshd_config.d/baker-build.conf", "build-time SSH access"),
     Rule("etc/systemd/system/baker-build-access.service", "build-time SSH access"),
     Rule("etc/systemd/system/*.wants/baker-build-access.service", "build-time SSH access"),
     Rule("usr/local/lib/baker", "build-time SSH access"),
+    Rule(f"{TIMERS_HELD}/baker-build.conf", HELD),
+    Rule(TIMERS_HELD, HELD, if_empty=True),
     Rule("var/lib/dbus/machine-id", "the machine id is made at first boot"),
     Rule("var/lib/systemd/random-seed", "a seed must never be shared between machines"),
     Rule("var/lib/systemd/credential.secret", "per-machine secret"),
@@ -91,8 +101,21 @@ def _regex(pattern: str) -> str:
 def _any_of(rules: tuple[Rule, ...], is_dir: bool) -> re.Pattern[str]:
     """One regex for every rule that applies to a directory (or to anything else): a capture
     tests each of ~15,000 paths once, not once per rule."""
-    kept = [_regex(r.pattern) for r in rules if not (r.files_only and is_dir)]
+    kept = [_regex(r.pattern) for r in rules if not (r.files_only and is_dir) and not r.if_empty]
     return re.compile("|".join(kept) or "(?!)")
+
+
+def _removed(rel: str, is_dir: bool, rules: tuple[Rule, ...]) -> bool:
+    return _any_of(rules, is_dir).fullmatch(rel) is not None
+
+
+def _left_empty(directory: str, rel: str, rules: tuple[Rule, ...]) -> bool:
+    """Whether `rules` leave nothing in `directory` (at `rel`) but what they remove."""
+    if not any(r.if_empty and r.matches(rel, True) for r in rules):
+        return False
+    with os.scandir(directory) as it:
+        children = [(f"{rel}/{e.name}", e.is_dir(follow_symlinks=False)) for e in it]
+    return all(c not in EMPTIED and _removed(c, is_dir, rules) for c, is_dir in children)
 
 
 def walk(root: Path, rules: tuple[Rule, ...] = RULES) -> Iterator[str]:
@@ -108,7 +131,9 @@ def walk(root: Path, rules: tuple[Rule, ...] = RULES) -> Iterator[str]:
             rel = f"{prefix}{entry.name}"
             st = entry.stat(follow_symlinks=False)
             is_dir = stat.S_ISDIR(st.st_mode)
-            if rel in EMPTIED or _any_of(rules, is_dir).fullmatch(rel):
+            if rel in EMPTIED or _removed(rel, is_dir, rules):
+                continue
+            if is_dir and _left_empty(entry.path, rel, rules):
                 continue
             yield f"./{rel}"
             if is_dir and st.st_dev == dev:
@@ -123,7 +148,8 @@ def guest_script() -> str:
     whole, `files_only` rules spare directories, nothing on another filesystem is touched.
     Prints REMOVED and the path for each path it removes."""
     lines = ["set -e", 'cd "${1:-/}"']
-    lines += [_find(rule) for rule in RULES]
+    lines += [_find(rule) for rule in RULES if not rule.if_empty]
+    lines += [_rmdir(rule.pattern) for rule in RULES if rule.if_empty]
     lines += [f"if [ -f ./{rel} ]; then : >./{rel}; fi" for rel in EMPTIED]
     lines.append("sync")
     return "\n".join(lines) + "\n"
@@ -138,6 +164,12 @@ def _find(rule: Rule) -> str:
         f"if [ -d {start} ]; then find {start} -xdev -mindepth 1 -regextype posix-extended "
         f"-regex '{_ere(rule.pattern)}'{kind} -prune -printf '{REMOVED}%p\\n' "
         f"-exec rm -rf -- {{}} +; fi"
+    )
+
+
+def _rmdir(rel: str) -> str:
+    return (
+        f"if [ -d ./{rel} ] && rmdir ./{rel} 2>/dev/null; then printf '{REMOVED}%s\\n' ./{rel}; fi"
     )
 
 

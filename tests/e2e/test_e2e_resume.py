@@ -20,8 +20,9 @@ from support.tamper import flip_byte
 pytestmark = pytest.mark.e2e
 
 # debian-12-base's base (so the session's saved machine is the one resumed), a provisioner
-# that says what the resumed machine's clock and random generator give, then fails: the
-# rest of the build is not what is tested here.
+# that says what the resumed machine's clock and random generator give, and when apt's daily
+# upgrade timer, started again, would fire, then fails: the rest of the build is not what is
+# tested here.
 PROBE = """\
 name: {name}
 base:
@@ -33,6 +34,9 @@ provisioners:
     inline: |
       echo "clock $(date +%s.%N)"
       echo "random $(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')"
+      systemctl start apt-daily-upgrade.timer
+      echo "timer $(systemctl is-enabled apt-daily-upgrade.timer)" \\
+        "$(systemctl show -P NextElapseUSecRealtime apt-daily-upgrade.timer)"
       exit 3
 """
 
@@ -80,6 +84,9 @@ def test_two_builds_resume_one_saved_machine_at_once_each_with_its_own_clock_and
         # The guest's clock, read as it ran, against the host's as its line arrived.
         assert abs(clock[0] - clock[1]) < 2, clock
         randoms += [m[1] for _, line in said if (m := re.search(r"random ([0-9a-f]{64})", line))]
+        # The build machine's timers are held, the image's own setting left as it was.
+        (timer,) = [line.split("timer ", 1)[1].strip() for _, line in said if " timer " in line]
+        assert timer.startswith("enabled ") and "2100-01-01" in timer, timer
         assert_nothing_left(tmp_path / "out", work, name, before, stderr)
     # One saved machine, two machines: their generators do not give the same bytes.
     assert len(randoms) == 2 and randoms[0] != randoms[1]

@@ -145,9 +145,10 @@ class ResumeOrBoot(Step):
 
 
 # Before a machine is saved: its boot finished, and its timers stopped (for this run only;
-# the image keeps them as they are). A timer that runs daily would otherwise fire the moment
-# a resumed machine's clock jumps to today, and write what it writes (dpkg's database
-# backup, logrotate's state) into an image that must not depend on the day it was baked.
+# the image keeps them as they are). baker's own bases and parents hold every timer from the
+# first boot on (a drop-in, baker/guest/rootfs/etc/systemd/system/timer.d); a vendor's image
+# booted as it is has no such drop-in, and a daily job there would fire the moment a resumed
+# machine's clock jumps to today, writing into an image that must not depend on the day.
 _QUIESCE = "systemctl is-system-running --wait >/dev/null; systemctl stop '*.timer'"
 
 

@@ -21,7 +21,7 @@ class ParentTree(RootTree):
     Nothing is made again from packages; the disk step makes the build machine's disk from
     this tree as from a Debian one."""
 
-    code = ("baker.image.tree", "baker.image.access", "baker/guest")
+    code = ("baker.image.tree", "baker.image.access", "baker.image.generalize", "baker/guest")
 
     def describe(self, ctx: Context) -> str:
         return f"the parent image's tree ({ctx.spec.recipe.base.image})"
