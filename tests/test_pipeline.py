@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -301,6 +302,22 @@ def test_a_saved_build_machine_is_resumed_by_every_build_from_its_base(
     assert first.digest != second.digest
     (saved,) = [e for e in cache.entries() if e.step == "boot"]
     assert (saved.path / "keys.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_build_whose_cache_is_thrown_away_boots_and_saves_no_machine(
+    write_recipe: WriteRecipe, tmp_path: Path
+) -> None:
+    """A rebuild's step cache goes with it: a machine saved there would never be resumed, so
+    the machine is booted, as on a backend that cannot save one, to the same image."""
+    fake, cache = ResumingFakeBackend(), Cache(tmp_path / "cache")
+    assert [type(s).__name__ for s in steps(PLAIN, fake, save_machine=False)][1] == "Boot"
+    opts = replace(_opts(tmp_path, cache), save_machine=False)
+    booted = build(_spec(write_recipe), opts, _reporter(), backend=fake)
+    assert "save" not in fake.journal and not any(e.startswith("resume") for e in fake.journal)
+    assert not [e for e in cache.entries() if e.step == "boot"]
+    resumed = build(_spec(write_recipe), _opts(tmp_path, Cache(tmp_path / "other")), _reporter(),
+                    backend=ResumingFakeBackend())  # fmt: skip
+    assert booted.digest == resumed.digest
 
 
 def test_a_saved_machine_that_cannot_resume_fails_the_build_and_cleans_up(

@@ -31,6 +31,8 @@ class Options:
     on_error: OnError = "abort"
     cache: Cache = field(default_factory=Cache)
     measure: bool = True  # a rebuild that only compares digests skips the boot measurement
+    # A build whose step cache is thrown away (a rebuild's) boots its machine and saves none.
+    save_machine: bool = True
     boot_runs: int | None = None  # measured boots under the main firmware; None: the recipe's
     # A rebuild of an imported bundle: the parent it carried.
     carried_parent: Carried | None = None

@@ -57,13 +57,19 @@ from baker.recipe.spec import MAX_BOOT_RUNS, Spec
 
 
 def steps(
-    spec: Spec, backend: Backend, measure: bool = True, snapshot: Path | None = None
+    spec: Spec,
+    backend: Backend,
+    measure: bool = True,
+    snapshot: Path | None = None,
+    save_machine: bool = True,
 ) -> list[Step]:
     """The steps of a build of `spec` on `backend`, in the order they run: the one place
     they are put together, from what the build starts from and the backend hands back
     (Packer's builders each have their step list the same way)."""
-    # A backend that can save a running machine resumes the one saved from this base.
-    boot = ResumeOrBoot() if isinstance(backend, Resumes) else Boot()
+    # A backend that can save a running machine resumes the one saved from this base (unless
+    # the saved one would be thrown away with the build's cache: boot, save and resume cost
+    # more than a boot).
+    boot = ResumeOrBoot() if isinstance(backend, Resumes) and save_machine else Boot()
     if backend.starts_from == "debian" and vendor.as_is(spec):
         # A vendor's disk taken as it is: booted, generalized and trimmed in place, imaged.
         in_place = GeneralizeInGuest(first=(vendor.RESTORE_ROOT_SSH_IN_GUEST,),
@@ -197,7 +203,7 @@ def build(spec: Spec, opts: Options, reporter: Reporter, backend: Backend | None
             if parent:
                 pin = parent.pin
                 reporter.info(f"on the parent image {pin.name} {pin.digest}, verified")
-            runner.run(steps(spec, backend, opts.measure, vuln_db), ctx, state)
+            runner.run(steps(spec, backend, opts.measure, vuln_db, opts.save_machine), ctx, state)
         finally:
             reporter.close()
     made = need(state.made, "the image")

@@ -91,6 +91,7 @@ def check(
             cache=Cache(steps_root=scratch / "steps"),
             work_root=scratch,
             measure=False,
+            save_machine=False,
         )
         result = build(spec, opts, reporter)
         difference = ""

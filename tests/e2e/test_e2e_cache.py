@@ -46,16 +46,16 @@ def test_an_unchanged_recipe_reuses_its_image(
 
 
 def twice_recipe(where: Path) -> Path:
-    """debian-12-base under its own name (so its image is its own), BIOS only (the base and
-    disk come from the session cache: the nightly's, the farm's and the layers' base), measured
-    once."""
+    """debian-12-base under its own name (so its image is its own), BIOS only and without
+    cloud-init (the base and disk come from the session cache: the nightly's, the farm's and
+    the layers' base), measured once."""
     recipe = where / "e2e-twice.yaml"
     (where / "testinfra").mkdir(exist_ok=True)
     shutil.copy(ROOT / "images/testinfra/test_base.py", where / "testinfra")
     recipe.write_text(
         (ROOT / "images" / "debian-12-base.yaml").read_text()
         .replace("name: debian-12-base", "name: e2e-twice")
-        .replace("base:\n", "base:\n  boot: bios\n", 1)
+        .replace("base:\n", "base:\n  boot: bios\n  cloud_init: false\n", 1)
         # Two machines measured at once share two cores: the budget is not what is tested.
         .replace("boot_budget_s: {kvm: 15, tcg: 120}\n", "") + "boot_runs: 1\n"
     )  # fmt: skip

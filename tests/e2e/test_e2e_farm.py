@@ -201,6 +201,7 @@ RECIPE = """\
 name: farm-fault
 base:
   boot: bios
+  cloud_init: false
 boot_runs: 1
 provisioners:
   - file: ../files/fault.txt

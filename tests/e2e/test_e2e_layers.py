@@ -7,8 +7,9 @@ and pulled, then refused once the parent is revoked), and on its tag, locked (th
 the tag). The refusals (another digest, signer, a flipped byte, ...) are shown on small
 artifacts in tests/test_parent.py.
 
-The smallest images that show it: the shipped recipes, BIOS only (the session's BIOS base is
-the nightly's and the farm's) and one measured boot."""
+The smallest images that show it: the shipped recipes, BIOS only and without cloud-init (the
+session's BIOS base is the nightly's and the farm's: these images show that a base without
+cloud-init builds, boots and is measured) and one measured boot."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ pytestmark = pytest.mark.e2e
 
 
 def _smallest(text: str) -> str:
-    return text.replace("base:\n", "base:\n  boot: bios\n", 1) + "boot_runs: 1\n"
+    return (
+        text.replace("base:\n", "base:\n  boot: bios\n  cloud_init: false\n", 1) + "boot_runs: 1\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +103,8 @@ def test_the_child_is_built_on_its_verified_parent(layers: dict[str, Any]) -> No
     # tree) is marked added; every other one came from the parent.
     assert {n for n, v in layer.items() if v == "added"} == {"tree"}
     assert set(layer.values()) == {"parent", "added"}
+    # The parent's tree has no cloud-init (base.cloud_init: false), nor what it pulls in.
+    assert not {"cloud-init", "python3"} & set(layer)
     assert "packages of its own: tree 2.1.0-1" in said
 
 
