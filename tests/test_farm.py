@@ -4,6 +4,7 @@ number of times; a job is laid out from content alone, its digests checked."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker  # type: ignore[import-untyped]
 
 from baker import recipe
+from baker.edge import aws
 from baker.errors import InputError
 from baker.farm import payload, queues, store, tasks
 from baker.farm.app import make_app
@@ -29,6 +31,44 @@ def test_routes_follow_what_a_recipe_needs() -> None:
     ]
     # A TCG-only host never takes a job that asked for KVM.
     assert "baker.libvirt.amd64.kvm" not in queues.for_host("tcg")
+
+
+def test_a_host_with_aws_credentials_serves_ec2_and_none_is_asked_over_the_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    # An instance role would be asked at this address: it listens, and nothing comes.
+    with socket.create_server(("127.0.0.1", 0)) as metadata:
+        port = metadata.getsockname()[1]
+        monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", f"http://127.0.0.1:{port}")
+        assert aws.has_credentials() is False
+        metadata.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            metadata.accept()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    assert aws.has_credentials() is True
+
+
+def test_an_image_is_stored_under_its_digest_whatever_its_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert store.key("sha256:" + "ab" * 32) == "ab" * 32
+    assert store.key("ec2:eu-west-1:ami-0123") == "ec2-eu-west-1-ami-0123"
+    shared, built = tmp_path / "shared", tmp_path / "built"
+    shared.mkdir()
+    built.mkdir()
+    (built / "ami.json").write_text("{}")  # an EC2 build's artifact: the image is the cloud's
+    monkeypatch.setenv("BAKER_FARM_ARTIFACTS", str(shared))
+    monkeypatch.delenv("BAKER_FARM_REGISTRY", raising=False)
+    monkeypatch.delenv("BAKER_FARM_HISTORY", raising=False)
+    one = store.put(built, "app", "ec2:eu-west-1:ami-0123")
+    other = store.put(built, "app", "ec2:us-east-1:ami-0456")
+    assert one != other and Path(one).name == "ec2-eu-west-1-ami-0123"
+    assert (Path(other) / "ami.json").is_file()
 
 
 def _project(tmp_path: Path) -> Path:

@@ -39,7 +39,11 @@ def worker(
     broker: BrokerOpt,
     queues: Annotated[
         str | None,
-        typer.Option(help="Queues to take (default: what this host can build).", metavar="Q,…"),
+        typer.Option(
+            help="Queues to take (default: what this host can build; baker.ec2 too with AWS "
+            "credentials in the environment or AWS files).",
+            metavar="Q,…",
+        ),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Builds at once (one a slot).", metavar="N")] = 1,
     artifacts: Annotated[
@@ -95,7 +99,13 @@ def worker(
     ):
         if value is not None:
             os.environ[key] = str(value)
-    served = queues.split(",") if queues else for_host(choose("auto"))
+    if queues:
+        served = queues.split(",")
+    else:
+        from baker.edge.aws import has_credentials
+
+        # A host with AWS credentials builds EC2 recipes too (the machine runs in the cloud).
+        served = for_host(choose("auto"), ec2=has_credentials())
     rep.info(f"serving {', '.join(served)}")
     app = make_app(broker)
     app.worker_main(

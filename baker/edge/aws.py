@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar, overload
 
 import boto3
 import botocore.exceptions
+import botocore.session
 from botocore.config import Config
 
 from baker import __version__
@@ -101,6 +102,21 @@ class Aws:
 
     def endpoint(self, service: Service = "ec2", region: str | None = None) -> str:
         return str(self.client(service, region).meta.endpoint_url)
+
+
+def has_credentials() -> bool:
+    """Whether the credential chain finds credentials without asking the network: the
+    environment, a profile, the shared files (an instance or container role is asked over
+    HTTP, and a host that is not on AWS must not send that; such a worker names its queues)."""
+    session = botocore.session.get_session()
+    resolver = session.get_component("credential_provider")
+    for remote in ("container-role", "iam-role"):
+        with contextlib.suppress(ValueError):
+            resolver.remove(remote)
+    try:
+        return resolver.load_credentials() is not None
+    except botocore.exceptions.BotoCoreError:
+        return False
 
 
 def default_region(profile: str | None = None) -> str:

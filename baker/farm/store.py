@@ -1,6 +1,6 @@
 """Where a worker puts a finished artifact: an OCI registry (BAKER_FARM_REGISTRY, a
 `host[:port]/prefix` under which each image is NAME:<digest>), or a shared directory
-(BAKER_FARM_ARTIFACTS, as DIR/NAME/<digest hex>/), and the build recorded in the history
+(BAKER_FARM_ARTIFACTS, as DIR/NAME/<key>/, `key` below), and the build recorded in the history
 (BAKER_FARM_HISTORY, a PostgreSQL URL for a farm). Content-addressed: storing what is
 already there again is a no-op, so a redelivered job's second store changes nothing. A
 child's job takes its parent back out of the same store (`fetch`)."""
@@ -14,6 +14,13 @@ import socket
 from pathlib import Path
 
 from baker import artifact
+
+
+def key(digest: str) -> str:
+    """What an image is stored under: a sha256 digest's hex; an EC2 image's digest
+    (ec2:REGION:AMI, where the image itself stays) with dashes for its colons."""
+    kind, _, rest = digest.partition(":")
+    return rest if kind == "sha256" else digest.replace(":", "-")
 
 
 def put(directory: Path, name: str, digest: str) -> str:
@@ -33,7 +40,7 @@ def put(directory: Path, name: str, digest: str) -> str:
                     "recipe": name,
                     "status": "built",
                     "digest": digest,
-                    "size": (directory / artifact.IMAGE).stat().st_size,
+                    "size": _size(directory / artifact.IMAGE),
                     "artifact": where,
                     "signer": socket.gethostname(),
                 }
@@ -41,6 +48,11 @@ def put(directory: Path, name: str, digest: str) -> str:
         finally:
             history.close()
     return where
+
+
+def _size(image: Path) -> int | None:
+    # An EC2 build's artifact holds its evidence; the image is in the cloud.
+    return image.stat().st_size if image.is_file() else None
 
 
 class NotStored(Exception):
@@ -52,7 +64,6 @@ def fetch(name: str, digest: str, into: Path, pub: Path | None) -> str:
     from the registry it is pulled as `baker pull` does and verified with `pub`, the key the
     child trusts (the child's build verifies it again, from either store). Returns where it
     came from."""
-    hexdigest = digest.split(":", 1)[-1]
     if os.environ.get("BAKER_FARM_REGISTRY"):
         from baker.registry import pull
         from baker.registry.client import RegistryError, connect
@@ -61,17 +72,22 @@ def fetch(name: str, digest: str, into: Path, pub: Path | None) -> str:
         if pub is None:
             raise NotStored(f"{name}: a parent from the registry needs the key it is trusted by")
         ca = os.environ.get("BAKER_FARM_CA_BUNDLE")
-        ref = parse(f"{os.environ['BAKER_FARM_REGISTRY'].rstrip('/')}/{name}:{hexdigest[:32]}")
+        ref = parse(f"{os.environ['BAKER_FARM_REGISTRY'].rstrip('/')}/{name}:{_tag(digest)}")
         try:
             pull.pull(connect(ref, ca_bundle=Path(ca) if ca else None), ref, into, pub)
         except RegistryError as e:
             raise NotStored(f"{name} {digest}: {e}") from None
         return str(ref)
-    stored = Path(os.environ.get("BAKER_FARM_ARTIFACTS") or "/nonexistent") / name / hexdigest
+    stored = Path(os.environ.get("BAKER_FARM_ARTIFACTS") or "/nonexistent") / name / key(digest)
     if not (stored / artifact.IMAGE).is_file():
         raise NotStored(f"the farm's store holds no {name} {digest} ({stored})")
     shutil.copytree(stored, into)
     return str(stored)
+
+
+def _tag(digest: str) -> str:
+    # A tag holds 128 characters: a sha256's first 32 hex digits name the image well enough.
+    return key(digest)[:32] if digest.startswith("sha256:") else key(digest)
 
 
 def _push(directory: Path, name: str, digest: str) -> str:
@@ -80,9 +96,7 @@ def _push(directory: Path, name: str, digest: str) -> str:
     from baker.registry.ref import parse
 
     ca = os.environ.get("BAKER_FARM_CA_BUNDLE")
-    ref = parse(
-        f"{os.environ['BAKER_FARM_REGISTRY'].rstrip('/')}/{name}:{digest.split(':')[1][:32]}"
-    )
+    ref = parse(f"{os.environ['BAKER_FARM_REGISTRY'].rstrip('/')}/{name}:{_tag(digest)}")
     client = connect(ref, ca_bundle=Path(ca) if ca else None)
     pushed = push.push(client, directory, ref)
     return str(pushed.ref)
@@ -94,7 +108,7 @@ def _copy(directory: Path, name: str, digest: str) -> str:
         raise RuntimeError(
             "the worker has no BAKER_FARM_ARTIFACTS directory or registry to store into"
         )
-    final = shared / name / digest.split(":")[1]
+    final = shared / name / key(digest)
     if final.is_dir():
         return str(final)
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -21,8 +20,7 @@ from typing import Any
 
 import pytest
 from support.bakerun import BAKER, ROOT, Baked, domains
-
-from baker.edge.ssh import free_port
+from support.farm import Redis, Worker
 
 pytestmark = pytest.mark.e2e
 
@@ -30,31 +28,6 @@ pytestmark = pytest.mark.e2e
 # build's length, or a job still being built is handed out again: above the ~70 s this
 # test's build takes to boot (when the kill comes) and the ~60 s its redelivered build takes.
 VISIBILITY_S = 100
-
-
-class Redis:
-    """Debian's redis-server on loopback, appending every write (as the README says to run
-    it), so that it can be restarted and keep its queues."""
-
-    def __init__(self, data: Path) -> None:
-        self.port, self.data = free_port(), data
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
-             str(self.data), "--appendonly", "yes", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while not _listening(self.port):
-            assert time.monotonic() < deadline and self.proc.poll() is None, "no redis-server"
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -69,58 +42,6 @@ def broker(redis_server: Redis) -> str:
     return redis_server.url
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class Worker:
-    def __init__(self, name: str, broker: str, artifacts: Path, work: Path, log: Path) -> None:
-        self.name, self.log = name, log
-        self.start = log.stat().st_size if log.exists() else 0  # this run's part of the log
-        env = {
-            **os.environ,
-            "BAKER_WORK_DIR": str(work),
-            "BAKER_FARM_VISIBILITY_S": str(VISIBILITY_S),
-        }
-        self.proc = subprocess.Popen(
-            [
-                str(BAKER),
-                "worker",
-                "--broker",
-                broker,
-                "--artifacts",
-                str(artifacts),
-                "--name",
-                name,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while "ready." not in self.output():
-            assert time.monotonic() < deadline and self.proc.poll() is None, self.output()[-3000:]
-            time.sleep(0.2)
-
-    def output(self) -> str:
-        """What this run of the worker has logged."""
-        with self.log.open("rb") as f:
-            f.seek(self.start)
-            return f.read().decode(errors="replace")
-
-    def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)  # the worker, its pool and its build, at once
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # warm shutdown: the running job finishes
-            self.proc.wait(600)
-
-
 @pytest.fixture(scope="module")
 def farm(
     broker: str, redis_server: Redis, tmp_path_factory: pytest.TempPathFactory, work_root: Path
@@ -129,7 +50,10 @@ def farm(
     artifacts, work = root / "artifacts", work_root / "farm"
     artifacts.mkdir()
     work.mkdir(mode=0o711)
-    workers = {n: Worker(n, broker, artifacts, work, root / f"{n}.log") for n in ("w1", "w2")}
+    visible = {"BAKER_FARM_VISIBILITY_S": str(VISIBILITY_S)}
+    workers = {
+        n: Worker(n, broker, artifacts, work, root / f"{n}.log", visible) for n in ("w1", "w2")
+    }
     yield {"broker": broker, "artifacts": artifacts, "work": work, "workers": workers,
            "root": root, "redis": redis_server}  # fmt: skip
     for w in workers.values():
@@ -278,7 +202,8 @@ def test_a_worker_killed_mid_build_loses_nothing_and_leaves_nothing(farm, tmp_pa
     # and its domain unless the other test worker's `baker clean` (which ends every domain
     # whose build is gone, on the whole host) got there first.
     left = {d for d in domains() - before if "farm-fault" in d}
-    again = Worker(victim.name, farm["broker"], farm["artifacts"], farm["work"], victim.log)
+    again = Worker(victim.name, farm["broker"], farm["artifacts"], farm["work"], victim.log,
+                   {"BAKER_FARM_VISIBILITY_S": str(VISIBILITY_S)})  # fmt: skip
     workers[victim.name] = again
     removed = {line.split()[3].rstrip(":") for line in again.output().splitlines()
                if line.startswith("baker: removed domain ")}  # fmt: skip
