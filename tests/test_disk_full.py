@@ -11,12 +11,12 @@ import datetime as dt
 import io
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from rich.console import Console
+from support.mounts import tmpfs
 from support.recipe_files import WriteRecipe
 
 from baker import recipe
@@ -39,21 +39,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs
 MIB = 1 << 20
 
 
-@contextlib.contextmanager
-def tmpfs(directory: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` at `directory`, unmounted however the test ends."""
-    directory.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", directory],
-                   check=True)  # fmt: skip
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "--lazy", directory], check=True)
-
-
 @pytest.fixture
 def small(tmp_path: Path) -> Iterator[Path]:
-    with tmpfs(tmp_path / "small", "8m") as mount:
+    with tmpfs("8m", tmp_path / "small") as mount:
         yield mount
 
 
@@ -73,7 +61,6 @@ def test_tar_filling_the_disk_is_named_with_its_own_words(tmp_path: Path, small:
     with pytest.raises(DiskFull) as caught:
         tools.run(["tar", "--create", f"--file={small}/x.tar", "-C", tmp_path, "src"])
     message = str(caught.value)
-    print(message)
     assert re.match(full_at(small) + r"tar failed \(exit 2\): ", message)
     assert "Wrote only" in message or "No space left on device" in message
     assert caught.value.mount == small and caught.value.total == 8 * MIB
@@ -86,7 +73,6 @@ def test_dd_filling_the_disk_is_named_while_its_lines_stream(small: Path) -> Non
         tools.run(["dd", "if=/dev/zero", f"of={small}/fill", "bs=1M", "count=16"],
                   on_line=lines.append)  # fmt: skip
     message = str(caught.value)
-    print(message)
     assert re.match(full_at(small) + r"dd failed \(exit 1\): .*No space left on device", message)
     assert any("No space left on device" in line for line in lines)
 
@@ -195,7 +181,6 @@ def test_a_step_filling_the_work_disk_names_it_and_what_the_build_needs(
     with pytest.raises(DiskFull) as caught:
         runner.run([step], ctx, new_state())
     message = str(caught.value)
-    print(message)
     need = (
         "a build of this recipe needs about 4.00 GiB there for the work directory "
         "(BAKER_WORK_DIR picks another place); "
@@ -214,7 +199,6 @@ def test_a_disk_that_has_room_again_was_full(tmp_path: Path, small: Path) -> Non
     with pytest.raises(DiskFull) as caught:
         runner.run([Writes("fill", 16 * MIB, tidy=True)], ctx, new_state())
     message = str(caught.value)
-    print(message)
     free = r"\d+\.\d+ MiB"
     assert re.match(
         f"^step fill: the disk at {re.escape(str(small))} was full \\({free} free of 8.00 MiB "
@@ -231,7 +215,6 @@ def test_a_full_step_cache_says_how_much_the_output_needs(tmp_path: Path, small:
     with pytest.raises(DiskFull) as caught:
         runner.run([step], ctx, new_state())
     message = str(caught.value)
-    print(message)
     # The cache removed what it staged before the runner looked: the disk "was" full.
     assert re.match(
         f"^step made: the disk at {re.escape(str(small))} was full "
@@ -284,14 +267,13 @@ def test_a_build_on_a_small_work_disk_fails_saying_the_disk_is_full(
     the machine ran and before anything is published."""
     fake = FakeBackend(hands_back="disk")
     spec = recipe.load(write_recipe(RECIPE))
-    with tmpfs(tmp_path / "tiny", "1m") as tiny:
+    with tmpfs("1m", tmp_path / "tiny") as tiny:
         opts = Options(out=tmp_path / "out", cache=Cache(tmp_path / "cache"), work_root=tiny,
                        measure=False)  # fmt: skip
         with pytest.raises(DiskFull) as caught:
             build(spec, opts, Reporter(Console(file=io.StringIO())), backend=fake)
         left = list(tiny.iterdir())
     message = str(caught.value)
-    print(message)
     assert re.match(full_at(tiny, "capture", "1.00 MiB"), message)
     assert "a build of this recipe needs about 4.00 GiB there for the work directory" in message
     assert "No space left on device" in message
@@ -307,13 +289,12 @@ def test_a_full_output_disk_says_how_much_the_artifact_needs(
     spec = recipe.load(write_recipe(RECIPE))
     work = tmp_path / "work"
     work.mkdir()
-    with tmpfs(tmp_path / "out", "256k") as out:
+    with tmpfs("256k", tmp_path / "out") as out:
         opts = Options(out=out, cache=Cache(tmp_path / "cache"), work_root=work, measure=False)
         with pytest.raises(DiskFull) as caught:
             build(spec, opts, Reporter(Console(file=io.StringIO())), backend=fake)
         left = list(out.iterdir())
     message = str(caught.value)
-    print(message)
     # The publish step removed its staging directory before the runner looked.
     assert re.match(
         f"^step publish: the disk at {re.escape(str(out))} was full "

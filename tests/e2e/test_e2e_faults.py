@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from support.bakerun import (
     qemu_processes,
     run_baker,
 )
+from support.mounts import tmpfs
 
 pytestmark = pytest.mark.e2e
 
@@ -143,18 +143,6 @@ def test_a_signal_at_each_long_wait(
     assert code == 130
     assert last_line(stderr) == "baker: error: interrupted; cleaned up."
     assert_nothing_left(out, work, name, before, stderr)
-
-
-@contextlib.contextmanager
-def tmpfs(size: str) -> Iterator[Path]:
-    mount = Path(tempfile.mkdtemp(prefix="baker-e2e-small-", dir="/var/tmp"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0711", "tmpfs", mount],
-                   check=True)  # fmt: skip
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", mount], check=False)
-        mount.rmdir()
 
 
 def test_a_full_work_disk_is_named_with_what_the_build_needs(tmp_path: Path) -> None:
