@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from baker.build.options import Options
-from baker.cli.shared import JsonOpt, VarOpt, app, command, err, reporter, with_options
+from baker.cli.shared import (
+    Interrupted,
+    JsonOpt,
+    VarOpt,
+    app,
+    command,
+    err,
+    reporter,
+    with_options,
+)
 from baker.errors import BakerError, BuildError, InputError
 
 if TYPE_CHECKING:
@@ -219,8 +228,10 @@ def _wait(sent: list[Any], seconds: float, out: Path | None) -> list[str]:
     from baker.farm import watch
 
     failed: list[str] = []
+    finished: set[str] = set()
 
     def done(job: watch.Job) -> None:
+        finished.add(job.result.id)
         value = job.result.result
         if job.result.successful():
             if out is not None:
@@ -233,6 +244,13 @@ def _wait(sent: list[Any], seconds: float, out: Path | None) -> list[str]:
 
     try:
         watch.wait(sent, seconds, done, _say)
+    except KeyboardInterrupt:
+        # Nothing to clean up here: the jobs are the farm's now, and they go on.
+        left = [job.name for job in sent if job.result.id not in finished]
+        raise Interrupted(
+            f"interrupted; {', '.join(left)} still queued or building on the farm "
+            "(`baker farm status` shows where)."
+        ) from None
     except BakerError:
         raise
     except Exception as e:  # the broker went away, or answered nonsense

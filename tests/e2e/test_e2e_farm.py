@@ -89,7 +89,10 @@ def test_a_job_no_worker_listens_for_is_said_at_once_and_its_wait_ends_cleanly(
     waiting.send_signal(signal.SIGINT)
     _, rest = waiting.communicate(timeout=60)
     assert waiting.returncode == 130
-    assert rest.strip().splitlines()[-1] == "baker: error: interrupted; cleaned up."
+    assert rest.strip().splitlines()[-1] == (
+        "baker: error: interrupted; farm-kvm still queued or building on the farm "
+        "(`baker farm status` shows where)."
+    )
     assert "Traceback" not in rest and "Exception ignored" not in rest, rest
 
 
