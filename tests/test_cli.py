@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from baker.edge.ssh import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 BAKER = Path(sys.executable).parent / "baker"
 
@@ -218,4 +220,14 @@ def test_two_recipes_that_make_one_image_are_refused(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert _one_error_line(proc) == (
         f"{a} and {b} both make the image 'harmless'; give one another name."
+    )
+
+
+def test_farm_status_of_a_broker_that_is_not_there_says_so_in_one_line() -> None:
+    port = free_port()
+    proc = _baker("farm", "status", "--broker", f"redis://127.0.0.1:{port}/0")
+    assert proc.returncode == 1
+    assert _one_error_line(proc) == (
+        f"--broker redis://127.0.0.1:{port}/0: the broker does not answer: "
+        f"Error 111 connecting to 127.0.0.1:{port}. Connection refused."
     )

@@ -272,9 +272,9 @@ def status(broker: BrokerOpt, as_json: JsonOpt = False) -> None:
     try:
         state = farm.gather(app, broker)
     except Exception as e:  # redis's and kombu's own errors: the broker is not there
-        raise BuildError(
-            f"--broker {broker}: {str(e).splitlines()[0] if str(e) else e!r}"
-        ) from None
+        # kombu quotes the error of the client it wraps: the sentence is the client's.
+        said = str(e).splitlines()[0].strip("'\"").rstrip(".") if str(e) else repr(e)
+        raise BuildError(f"--broker {broker}: the broker does not answer: {said}.") from None
     finally:
         app.close()
     if as_json:
