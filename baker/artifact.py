@@ -328,9 +328,13 @@ def publish(
 
     They are gathered in a hidden staging directory beside the target, then swapped in by a
     rename: a reader sees the old artifact or the new one, never a mix or a partial one."""
-    out.mkdir(parents=True, exist_ok=True)
+    made = _make_dirs(out)
     final = out / name
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out))
+    except BaseException:
+        _remove_dirs(made)
+        raise
     try:
         for artifact_name, src in files.items():
             if artifact_name in copy:
@@ -351,8 +355,24 @@ def publish(
             staging.rename(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        _remove_dirs(made)  # a failed publish leaves no empty out/ behind either
         raise
     return final
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """`path` and its missing parents, made; returns those it made, innermost first."""
+    missing = [d for d in (path, *path.parents) if not d.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_dirs(made: list[Path]) -> None:
+    for d in made:
+        try:
+            d.rmdir()
+        except OSError:
+            return  # not empty: someone else put something there meanwhile
 
 
 # A child's parent carried beside it by an imported bundle (ARTIFACT/parent/NAME, and the key

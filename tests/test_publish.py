@@ -99,9 +99,14 @@ def test_failure_midway_leaves_the_previous_artifact_and_no_staging(tmp_path: Pa
 
 def test_failure_on_first_publish_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
+    out.mkdir()
     with pytest.raises(FileNotFoundError):
         publish(out, "demo", {"image.qcow2": tmp_path / "missing.qcow2"})
     assert list(out.iterdir()) == []
+    # Nor the directories it made for an --out that was not there.
+    with pytest.raises(FileNotFoundError):
+        publish(tmp_path / "new" / "out", "demo", {"image.qcow2": tmp_path / "missing.qcow2"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_sha256sums_lists_only_regular_files_but_itself(tmp_path: Path) -> None:
