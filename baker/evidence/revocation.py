@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from baker.artifact import ParentRecord
 from baker.errors import BakerError, BuildError, InputError
 from baker.evidence import signing
+from baker.recipe import bounded
 
 FILE = "revocation.dsse.json"  # beside a revoked artifact
 MEDIA_TYPE = "application/vnd.baker.revocation.v1+json"  # its referrer's artifactType
@@ -159,13 +160,9 @@ def verdict(
 
 def load_file(path: Path) -> list[tuple[object, str]]:
     """The envelopes of a revocations file, each with where it came from."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE + 1)
-    except OSError as e:
-        raise InputError(f"--revocations {path}: {e.strerror or e}.") from None
-    if len(data) > MAX_FILE:
-        raise InputError(f"--revocations {path}: larger than {MAX_FILE >> 20} MiB.")
+    data = bounded.read_limited(
+        path, MAX_FILE, "revocations file", "give the file `baker revocations export` wrote"
+    )
     try:
         doc = json.loads(data)
         items = doc["revocations"]
@@ -189,8 +186,6 @@ def beside(artifact: Path) -> list[tuple[object, str]]:
     if not path.is_file():
         return []
     try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE + 1)
-        return [(json.loads(data[:MAX_FILE]), str(path))]
-    except ValueError:
+        return [(json.loads(bounded.read_limited(path, MAX_FILE, "statement", "")), str(path))]
+    except (ValueError, InputError):
         return [({}, str(path))]  # reported as not a revocation statement
