@@ -45,6 +45,9 @@ def listening(port: int) -> bool:
 
 
 class Worker:
+    """`baker worker` as an operator starts it, its output appended to `log`; ready once
+    Celery says so."""
+
     def __init__(
         self,
         name: str,
