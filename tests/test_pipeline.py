@@ -314,6 +314,8 @@ def test_a_build_whose_cache_is_thrown_away_boots_and_saves_no_machine(
     opts = replace(_opts(tmp_path, cache), save_machine=False)
     booted = build(_spec(write_recipe), opts, _reporter(), backend=fake)
     assert "save" not in fake.journal and not any(e.startswith("resume") for e in fake.journal)
+    # Settled as a machine about to be saved is: its boot finished, its timers stopped.
+    assert any("is-system-running --wait" in e and "*.timer" in e for e in fake.journal)
     assert not [e for e in cache.entries() if e.step == "boot"]
     resumed = build(_spec(write_recipe), _opts(tmp_path, Cache(tmp_path / "other")), _reporter(),
                     backend=ResumingFakeBackend())  # fmt: skip

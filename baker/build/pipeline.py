@@ -69,7 +69,9 @@ def steps(
     # A backend that can save a running machine resumes the one saved from this base (unless
     # the saved one would be thrown away with the build's cache: boot, save and resume cost
     # more than a boot).
-    boot = ResumeOrBoot() if isinstance(backend, Resumes) and save_machine else Boot()
+    boot: Step = Boot()
+    if isinstance(backend, Resumes):
+        boot = ResumeOrBoot() if save_machine else Boot(settle=True)
     if backend.starts_from == "debian" and vendor.as_is(spec):
         # A vendor's disk taken as it is: booted, generalized and trimmed in place, imaged.
         in_place = GeneralizeInGuest(first=(vendor.RESTORE_ROOT_SSH_IN_GUEST,),

@@ -56,7 +56,15 @@ def _label(state: BuildState) -> BuildLabel:
 
 
 class Boot(Step):
+    """The boot step of a backend that cannot save a machine (or of a build that would throw
+    the saved one away): a machine booted for this build alone. `settle`: its boot finishes
+    and its timers stop before anything runs, as a saved machine's did (a local machine, whose
+    provisioners must find what they would find on a resumed one)."""
+
     name = "boot"
+
+    def __init__(self, settle: bool = False) -> None:
+        self.settle = settle
 
     def describe(self, ctx: Context) -> str:
         return f"build machine ({ctx.backend.kind}, {ctx.accel}), waiting for SSH"
@@ -75,6 +83,8 @@ class Boot(Step):
         state.machine = machine
         state.guest = machine.connect(ctx.spec.recipe.backend.ssh_timeout_s)
         cleanup.callback(state.guest.close)
+        if self.settle:
+            _quiesce(state.guest)
 
 
 class ResumeOrBoot(Step):
