@@ -197,6 +197,7 @@ def submit(
     jobs = [_job(s, variables, parents or out or Path("out")) | asked for s in specs]
     app = make_app(broker)
     sent: list[watch.Job] = []
+    finished: set[str] = set()  # the ids of the jobs whose result came
     try:
         listening = {q for qs in watch.listeners(app).values() for q in qs}
         for queue in sorted({queues.route(job) for job in jobs} - listening):
@@ -207,11 +208,20 @@ def submit(
             if not wait:
                 typer.echo(f"{spec.name} {result.id}")
         if wait:
-            failed = _wait(sent, seconds, out)
+            failed = _wait(sent, seconds, out, finished)
             if failed:
                 raise BuildError(
                     f"{len(failed)} of {len(sent)} builds failed: {', '.join(failed)}."
                 )
+    except KeyboardInterrupt:
+        # Nothing to clean up here: what was queued is the farm's now, and goes on.
+        left = [job.name for job in sent if job.result.id not in finished]
+        raise Interrupted(
+            f"interrupted; {', '.join(left)} still queued or building on the farm "
+            "(`baker farm status` shows where)."
+            if left
+            else "interrupted; nothing was queued."
+        ) from None
     finally:
         # Celery's results unsubscribe from the broker when collected: now, not while the
         # interpreter shuts down (where that fails with a traceback).
@@ -224,11 +234,10 @@ def _say(line: str) -> None:
     err.print(f"baker: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _wait(sent: list[Any], seconds: float, out: Path | None) -> list[str]:
+def _wait(sent: list[Any], seconds: float, out: Path | None, finished: set[str]) -> list[str]:
     from baker.farm import watch
 
     failed: list[str] = []
-    finished: set[str] = set()
 
     def done(job: watch.Job) -> None:
         finished.add(job.result.id)
@@ -244,13 +253,6 @@ def _wait(sent: list[Any], seconds: float, out: Path | None) -> list[str]:
 
     try:
         watch.wait(sent, seconds, done, _say)
-    except KeyboardInterrupt:
-        # Nothing to clean up here: the jobs are the farm's now, and they go on.
-        left = [job.name for job in sent if job.result.id not in finished]
-        raise Interrupted(
-            f"interrupted; {', '.join(left)} still queued or building on the farm "
-            "(`baker farm status` shows where)."
-        ) from None
     except BakerError:
         raise
     except Exception as e:  # the broker went away, or answered nonsense

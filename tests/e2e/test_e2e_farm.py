@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from support.bakerun import BAKER, ROOT, Baked, domains
 from support.farm import Redis, Worker
 
@@ -83,9 +84,16 @@ def test_a_job_no_worker_listens_for_is_said_at_once_and_its_wait_ends_cleanly(
     assert rest.strip().splitlines()[-1] == (
         "baker: error: --timeout: no result after 10 s: farm-kvm waiting in the queue."
     )
+    # Ctrl-C once the second job is in the broker's queue (the first one waits there too).
+    queue = redis.Redis.from_url(farm["broker"])
+    queued = queue.llen("baker.libvirt.amd64.kvm")
     waiting = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert waiting.stderr is not None
     assert waiting.stderr.readline().strip() == notice
+    deadline = time.monotonic() + 30
+    while queue.llen("baker.libvirt.amd64.kvm") == queued:
+        assert time.monotonic() < deadline and waiting.poll() is None
+        time.sleep(0.1)
     waiting.send_signal(signal.SIGINT)
     _, rest = waiting.communicate(timeout=60)
     assert waiting.returncode == 130
@@ -94,6 +102,8 @@ def test_a_job_no_worker_listens_for_is_said_at_once_and_its_wait_ends_cleanly(
         "(`baker farm status` shows where)."
     )
     assert "Traceback" not in rest and "Exception ignored" not in rest, rest
+    assert queue.llen("baker.libvirt.amd64.kvm") == queued + 1  # it goes on without its submitter
+    queue.close()
 
 
 def test_submit_wait_gives_the_local_builds_digests(
