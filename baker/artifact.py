@@ -330,12 +330,9 @@ def publish(
     rename: a reader sees the old artifact or the new one, never a mix or a partial one."""
     made = _make_dirs(out)
     final = out / name
+    staging: Path | None = None
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out))
-    except BaseException:
-        _remove_dirs(made)
-        raise
-    try:
         for artifact_name, src in files.items():
             if artifact_name in copy:
                 shutil.copyfile(src, staging / artifact_name)
@@ -354,7 +351,8 @@ def publish(
                 shutil.rmtree(final)
             staging.rename(final)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         _remove_dirs(made)  # a failed publish leaves no empty out/ behind either
         raise
     return final

@@ -105,13 +105,19 @@ def _any_of(rules: tuple[Rule, ...], is_dir: bool) -> re.Pattern[str]:
     return re.compile("|".join(kept) or "(?!)")
 
 
+@functools.cache
+def _if_empty(rules: tuple[Rule, ...]) -> re.Pattern[str]:
+    """One regex for the rules on directories that go only when left empty."""
+    return re.compile("|".join(_regex(r.pattern) for r in rules if r.if_empty) or "(?!)")
+
+
 def _removed(rel: str, is_dir: bool, rules: tuple[Rule, ...]) -> bool:
     return _any_of(rules, is_dir).fullmatch(rel) is not None
 
 
 def _left_empty(directory: str, rel: str, rules: tuple[Rule, ...]) -> bool:
     """Whether `rules` leave nothing in `directory` (at `rel`) but what they remove."""
-    if not any(r.if_empty and r.matches(rel, True) for r in rules):
+    if not _if_empty(rules).fullmatch(rel):
         return False
     with os.scandir(directory) as it:
         children = [(f"{rel}/{e.name}", e.is_dir(follow_symlinks=False)) for e in it]
